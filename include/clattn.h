@@ -1,0 +1,279 @@
+/*
+ * clattn.h - the whole public API of clattn, attention operators for any
+ * OpenCL device.
+ *
+ * Tensors are row-major "BHSD": Q is [B, Hq, Nq, D], K is [B, Hkv, Nk, D],
+ * V is [B, Hkv, Nk, Dv], O is [B, Hq, Nq, Dv] and the optional LSE is float32
+ * [B, Hq, Nq]. Hq is a multiple of Hkv (grouped-query attention): query head h
+ * reads kv head h / (Hq / Hkv). Causal masking is bottom-right aligned: key j
+ * is visible to query i when j <= i + (Nk - Nq).
+ *
+ * Thread safety: every function may be called from any thread. A context may
+ * be shared by threads: creating plans, running plans and reading the error
+ * message are serialised inside clattn where they touch shared state, and
+ * kernels are enqueued on the context's command queue, which OpenCL makes
+ * thread-safe. A plan may also be run from several threads at once. Destroying
+ * a handle while another thread still uses it is the caller's error, as is
+ * destroying a context before the plans made from it.
+ *
+ * Errors: every call that can fail returns a clattn_status. Calls that take a
+ * context (or a plan, which belongs to one) also leave a message on it, read
+ * with clattn_context_error(); a failed kernel build puts the compiler's build
+ * log there. clattn never aborts and never prints.
+ */
+#ifndef CLATTN_H
+#define CLATTN_H
+
+#include <stddef.h>
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifdef __APPLE__
+#include <OpenCL/opencl.h>
+#else
+#include <CL/cl.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Versions: the header's, and clattn_version() for the library's, so that a
+ * program can catch a header and a library that do not match. */
+#define CLATTN_VERSION_MAJOR 0
+#define CLATTN_VERSION_MINOR 1
+#define CLATTN_VERSION_PATCH 0
+#define CLATTN_VERSION                                                         \
+  (CLATTN_VERSION_MAJOR * 10000 + CLATTN_VERSION_MINOR * 100 +                 \
+   CLATTN_VERSION_PATCH)
+
+/* Status codes. Where a code means what an OpenCL code means it has the same
+ * number; clattn's own codes start at -1000. */
+#define CLATTN_STATUS_MAP(X)                                                   \
+  X(SUCCESS, 0, "success")                                                     \
+  X(ERROR_DEVICE_NOT_FOUND, -1, "no OpenCL device matches")                    \
+  X(ERROR_OUT_OF_RESOURCES, -5, "the device ran out of resources")             \
+  X(ERROR_OUT_OF_HOST_MEMORY, -6, "out of host memory")                        \
+  X(ERROR_BUILD_FAILED, -11, "kernel build failed")                            \
+  X(ERROR_INVALID_VALUE, -30, "invalid argument")                              \
+  X(ERROR_INVALID_MEM_OBJECT, -38, "invalid buffer")                           \
+  X(ERROR_INVALID_BUFFER_SIZE, -61, "buffer too small for the shapes")         \
+  X(ERROR_OPENCL, -1000, "OpenCL call failed")                                 \
+  X(ERROR_INVALID_DESCRIPTOR, -1001, "invalid problem descriptor")             \
+  X(ERROR_UNSUPPORTED, -1002, "not supported on this device")                  \
+  X(ERROR_IO, -1003, "file input or output failed")
+
+typedef enum clattn_status {
+#define CLATTN_STATUS_ENUM_(name, value, text) CLATTN_##name = (value),
+  CLATTN_STATUS_MAP(CLATTN_STATUS_ENUM_)
+#undef CLATTN_STATUS_ENUM_
+} clattn_status;
+
+/* "CLATTN_ERROR_INVALID_VALUE"; "CLATTN_UNKNOWN_STATUS" for a code not in the
+ * list. Static strings. */
+const char *clattn_status_name(clattn_status status);
+/* "invalid argument". Static strings. */
+const char *clattn_status_string(clattn_status status);
+
+/* CLATTN_VERSION of the library that is linked, and "0.1.0". */
+unsigned clattn_version(void);
+const char *clattn_version_string(void);
+
+/* ---- Devices ---------------------------------------------------------- */
+
+/* What clattn reads of a device once, and tiles its kernels by. Strings are
+ * truncated to fit. */
+typedef struct clattn_device_profile {
+  cl_uint index;          /* global index over all platforms */
+  cl_uint platform_index; /* platform, and device within it: "P:D" */
+  cl_uint device_index;
+  cl_platform_id platform;
+  cl_device_id device;
+  char platform_name[128];
+  char platform_version[128];
+  char name[128];
+  char vendor[128];
+  char driver_version[128];
+  char device_version[128]; /* "OpenCL 3.0 ..." */
+  char c_version[128];      /* "OpenCL C 1.2 ..." */
+  cl_uint vendor_id;
+  cl_device_type type;
+  int is_cpu; /* CL_DEVICE_TYPE_CPU */
+  int is_gpu; /* CL_DEVICE_TYPE_GPU */
+  cl_uint compute_units;
+  size_t max_work_group_size;
+  cl_ulong local_mem_size;
+  int local_mem_is_real; /* CL_LOCAL, not emulated in global memory */
+  cl_ulong global_mem_size;
+  cl_ulong max_mem_alloc_size;
+  cl_uint preferred_vector_width_float;
+  cl_uint native_vector_width_float;
+  int has_fp16;      /* cl_khr_fp16: native half arithmetic */
+  int has_subgroups; /* cl_khr_subgroups or cl_intel_subgroups */
+  int c_major;       /* OpenCL C version of the device */
+  int c_minor;
+  char extensions[4096];
+} clattn_device_profile;
+
+/* Number of devices over all platforms. 0 with CLATTN_SUCCESS when there is
+ * no platform at all. */
+clattn_status clattn_device_count(cl_uint *count);
+
+/* Profile of the device with global index `index`. */
+clattn_status clattn_device_profile_get(cl_uint index,
+                                        clattn_device_profile *out);
+
+/* Resolves a selector to a global device index. A selector is a global index
+ * ("1"), a platform:device pair ("0:1"), a type ("cpu", "gpu",
+ * "accelerator"), or a case-insensitive substring of the platform, vendor or
+ * device name ("pocl", "nvidia"). NULL or "" means: CLATTN_DEVICE from the
+ * environment if set, else the first GPU, else the first device. */
+clattn_status clattn_device_find(const char *selector, cl_uint *index);
+
+/* ---- Contexts --------------------------------------------------------- */
+
+typedef struct clattn_context *clattn_context_t;
+typedef struct clattn_plan *clattn_plan_t;
+
+/* Flags of clattn_context_create. */
+#define CLATTN_CONTEXT_PROFILING 1u /* queue with CL_QUEUE_PROFILING_ENABLE */
+
+/* Creates a context with its own OpenCL context and in-order queue on the
+ * device `selector` names (see clattn_device_find). Like sqlite3_open, *out is
+ * set even when this fails (unless memory ran out), so that
+ * clattn_context_error() can say why; destroy it either way. */
+clattn_status clattn_context_create(clattn_context_t *out, const char *selector,
+                                    unsigned flags);
+
+/* Adopts a caller's context, device and queue. They are retained here and
+ * released by clattn_context_destroy(); the caller keeps its own references.
+ * The queue may be in-order or out-of-order: clattn orders its own kernels
+ * with events. *out is set even on failure, as above. */
+clattn_status clattn_context_create_from_cl(clattn_context_t *out,
+                                            cl_context context,
+                                            cl_device_id device,
+                                            cl_command_queue queue);
+
+/* Releases everything the context holds. NULL does nothing. */
+void clattn_context_destroy(clattn_context_t ctx);
+
+/* The message of the last failure on this context (or on a plan made from
+ * it), "" if none. The pointer stays valid until the next call that fails on
+ * this context; threads sharing a context should use
+ * clattn_context_error_copy(). */
+const char *clattn_context_error(clattn_context_t ctx);
+
+/* Copies the message into buf (always terminated); returns its full length. */
+size_t clattn_context_error_copy(clattn_context_t ctx, char *buf, size_t size);
+
+/* The OpenCL objects the context uses (owned by the context). */
+cl_context clattn_context_cl(clattn_context_t ctx);
+cl_device_id clattn_context_device(clattn_context_t ctx);
+cl_command_queue clattn_context_queue(clattn_context_t ctx);
+
+/* A copy of the context's device profile. */
+clattn_status clattn_context_profile(clattn_context_t ctx,
+                                     clattn_device_profile *out);
+
+/* ---- Problems and plans ----------------------------------------------- */
+
+typedef enum clattn_variant {
+  CLATTN_VARIANT_SOFTMAX = 0, /* FlashAttention-style online softmax */
+  CLATTN_VARIANT_SIGMOID,     /* sigmoid(s q.k + b), no normalisation */
+  CLATTN_VARIANT_LINEAR,      /* phi(q).S / (phi(q).z + eps) */
+  CLATTN_VARIANT_COSFORMER,   /* linear attention with cos re-weighting */
+  CLATTN_VARIANT_COUNT
+} clattn_variant;
+
+typedef enum clattn_dtype {
+  CLATTN_DTYPE_F32 = 0, /* float storage */
+  CLATTN_DTYPE_F16      /* half storage, float arithmetic */
+} clattn_dtype;
+
+typedef enum clattn_feature_map {
+  CLATTN_FEATURE_MAP_DEFAULT = 0, /* elu1 for linear, relu for cosformer */
+  CLATTN_FEATURE_MAP_ELU1,        /* elu(x) + 1 */
+  CLATTN_FEATURE_MAP_RELU         /* max(x, 0) */
+} clattn_feature_map;
+
+/* "softmax", "f16", "elu1"; NULL for a value out of range. */
+const char *clattn_variant_name(clattn_variant variant);
+const char *clattn_dtype_name(clattn_dtype dtype);
+const char *clattn_feature_map_name(clattn_feature_map map);
+/* The reverse; CLATTN_ERROR_INVALID_VALUE for an unknown name. */
+clattn_status clattn_variant_parse(const char *name, clattn_variant *out);
+clattn_status clattn_dtype_parse(const char *name, clattn_dtype *out);
+clattn_status clattn_feature_map_parse(const char *name,
+                                       clattn_feature_map *out);
+
+/* The problem. Fill it with clattn_desc_init() first, then set the fields;
+ * a field left as init set it takes its default. Fields that do not apply to
+ * the variant must keep their defaults. */
+typedef struct clattn_desc {
+  clattn_variant variant;
+  clattn_dtype dtype;
+  size_t batch;    /* B */
+  size_t heads_q;  /* Hq */
+  size_t heads_kv; /* Hkv; 0 = Hq */
+  size_t seq_q;    /* Nq */
+  size_t seq_k;    /* Nk */
+  size_t dim;      /* D, 1..256 */
+  size_t dim_v;    /* Dv, 1..256; 0 = D */
+  int causal;      /* bottom-right aligned */
+  /* softmax, sigmoid: score scale; 0 = 1/sqrt(D). */
+  float scale;
+  /* sigmoid: bias added to the scaled score; default -ln(Nk). */
+  int has_bias;
+  float bias;
+  /* linear, cosformer. */
+  clattn_feature_map feature_map;
+  float eps; /* 0 = 1e-6 */
+  /* cosformer: the M in t_i = (pi/2) i / M; 0 = max(Nq, Nk). */
+  float cos_m;
+  /* Tile override, "NAME=VALUE,..." (clattn-info lists the names); NULL = let
+   * clattn choose (CLATTN_TUNE in the environment is read when NULL). */
+  const char *tiles;
+} clattn_desc;
+
+void clattn_desc_init(clattn_desc *desc, clattn_variant variant);
+
+/* Validates the descriptor (the message names the bad field), chooses tiles
+ * for the context's device and builds the kernels (the build log is in the
+ * message if that fails). The plan keeps a pointer to ctx. */
+clattn_status clattn_plan_create(clattn_context_t ctx, const clattn_desc *desc,
+                                 clattn_plan_t *out);
+
+/* NULL does nothing. Waits for nothing: finish the queue first if kernels of
+ * this plan may still be running. */
+void clattn_plan_destroy(clattn_plan_t plan);
+
+/* Enqueues the attention on the context's queue. q, k, v and o hold the
+ * descriptor's dtype; lse (float32) is optional and only for softmax. The
+ * buffers' sizes are checked against the shapes. Kernels wait for
+ * `wait_list`; if `event` is not NULL it receives an event that completes
+ * when the output is written (release it). */
+clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v,
+                              cl_mem o, cl_mem lse, cl_uint num_events,
+                              const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays in and out (converted to the plan's dtype
+ * on the way), blocking. lse may be NULL. */
+clattn_status clattn_plan_run_host(clattn_plan_t plan, const float *q,
+                                   const float *k, const float *v, float *o,
+                                   float *lse);
+
+/* Device bytes the plan itself holds (workspace), not counting the caller's
+ * q, k, v, o and lse buffers. */
+size_t clattn_plan_device_bytes(clattn_plan_t plan);
+
+/* One line naming the kernel shape and tiles chosen and where they came from
+ * ("builtin", "heuristic", "override", ...). Always terminated; returns the
+ * full length. */
+size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLATTN_H */
