@@ -1,0 +1,1 @@
+/* cosformer.cl - cosFormer attention (in progress). */

@@ -1,0 +1,1 @@
+/* linear.cl - linear attention (in progress). */

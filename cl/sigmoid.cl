@@ -1,0 +1,62 @@
+/*
+ * sigmoid.cl - sigmoid attention forward (FlashSigmoid): out_i =
+ * sum_j sigmoid(s q_i.k_j + b) v_j over visible keys, with no normalisation.
+ * It shares the tiles of softmax.cl but keeps no running max or sum and never
+ * rescales the accumulator, which is where its speed comes from.
+ *
+ * Layout and work split: as softmax.cl (no LSE). Macros: see common.cl;
+ * CAUSAL (0/1).
+ */
+
+#ifndef CAUSAL
+#define CAUSAL 0
+#endif
+
+__kernel void clattn_sigmoid_fwd(__global const store_t *q,
+                                 __global const store_t *k,
+                                 __global const store_t *v,
+                                 __global store_t *o, const int nq,
+                                 const int nk, const int hq, const int hkv,
+                                 const float scale_log2,
+                                 const float bias_log2) {
+  const int i0 = (int)get_global_id(0) * BLOCK_M;
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  if (i0 >= nq)
+    return; /* padding of the global size; no barriers follow */
+  const int hk = h / (hq / hkv);
+  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  k += ((size_t)b * hkv + hk) * nk * HEAD_DIM;
+  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+
+  /* Scores in the log2 domain: sigmoid(x) = 1 / (1 + 2^(-x log2 e)). */
+  floatv qr[BLOCK_M][DCH];
+  floatv acc[BLOCK_M][DVCH];
+  for (int r = 0; r < BLOCK_M; r++) {
+    const int i = min(i0 + r, nq - 1);
+    clattn_load_row(q + (qrow0 + i) * HEAD_DIM, qr[r], HEAD_DIM, scale_log2);
+    for (int c = 0; c < DVCH; c++)
+      acc[r][c] = (floatv)(0.0f);
+  }
+
+  const int off = nk - nq;
+  const int kend = CAUSAL ? clamp(i0 + BLOCK_M + off, 0, nk) : nk;
+  const int kfree = CAUSAL ? clamp(i0 + 1 + off, 0, nk) : nk;
+  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+    float s[BLOCK_M][BLOCK_N];
+    const int mask = j0 + BLOCK_N > kfree;
+    clattn_score_block(qr, k, j0, nk, mask, CAUSAL ? i0 + off : nk, s);
+    /* A masked score is -inf: 2^inf = inf and 1 / inf = 0 exactly. */
+    for (int r = 0; r < BLOCK_M; r++)
+      for (int jj = 0; jj < BLOCK_N; jj++)
+        s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias_log2)));
+    clattn_pv_block(s, v, j0, nk, acc);
+  }
+
+  for (int r = 0; r < BLOCK_M; r++) {
+    const int i = i0 + r;
+    if (i >= nq)
+      break;
+    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V, 1.0f);
+  }
+}

@@ -1,0 +1,239 @@
+/*
+ * desc.c - problem descriptors: defaults, validation, and tile parameters.
+ */
+#include "plan.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+CLATTN_API void clattn_desc_init(clattn_desc *desc, clattn_variant variant) {
+  if (!desc)
+    return;
+  memset(desc, 0, sizeof *desc);
+  desc->variant = variant;
+  desc->dtype = CLATTN_DTYPE_F32;
+  desc->batch = 1;
+  desc->heads_q = 1;
+  desc->seq_q = 1;
+  desc->seq_k = 1;
+  desc->dim = 1;
+  desc->feature_map = CLATTN_FEATURE_MAP_DEFAULT;
+}
+
+/* Largest extent of any one dimension: kernels index rows with int. */
+#define CLATTN_MAX_EXTENT ((size_t)INT_MAX / 2)
+
+static clattn_status bad(clattn_context_t ctx, const char *field,
+                         const char *why) {
+  return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                      "invalid descriptor: %s %s", field, why);
+}
+
+/* Element count of a [a, b, c, d] tensor, or 0 if it overflows size_t. */
+static size_t elements(size_t a, size_t b, size_t c, size_t d) {
+  size_t n = a;
+  const size_t f[] = {b, c, d};
+  for (int i = 0; i < 3; i++) {
+    if (f[i] && n > SIZE_MAX / 4 / f[i])
+      return 0;
+    n *= f[i];
+  }
+  return n;
+}
+
+clattn_status clattn__problem_resolve(clattn_context_t ctx,
+                                      const clattn_desc *d,
+                                      clattn__problem *p) {
+  memset(p, 0, sizeof *p);
+  if ((int)d->variant < 0 || d->variant >= CLATTN_VARIANT_COUNT)
+    return bad(ctx, "variant", "is not a known variant");
+  if (d->dtype != CLATTN_DTYPE_F32 && d->dtype != CLATTN_DTYPE_F16)
+    return bad(ctx, "dtype", "is not f32 or f16");
+  const struct {
+    const char *name;
+    size_t value;
+  } extents[] = {{"batch", d->batch},
+                 {"heads_q", d->heads_q},
+                 {"seq_q", d->seq_q},
+                 {"seq_k", d->seq_k},
+                 {"dim", d->dim}};
+  for (size_t i = 0; i < sizeof extents / sizeof extents[0]; i++) {
+    if (extents[i].value == 0)
+      return bad(ctx, extents[i].name, "must be at least 1");
+    if (extents[i].value > CLATTN_MAX_EXTENT)
+      return bad(ctx, extents[i].name, "is too large");
+  }
+  p->variant = d->variant;
+  p->dtype = d->dtype;
+  p->batch = d->batch;
+  p->heads_q = d->heads_q;
+  p->heads_kv = d->heads_kv ? d->heads_kv : d->heads_q;
+  p->seq_q = d->seq_q;
+  p->seq_k = d->seq_k;
+  p->dim = d->dim;
+  p->dim_v = d->dim_v ? d->dim_v : d->dim;
+  p->causal = d->causal != 0;
+  if (p->heads_kv > p->heads_q || p->heads_q % p->heads_kv != 0)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: heads_q (%zu) must be a multiple "
+                        "of heads_kv (%zu)",
+                        p->heads_q, p->heads_kv);
+  if (p->dim > CLATTN_MAX_DIM)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: dim %zu is over the limit of %d",
+                        p->dim, CLATTN_MAX_DIM);
+  if (p->dim_v > CLATTN_MAX_DIM)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: dim_v %zu is over the limit of %d",
+                        p->dim_v, CLATTN_MAX_DIM);
+  if (!elements(p->batch, p->heads_q, p->seq_q, p->dim) ||
+      !elements(p->batch, p->heads_q, p->seq_q, p->dim_v) ||
+      !elements(p->batch, p->heads_kv, p->seq_k, p->dim) ||
+      !elements(p->batch, p->heads_kv, p->seq_k, p->dim_v))
+    return bad(ctx, "batch/heads/seq", "give tensors too large to address");
+
+  int flash = p->variant == CLATTN_VARIANT_SOFTMAX ||
+              p->variant == CLATTN_VARIANT_SIGMOID;
+  const char *vname = clattn_variant_name(p->variant);
+
+  /* scale: softmax and sigmoid. */
+  if (d->scale != 0.0f) {
+    if (!flash)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: scale does not apply to %s",
+                          vname);
+    if (!isfinite(d->scale) || d->scale < 0.0f)
+      return bad(ctx, "scale", "must be finite and positive (0 = default)");
+  }
+  p->scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)p->dim));
+
+  /* bias: sigmoid only. */
+  if (d->has_bias && p->variant != CLATTN_VARIANT_SIGMOID)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: bias applies to sigmoid only, "
+                        "not %s",
+                        vname);
+  if (d->has_bias && !isfinite(d->bias))
+    return bad(ctx, "bias", "must be finite");
+  p->bias = d->has_bias ? d->bias : (float)(-log((double)p->seq_k));
+
+  /* feature_map, eps: linear and cosformer. */
+  if (flash && d->feature_map != CLATTN_FEATURE_MAP_DEFAULT)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: feature_map does not apply to %s",
+                        vname);
+  if (d->feature_map != CLATTN_FEATURE_MAP_DEFAULT &&
+      d->feature_map != CLATTN_FEATURE_MAP_ELU1 &&
+      d->feature_map != CLATTN_FEATURE_MAP_RELU)
+    return bad(ctx, "feature_map", "is not default, elu1 or relu");
+  if (d->feature_map != CLATTN_FEATURE_MAP_DEFAULT)
+    p->feature_map = d->feature_map;
+  else if (p->variant == CLATTN_VARIANT_LINEAR)
+    p->feature_map = CLATTN_FEATURE_MAP_ELU1;
+  else if (p->variant == CLATTN_VARIANT_COSFORMER)
+    p->feature_map = CLATTN_FEATURE_MAP_RELU;
+  if (d->eps != 0.0f) {
+    if (flash)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: eps does not apply to %s",
+                          vname);
+    if (!isfinite(d->eps) || d->eps < 0.0f)
+      return bad(ctx, "eps", "must be finite and positive (0 = default)");
+  }
+  p->eps = d->eps != 0.0f ? d->eps : 1e-6f;
+
+  /* cos_m: cosformer only. */
+  if (d->cos_m != 0.0f) {
+    if (p->variant != CLATTN_VARIANT_COSFORMER)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: cos_m applies to cosformer "
+                          "only, not %s",
+                          vname);
+    if (!isfinite(d->cos_m) || d->cos_m < 0.0f)
+      return bad(ctx, "cos_m", "must be finite and positive (0 = default)");
+  }
+  p->cos_m = d->cos_m != 0.0f
+                 ? d->cos_m
+                 : (float)(p->seq_q > p->seq_k ? p->seq_q : p->seq_k);
+  return CLATTN_SUCCESS;
+}
+
+void clattn__tiles_add(clattn__tiles *t, const char *name, int value) {
+  for (size_t i = 0; i < t->count; i++) {
+    if (strcmp(t->names[i], name) == 0) {
+      t->values[i] = value;
+      return;
+    }
+  }
+  if (t->count < CLATTN_MAX_TILES) {
+    t->names[t->count] = name;
+    t->values[t->count] = value;
+    t->count++;
+  }
+}
+
+int clattn__tiles_get(const clattn__tiles *t, const char *name) {
+  for (size_t i = 0; i < t->count; i++) {
+    if (strcmp(t->names[i], name) == 0)
+      return t->values[i];
+  }
+  return 0;
+}
+
+clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
+                                     const char *spec) {
+  const char *origin = "override";
+  if (!spec) {
+    spec = getenv("CLATTN_TUNE");
+    origin = "CLATTN_TUNE";
+  }
+  if (!spec || !*spec)
+    return CLATTN_SUCCESS;
+  const char *s = spec;
+  while (*s) {
+    const char *eq = strchr(s, '=');
+    const char *end = strchr(s, ',');
+    if (!end)
+      end = s + strlen(s);
+    if (!eq || eq > end)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: tiles (%s) \"%s\": expected "
+                          "NAME=VALUE[,NAME=VALUE...]",
+                          origin, spec);
+    size_t nlen = (size_t)(eq - s);
+    size_t i = 0;
+    for (; i < t->count; i++) {
+      if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)
+        break;
+    }
+    if (i == t->count)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: tiles (%s): unknown tile "
+                          "parameter \"%.*s\"",
+                          origin, (int)nlen, s);
+    char *num_end = NULL;
+    long v = strtol(eq + 1, &num_end, 10);
+    if (num_end != end || eq + 1 == end || v < 1 || v > 4096)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: tiles (%s): bad value for %s",
+                          origin, t->names[i]);
+    t->values[i] = (int)v;
+    t->source = origin;
+    s = *end ? end + 1 : end;
+  }
+  return CLATTN_SUCCESS;
+}
+
+void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size) {
+  size_t len = strlen(buf);
+  for (size_t i = 0; i < t->count && len < size; i++) {
+    int n =
+        snprintf(buf + len, size - len, " -D %s=%d", t->names[i], t->values[i]);
+    if (n < 0)
+      break;
+    len += (size_t)n;
+  }
+}

@@ -1,0 +1,77 @@
+/*
+ * internal.h - structures and helpers shared by the files of the host
+ * library. Nothing here is public.
+ */
+#ifndef CLATTN_INTERNAL_H
+#define CLATTN_INTERNAL_H
+
+#include "clattn.h"
+
+#include <stdarg.h>
+#include <threads.h>
+
+#define CLATTN_API __attribute__((visibility("default")))
+
+#define CLATTN_MAX_DIM 256
+#define CLATTN_ERROR_CAP 65536 /* build logs can be long; keep their start */
+
+/* One built program, cached per context by its source list and options. */
+struct clattn__program_entry {
+  char *key; /* sources + '\n' + options */
+  cl_program program;
+  struct clattn__program_entry *next;
+};
+
+struct clattn_context {
+  cl_context context;
+  cl_device_id device;
+  cl_command_queue queue;
+  int queue_in_order;
+  clattn_device_profile profile;
+  int has_profile;
+  mtx_t lock;          /* guards error */
+  mtx_t programs_lock; /* guards programs; held while one builds */
+  int lock_ok;
+  char *error; /* heap, CLATTN_ERROR_CAP at most */
+  struct clattn__program_entry *programs;
+};
+
+/* Sets the context's message (printf-style) and returns status. ctx may be
+ * NULL, then only the status is returned. */
+clattn_status clattn__fail(clattn_context_t ctx, clattn_status status,
+                           const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Maps an OpenCL error from `what` to a status and a message. */
+clattn_status clattn__fail_cl(clattn_context_t ctx, cl_int err,
+                              const char *what);
+
+/* "CL_INVALID_VALUE", or "CL_ERROR(-1234)" in a static buffer-free form. */
+const char *clattn__cl_error_name(cl_int err);
+
+/* Reads a device's profile (used by device.c and context.c). */
+clattn_status clattn__profile_read(cl_platform_id platform, cl_device_id device,
+                                   clattn_device_profile *out);
+
+/* Case-insensitive substring test. */
+int clattn__contains_ci(const char *haystack, const char *needle);
+
+/* Jumps to `cleanup` with st set when an OpenCL call fails. */
+#define CLATTN_CL_CHECK(ctx, call, what)                                       \
+  do {                                                                         \
+    cl_int clattn_err_ = (call);                                               \
+    if (clattn_err_ != CL_SUCCESS) {                                           \
+      st = clattn__fail_cl((ctx), clattn_err_, (what));                        \
+      goto cleanup;                                                            \
+    }                                                                          \
+  } while (0)
+
+/* Jumps to `cleanup` when a clattn call fails. */
+#define CLATTN_CHECK(call)                                                     \
+  do {                                                                         \
+    st = (call);                                                               \
+    if (st != CLATTN_SUCCESS)                                                  \
+      goto cleanup;                                                            \
+  } while (0)
+
+#endif /* CLATTN_INTERNAL_H */

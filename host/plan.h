@@ -1,0 +1,91 @@
+/*
+ * plan.h - the plan structure and the interface each family of kernels
+ * (flash.c: softmax and sigmoid; linear.c: linear and cosFormer) implements.
+ */
+#ifndef CLATTN_PLAN_H
+#define CLATTN_PLAN_H
+
+#include "internal.h"
+
+#define CLATTN_MAX_TILES 8
+#define CLATTN_MAX_KERNELS 4
+
+/* Tile parameters of a plan: names, values and where they came from. */
+typedef struct clattn__tiles {
+  size_t count;
+  const char *names[CLATTN_MAX_TILES];
+  int values[CLATTN_MAX_TILES];
+  const char *source; /* "heuristic", "override", "CLATTN_TUNE" */
+} clattn__tiles;
+
+/* The descriptor with every default resolved. */
+typedef struct clattn__problem {
+  clattn_variant variant;
+  clattn_dtype dtype;
+  size_t batch, heads_q, heads_kv, seq_q, seq_k, dim, dim_v;
+  int causal;
+  float scale, bias, eps, cos_m;
+  clattn_feature_map feature_map;
+} clattn__problem;
+
+struct clattn_plan;
+
+typedef struct clattn__family {
+  /* Chooses tiles (defaults first, then clattn__tiles_override), builds the
+   * program, creates the kernels and allocates the workspace. */
+  clattn_status (*create)(struct clattn_plan *plan, const char *tiles);
+  /* Sets arguments and enqueues; called with the plan's lock held. The last
+   * kernel's event goes to *event when event is not NULL. */
+  clattn_status (*enqueue)(struct clattn_plan *plan, cl_mem q, cl_mem k,
+                           cl_mem v, cl_mem o, cl_mem lse, cl_uint nwait,
+                           const cl_event *wait, cl_event *event);
+} clattn__family;
+
+struct clattn_plan {
+  clattn_context_t ctx;
+  clattn__problem p;
+  const clattn__family *family;
+  mtx_t lock;
+  int lock_ok;
+  clattn__tiles tiles;
+  const char *shape; /* kernel shape name, for describe */
+  cl_kernel kernels[CLATTN_MAX_KERNELS];
+  size_t nkernels;
+  cl_mem workspace;
+  size_t workspace_bytes;
+};
+
+extern const clattn__family clattn__flash_family;
+extern const clattn__family clattn__linear_family;
+
+/* Validates desc and resolves its defaults into *p; the message names the
+ * bad field. */
+clattn_status clattn__problem_resolve(clattn_context_t ctx,
+                                      const clattn_desc *desc,
+                                      clattn__problem *p);
+
+/* Adds a tile parameter with its default value. */
+void clattn__tiles_add(clattn__tiles *t, const char *name, int value);
+/* Returns the value of a tile parameter (0 if absent). */
+int clattn__tiles_get(const clattn__tiles *t, const char *name);
+/* Applies "NAME=VALUE,..." from spec, or from CLATTN_TUNE when spec is NULL,
+ * over the defaults; an unknown name or bad value is an invalid descriptor. */
+clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
+                                     const char *spec);
+
+/* Enqueues one kernel after `nwait` events, returning its event in *event.
+ * Shared by the families so event chaining is written once. */
+clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
+                              cl_uint work_dim, const size_t *global,
+                              const size_t *local, cl_uint nwait,
+                              const cl_event *wait, cl_event *event);
+
+/* Appends "-D NAME=VALUE" for every tile parameter to buf. */
+void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);
+
+/* Rounds n up to a multiple of m. */
+static inline size_t clattn__round_up(size_t n, size_t m) {
+  return (n + m - 1) / m * m;
+}
+
+#endif /* CLATTN_PLAN_H */

@@ -1,0 +1,206 @@
+/*
+ * program.c - assembling kernel sources, building them with clBuildProgram
+ * and caching the programs per context.
+ */
+#include "program.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef CLATTN_KERNEL_DIR
+/* Development switch: kernels are read from the source tree at run time so
+ * that a kernel edit needs no rebuild of the library. */
+static char *read_kernel_file(const char *name, size_t *size) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", CLATTN_KERNEL_DIR, name);
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  char *buf = NULL;
+  long n = -1;
+  if (fseek(f, 0, SEEK_END) == 0)
+    n = ftell(f);
+  if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+    buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+      free(buf);
+      buf = NULL;
+    }
+  }
+  fclose(f);
+  if (buf) {
+    buf[n] = '\0';
+    *size = (size_t)n;
+  }
+  return buf;
+}
+#endif
+
+#ifndef CLATTN_KERNEL_DIR
+static const struct clattn__kernel_source *find_source(const char *name) {
+  for (const struct clattn__kernel_source *s = clattn__kernel_sources; s->name;
+       s++) {
+    if (strcmp(s->name, name) == 0)
+      return s;
+  }
+  return NULL;
+}
+#endif
+
+/* Concatenates the files into one heap string. */
+static clattn_status assemble(clattn_context_t ctx, const char *const *files,
+                              size_t nfiles, char **out) {
+  clattn_status st = CLATTN_SUCCESS;
+  char *text = NULL;
+  size_t len = 0;
+  for (size_t i = 0; i < nfiles; i++) {
+    const char *src = NULL;
+    size_t size = 0;
+#ifdef CLATTN_KERNEL_DIR
+    char *disk = read_kernel_file(files[i], &size);
+    if (!disk) {
+      st = clattn__fail(ctx, CLATTN_ERROR_IO, "cannot read kernel file %s/%s",
+                        CLATTN_KERNEL_DIR, files[i]);
+      goto cleanup;
+    }
+    src = disk;
+#else
+    const struct clattn__kernel_source *ks = find_source(files[i]);
+    if (!ks) {
+      st = clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "no embedded kernel file %s", files[i]);
+      goto cleanup;
+    }
+    src = ks->text;
+    size = ks->size;
+#endif
+    char *grown = realloc(text, len + size + 2);
+    if (!grown) {
+#ifdef CLATTN_KERNEL_DIR
+      free(disk);
+#endif
+      st = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory assembling kernels");
+      goto cleanup;
+    }
+    text = grown;
+    memcpy(text + len, src, size);
+    len += size;
+    text[len++] = '\n';
+    text[len] = '\0';
+#ifdef CLATTN_KERNEL_DIR
+    free(disk);
+#endif
+  }
+  *out = text;
+  text = NULL;
+cleanup:
+  free(text);
+  return st;
+}
+
+/* Puts the build log into the context's message. */
+static clattn_status build_failed(clattn_context_t ctx, cl_program program,
+                                  cl_int err, const char *options) {
+  size_t need = 0;
+  char *log = NULL;
+  if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL,
+                            &need) == CL_SUCCESS &&
+      need > 0) {
+    log = malloc(need + 1);
+    if (log && clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG,
+                                     need, log, NULL) == CL_SUCCESS)
+      log[need] = '\0';
+    else if (log)
+      log[0] = '\0';
+  }
+  clattn_status st = clattn__fail(
+      ctx, CLATTN_ERROR_BUILD_FAILED,
+      "clBuildProgram failed: %s (%d) with options \"%s\"; build log:\n%s",
+      clattn__cl_error_name(err), (int)err, options, log ? log : "(none)");
+  free(log);
+  return st;
+}
+
+static char *make_key(const char *const *files, size_t nfiles,
+                      const char *options) {
+  size_t len = strlen(options) + 2;
+  for (size_t i = 0; i < nfiles; i++)
+    len += strlen(files[i]) + 1;
+  char *key = malloc(len);
+  if (!key)
+    return NULL;
+  key[0] = '\0';
+  for (size_t i = 0; i < nfiles; i++) {
+    strcat(key, files[i]);
+    strcat(key, "+");
+  }
+  strcat(key, "\n");
+  strcat(key, options);
+  return key;
+}
+
+clattn_status clattn__program_get(clattn_context_t ctx,
+                                  const char *const *files, size_t nfiles,
+                                  const char *options, cl_program *out) {
+  clattn_status st = CLATTN_SUCCESS;
+  char *key = make_key(files, nfiles, options);
+  char *text = NULL;
+  cl_program program = NULL;
+  struct clattn__program_entry *entry = NULL;
+  if (!key)
+    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory building a program key");
+  /* Holding the lock through the build means two threads asking for the
+   * same program build it once. */
+  mtx_lock(&ctx->programs_lock);
+  for (entry = ctx->programs; entry; entry = entry->next) {
+    if (strcmp(entry->key, key) == 0) {
+      *out = entry->program;
+      goto cleanup;
+    }
+  }
+  CLATTN_CHECK(assemble(ctx, files, nfiles, &text));
+  cl_int err = CL_SUCCESS;
+  const char *srcs[] = {text};
+  program = clCreateProgramWithSource(ctx->context, 1, srcs, NULL, &err);
+  CLATTN_CL_CHECK(ctx, err, "clCreateProgramWithSource");
+  err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+  if (err != CL_SUCCESS) {
+    st = build_failed(ctx, program, err, options);
+    goto cleanup;
+  }
+  entry = malloc(sizeof *entry);
+  if (!entry) {
+    st = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                      "out of memory caching a program");
+    goto cleanup;
+  }
+  entry->key = key;
+  entry->program = program;
+  entry->next = ctx->programs;
+  ctx->programs = entry;
+  *out = program;
+  key = NULL;
+  program = NULL;
+cleanup:
+  mtx_unlock(&ctx->programs_lock);
+  if (program)
+    clReleaseProgram(program);
+  free(text);
+  free(key);
+  return st;
+}
+
+void clattn__programs_release(clattn_context_t ctx) {
+  struct clattn__program_entry *e = ctx->programs;
+  while (e) {
+    struct clattn__program_entry *next = e->next;
+    clReleaseProgram(e->program);
+    free(e->key);
+    free(e);
+    e = next;
+  }
+  ctx->programs = NULL;
+}

@@ -1,0 +1,30 @@
+/*
+ * program.h - the embedded kernel sources and the per-context cache of built
+ * programs.
+ */
+#ifndef CLATTN_PROGRAM_H
+#define CLATTN_PROGRAM_H
+
+#include "internal.h"
+
+/* One embedded kernel file; the generated table ends with a NULL name. */
+struct clattn__kernel_source {
+  const char *name;
+  const char *text;
+  size_t size;
+};
+
+extern const struct clattn__kernel_source clattn__kernel_sources[];
+
+/* Gets the program built from the named files (concatenated in order) with
+ * the given options, building it on first use. The program stays owned by
+ * the context's cache; kernels made from it hold their own reference. On a
+ * build failure the message carries the build log. Thread-safe. */
+clattn_status clattn__program_get(clattn_context_t ctx,
+                                  const char *const *files, size_t nfiles,
+                                  const char *options, cl_program *out);
+
+/* Releases every cached program of the context. */
+void clattn__programs_release(clattn_context_t ctx);
+
+#endif /* CLATTN_PROGRAM_H */

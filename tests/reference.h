@@ -1,0 +1,28 @@
+/*
+ * reference.h - a double-precision CPU reference of every clattn variant,
+ * written from the numerics contract in DESIGN.md and independent of the
+ * library, so that tests compare the library with the contract rather than
+ * with itself.
+ */
+#ifndef CLATTN_TESTS_REFERENCE_H
+#define CLATTN_TESTS_REFERENCE_H
+
+#include "clattn.h"
+
+/*
+ * Computes O [B, Hq, Nq, Dv] and, for softmax only, LSE [B, Hq, Nq] in double
+ * from float32 Q, K and V laid out as clattn.h describes. Defaults left as 0
+ * in desc (heads_kv, dim_v, scale, eps, cos_m, has_bias, feature map) are
+ * resolved here as the contract states. lse may be NULL; it is left untouched
+ * for variants other than softmax. The descriptor is assumed valid. If
+ * scratch memory cannot be allocated, O is filled with NaN so that any
+ * comparison with it fails loudly.
+ *
+ * Softmax and sigmoid are direct O(Nq Nk D) sums; linear and cosFormer carry a
+ * running double-precision state, O(N D Dv), so long sequences stay cheap.
+ */
+void clattn_ref_attention(const clattn_desc *desc, const float *q,
+                          const float *k, const float *v, double *o,
+                          double *lse);
+
+#endif /* CLATTN_TESTS_REFERENCE_H */

@@ -1,0 +1,107 @@
+/*
+ * testutil.h - helpers shared by clattn's CMocka tests: seeded random
+ * inputs, half-precision rounding, error measures against the double
+ * reference, device discovery with skip, and a bundle that holds one
+ * problem's inputs, outputs and reference.
+ *
+ * It includes the headers CMocka needs ahead of <cmocka.h>, so a test file
+ * may include it alone.
+ */
+#ifndef CLATTN_TESTS_TESTUTIL_H
+#define CLATTN_TESTS_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "clattn.h"
+
+/* ---- Shapes ----------------------------------------------------------- */
+
+/* Element counts of each tensor of a descriptor, with heads_kv = 0 and
+ * dim_v = 0 resolved. lse is B * Hq * Nq whatever the variant. */
+typedef struct clattn_test_sizes {
+  size_t q, k, v, o, lse;
+} clattn_test_sizes;
+
+void clattn_test_sizes_get(const clattn_desc *desc, clattn_test_sizes *out);
+
+/* ---- Random inputs ---------------------------------------------------- */
+
+/* splitmix64: one 64-bit state, good enough statistics, and the same
+ * sequence on every platform. */
+uint64_t clattn_test_rng_next(uint64_t *state);
+/* Uniform in [lo, hi). */
+void clattn_test_fill_uniform(float *x, size_t n, uint64_t seed, float lo,
+                              float hi);
+/* Normal with the given mean and standard deviation (Box-Muller). */
+void clattn_test_fill_normal(float *x, size_t n, uint64_t seed, float mean,
+                             float stddev);
+
+/* ---- Half precision --------------------------------------------------- */
+
+/* IEEE binary16 bits of x, rounded to nearest even; subnormals, infinities,
+ * NaN and overflow to infinity handled as vstore_half does. */
+uint16_t clattn_test_float_to_half(float x);
+float clattn_test_half_to_float(uint16_t h);
+/* x rounded to the nearest half and back. */
+float clattn_test_round_half(float x);
+void clattn_test_round_half_array(float *x, size_t n);
+/* Rounds to what a device storing `dtype` holds: half for F16, nothing for
+ * F32. */
+void clattn_test_round_to_dtype(float *x, size_t n, clattn_dtype dtype);
+
+/* ---- Comparison ------------------------------------------------------- */
+
+/* max_t |x_t - ref_t| / max(max_t |ref_t|, tiny) over the finite ref_t. An
+ * infinite ref_t must be matched exactly (LSE of a row with no visible key
+ * is -inf); a mismatch there, or a NaN, gives INFINITY. *worst (may be NULL)
+ * receives the index of the largest error. */
+double clattn_test_max_rel_err(const float *x, const double *ref, size_t n,
+                               size_t *worst);
+/* 1 when clattn_test_max_rel_err <= tol, else prints what, the error, the
+ * worst index and both values there, and returns 0. */
+int clattn_test_check(const char *what, const float *x, const double *ref,
+                      size_t n, double tol);
+
+/* ---- Devices ---------------------------------------------------------- */
+
+/* Returns 1 when clattn sees at least one OpenCL device. Otherwise fails the
+ * test when CLATTN_TEST_REQUIRE_DEVICE=1 and skips it when not; neither
+ * returns. */
+int clattn_test_device_or_skip(void);
+/* A context on the device CLATTN_DEVICE names (the library reads it; NULL
+ * selector), or the default device. Fails the test, printing the context's
+ * message, when that does not work. */
+clattn_context_t clattn_test_context_create(void);
+
+/* ---- One problem ------------------------------------------------------ */
+
+typedef struct clattn_test_problem {
+  clattn_desc desc;
+  clattn_test_sizes n;
+  float *q, *k, *v; /* inputs, already rounded to desc.dtype */
+  float *o, *lse;   /* the library's outputs, NaN until it writes them */
+  double *ref_o;    /* reference output */
+  double *ref_lse;  /* reference LSE, softmax only (else NULL) */
+} clattn_test_problem;
+
+/* Allocates every array (failing the test if memory runs out), fills q, k
+ * and v from N(0, 1) with seeds derived from `seed`, and computes the
+ * reference with clattn_test_problem_reference(). lse and ref_lse exist only
+ * for softmax. */
+void clattn_test_problem_init(clattn_test_problem *p, const clattn_desc *desc,
+                              uint64_t seed);
+/* Rounds q, k and v to desc.dtype, recomputes ref_o (and ref_lse), and
+ * resets o and lse to NaN. Call it again after changing the inputs. */
+void clattn_test_problem_reference(clattn_test_problem *p);
+/* Plans, runs with clattn_plan_run_host (lse included when it exists) and
+ * destroys the plan; returns the first failing status, printing it with the
+ * context's message. */
+clattn_status clattn_test_problem_run_host(clattn_test_problem *p,
+                                           clattn_context_t ctx);
+void clattn_test_problem_free(clattn_test_problem *p);
+
+#endif /* CLATTN_TESTS_TESTUTIL_H */
