@@ -1,10 +1,11 @@
 /*
  * half.c - float32 <-> binary16 conversion. Written here rather than taken
- * from a library because it is twenty lines and the OpenCL headers' cl_half.h
- * is not present in every OpenCL SDK.
+ * from a library because it is short and the OpenCL headers' cl_half.h is not
+ * present in every OpenCL SDK.
  */
-#include "half.h"
+#include "internal.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static uint16_t float_to_half(float f) {
@@ -62,12 +63,12 @@ static float half_to_float(uint16_t h) {
   return f;
 }
 
-void clattn__floats_to_halves(const float *src, uint16_t *dst, size_t n) {
+CLATTN_API void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n) {
   for (size_t i = 0; i < n; i++)
     dst[i] = float_to_half(src[i]);
 }
 
-void clattn__halves_to_floats(const uint16_t *src, float *dst, size_t n) {
+CLATTN_API void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n) {
   for (size_t i = 0; i < n; i++)
     dst[i] = half_to_float(src[i]);
 }

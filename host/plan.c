@@ -3,7 +3,6 @@
  * host-pointer convenience call.
  */
 #include "plan.h"
-#include "half.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,7 +155,7 @@ static clattn_status upload(clattn_plan_t plan, const float *src, size_t count,
     if (!tmp)
       return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
                           "out of memory converting to f16");
-    clattn__floats_to_halves(src, tmp, count);
+    clattn_f32_to_f16(src, tmp, count);
     host = tmp;
   }
   cl_int err = CL_SUCCESS;
@@ -181,7 +180,7 @@ static clattn_status download(clattn_plan_t plan, cl_mem mem, size_t count,
   cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0, count * es, tmp,
                                    0, NULL, NULL);
   if (err == CL_SUCCESS && tmp != (void *)dst)
-    clattn__halves_to_floats(tmp, dst, count);
+    clattn_f16_to_f32(tmp, dst, count);
   if (tmp != (void *)dst)
     free(tmp);
   if (err != CL_SUCCESS)

@@ -80,6 +80,11 @@ const char *clattn_status_string(clattn_status status);
 unsigned clattn_version(void);
 const char *clattn_version_string(void);
 
+/* Host conversions between float32 and IEEE binary16 (round to nearest even,
+ * overflow to infinity), for filling and reading f16 buffers. */
+void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n);
+void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n);
+
 /* ---- Devices ---------------------------------------------------------- */
 
 /* What clattn reads of a device once, and tiles its kernels by. Strings are

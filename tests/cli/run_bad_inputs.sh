@@ -1,0 +1,389 @@
+#!/bin/sh
+# run_bad_inputs.sh - checks clattn-run's error contract from the outside.
+#
+# usage: run_bad_inputs.sh CLATTN_RUN SCRATCH_DIR
+#
+# Crafts bad .npy files and command lines in SCRATCH_DIR and checks that each
+# exits with the documented status (2 for a usage error, 1 for bad input or a
+# failure), prints exactly one stderr line starting "clattn-run: ", prints
+# nothing on stdout and does not crash. Then runs small good cases of every
+# variant, which need an OpenCL device, and checks the outputs' headers and
+# sizes. The files are written with printf alone, so that the test needs no
+# helper program and no Python.
+#
+# Environment: CLATTN_DEVICE selects the device for the good cases; when it is
+# unset and no device exists, the good cases are skipped. CLATTN_RUN_WRAPPER
+# runs the binary under a tool, for example
+#   CLATTN_RUN_WRAPPER="valgrind -q --leak-check=full --error-exitcode=99"
+# (a leak then shows as an exit status or an extra stderr line).
+#
+# The last line is "N passed, M failed"; the exit status is 1 if any failed.
+
+set -u
+
+if [ $# -ne 2 ]; then
+  echo "usage: $0 CLATTN_RUN SCRATCH_DIR" >&2
+  exit 2
+fi
+BIN=$1
+DIR=$2
+WRAPPER=${CLATTN_RUN_WRAPPER:-}
+mkdir -p "$DIR" || exit 2
+# A crash must show as an exit status, not leave a core file behind.
+ulimit -c 0 2>/dev/null || :
+
+passed=0
+failed=0
+skipped=0
+
+# ---- Writing .npy files --------------------------------------------------
+
+# Octal escapes for printf of the little-endian integer $1 in $2 bytes.
+le_bytes() {
+  _v=$1
+  _n=$2
+  _s=""
+  while [ "$_n" -gt 0 ]; do
+    _s="$_s$(printf '\\%03o' $((_v % 256)))"
+    _v=$((_v / 256))
+    _n=$((_n - 1))
+  done
+  printf '%s' "$_s"
+}
+
+# Eight distinct float32 values (0.5, -0.25, 1, -1, 0.125, 0.75, -0.5, 0.375)
+# as little-endian bytes, so that scores differ between keys.
+PATTERN='\000\000\000\077\000\000\200\276\000\000\200\077\000\000\200\277'
+PATTERN="$PATTERN"'\000\000\000\076\000\000\100\077\000\000\000\277\000\000\300\076'
+
+# Writes $1 float32 values to stdout.
+floats() {
+  _n=$1
+  while [ "$_n" -ge 8 ]; do
+    printf "$PATTERN"
+    _n=$((_n - 8))
+  done
+  while [ "$_n" -gt 0 ]; do
+    printf '\000\000\000\077'
+    _n=$((_n - 1))
+  done
+}
+
+# Product of a shape written "2, 3, 4".
+count_of() {
+  _c=1
+  _ifs=$IFS
+  IFS=', '
+  for _d in $1; do
+    _c=$((_c * _d))
+  done
+  IFS=$_ifs
+  echo "$_c"
+}
+
+# npy_raw FILE MAJOR MINOR HEADER NFLOATS: a preamble whose length field is
+# exactly the header's length, the header as given, then NFLOATS values.
+npy_raw() {
+  _len=${#4}
+  {
+    printf '\223NUMPY'
+    printf "$(le_bytes "$2" 1)$(le_bytes "$3" 1)"
+    if [ "$2" -eq 1 ]; then
+      printf "$(le_bytes "$_len" 2)"
+    else
+      printf "$(le_bytes "$_len" 4)"
+    fi
+    printf '%s' "$4"
+    floats "$5"
+  } >"$1"
+}
+
+# npy FILE SHAPE [DESCR [FORTRAN [NFLOATS]]]: a file laid out as NumPy writes
+# it; NFLOATS defaults to what the shape needs in float32.
+npy() {
+  _h="{'descr': '${3:-<f4}', 'fortran_order': ${4:-False}, 'shape': ($2), }"
+  _pad=$(((64 - (10 + ${#_h} + 1) % 64) % 64))
+  while [ "$_pad" -gt 0 ]; do
+    _h="$_h "
+    _pad=$((_pad - 1))
+  done
+  _h="$_h
+"
+  npy_raw "$1" 1 0 "$_h" "${5:-$(count_of "$2")}"
+}
+
+# ---- Checking ------------------------------------------------------------
+
+ok() {
+  passed=$((passed + 1))
+  echo "ok   $1"
+}
+
+not_ok() {
+  failed=$((failed + 1))
+  echo "FAIL $1: $2"
+  sed 's/^/       stderr: /' "$DIR/stderr.txt" | head -n 5
+}
+
+# bad NAME STATUS ARGS...: clattn-run ARGS must exit STATUS with one line.
+bad() {
+  _name=$1
+  _want=$2
+  shift 2
+  $WRAPPER "$BIN" "$@" >"$DIR/stdout.txt" 2>"$DIR/stderr.txt"
+  _code=$?
+  _lines=$(wc -l <"$DIR/stderr.txt" | tr -d ' ')
+  if [ "$_code" -ge 128 ]; then
+    not_ok "$_name" "crashed (exit status $_code)"
+  elif [ "$_code" -ne "$_want" ]; then
+    not_ok "$_name" "exit status $_code, expected $_want"
+  elif [ "$_lines" != 1 ] || [ "$(wc -c <"$DIR/stderr.txt")" -eq 0 ]; then
+    not_ok "$_name" "$_lines lines on stderr, expected 1"
+  elif ! grep -q '^clattn-run: ' "$DIR/stderr.txt"; then
+    not_ok "$_name" "stderr does not start with 'clattn-run: '"
+  elif [ -s "$DIR/stdout.txt" ]; then
+    not_ok "$_name" "wrote to stdout"
+  else
+    ok "$_name"
+  fi
+}
+
+# header_ok FILE SHAPE: FILE is a float32 .npy file of that shape and size.
+header_ok() {
+  [ -f "$1" ] || return 1
+  # Magic and version 1.0, then the header length.
+  [ "$(od -An -tu1 -N8 "$1" | tr -s ' \n' '  ')" = " 147 78 85 77 80 89 1 0 " ] ||
+    return 1
+  set -- "$1" "$2" $(od -An -tu1 -j8 -N2 "$1")
+  _hlen=$(($3 + 256 * $4))
+  _text=$(dd if="$1" bs=1 skip=10 count="$_hlen" 2>/dev/null)
+  case $_text in
+  *"'descr': '<f4'"*"'fortran_order': False"*"'shape': ($2)"*) ;;
+  *) return 1 ;;
+  esac
+  [ "$(wc -c <"$1" | tr -d ' ')" -eq $((10 + _hlen + 4 * $(count_of "$2"))) ]
+}
+
+# good NAME "OUT SHAPE" "LSE SHAPE" ARGS...: must exit 0 silently and write
+# O (and L when the second shape is not empty) with those shapes.
+good() {
+  _name=$1
+  _oshape=$2
+  _lshape=$3
+  shift 3
+  rm -f "$DIR/o.npy" "$DIR/l.npy"
+  if [ -n "${CLATTN_DEVICE:-}" ]; then
+    set -- "$@" --device "$CLATTN_DEVICE"
+  fi
+  $WRAPPER "$BIN" "$@" >"$DIR/stdout.txt" 2>"$DIR/stderr.txt"
+  _code=$?
+  if [ "$_code" -eq 1 ] && [ -z "${CLATTN_DEVICE:-}" ] &&
+    grep -q 'DEVICE_NOT_FOUND' "$DIR/stderr.txt"; then
+    skipped=$((skipped + 1))
+    echo "skip $_name (no OpenCL device)"
+  elif [ "$_code" -ne 0 ]; then
+    not_ok "$_name" "exit status $_code, expected 0"
+  elif [ -s "$DIR/stderr.txt" ] || [ -s "$DIR/stdout.txt" ]; then
+    not_ok "$_name" "printed something on success"
+  elif ! header_ok "$DIR/o.npy" "$_oshape"; then
+    not_ok "$_name" "output is not float32 ($_oshape)"
+  elif [ -n "$_lshape" ] && ! header_ok "$DIR/l.npy" "$_lshape"; then
+    not_ok "$_name" "LSE is not float32 ($_lshape)"
+  else
+    ok "$_name"
+  fi
+}
+
+# ---- Good inputs ---------------------------------------------------------
+
+D=$DIR
+# Q [1,4,8,16], K [1,2,12,16], V [1,2,12,8]: grouped heads, Nq != Nk, D != Dv.
+npy "$D/q.npy" "1, 4, 8, 16"
+npy "$D/k.npy" "1, 2, 12, 16"
+npy "$D/v.npy" "1, 2, 12, 8"
+QKV="--q $D/q.npy --k $D/k.npy --v $D/v.npy --out $D/o.npy"
+# The paths are word-split below; keep the scratch directory free of spaces
+# in them by giving each file a fixed name.
+case $D in
+*[[:space:]]*)
+  echo "the scratch directory must not contain white space" >&2
+  exit 2
+  ;;
+esac
+
+# ---- Usage errors: exit 2 ------------------------------------------------
+
+bad "no arguments" 2
+bad "unknown option" 2 --variant softmax $QKV --frobnicate
+bad "positional argument" 2 --variant softmax $QKV extra
+bad "missing value at the end" 2 --variant softmax $QKV --scale
+bad "missing value before an option" 2 --variant softmax --q --k "$D/k.npy"
+bad "missing --out" 2 --variant softmax --q "$D/q.npy" --k "$D/k.npy" \
+  --v "$D/v.npy"
+bad "missing --variant" 2 $QKV
+bad "unknown variant" 2 --variant tanh $QKV
+bad "unknown dtype" 2 --variant softmax $QKV --dtype f64
+bad "unknown feature map" 2 --variant linear $QKV --feature-map tanh
+bad "repeated option" 2 --variant softmax $QKV --q "$D/q.npy"
+bad "value given to a flag" 2 --variant softmax $QKV --causal=1
+bad "unparsable scale" 2 --variant softmax $QKV --scale abc
+bad "scale with trailing text" 2 --variant softmax $QKV --scale 0.5x
+bad "empty scale" 2 --variant softmax $QKV --scale=
+bad "NaN scale" 2 --variant softmax $QKV --scale nan
+bad "infinite scale" 2 --variant softmax $QKV --scale inf
+bad "scale beyond float32" 2 --variant softmax $QKV --scale 1e39
+bad "zero scale" 2 --variant sigmoid $QKV --scale 0
+bad "negative eps" 2 --variant linear $QKV --eps -1
+bad "zero cos-m" 2 --variant cosformer $QKV --cos-m 0
+bad "infinite bias" 2 --variant sigmoid $QKV --bias -inf
+bad "--bias with softmax" 2 --variant softmax $QKV --bias 1
+bad "--lse with sigmoid" 2 --variant sigmoid $QKV --lse "$D/l.npy"
+bad "--lse with linear" 2 --variant linear $QKV --lse "$D/l.npy"
+bad "--scale with linear" 2 --variant linear $QKV --scale 1
+bad "--scale with cosformer" 2 --variant cosformer $QKV --scale 1
+bad "--feature-map with softmax" 2 --variant softmax $QKV --feature-map relu
+bad "--eps with sigmoid" 2 --variant sigmoid $QKV --eps 1e-6
+bad "--cos-m with linear" 2 --variant linear $QKV --cos-m 4
+bad "--lse same as --out" 2 --variant softmax $QKV --lse "$D/o.npy"
+
+# ---- Bad files: exit 1 ---------------------------------------------------
+
+# bad_q NAME: clattn-run on $D/bad.npy as Q must exit 1.
+bad_q() {
+  bad "$1" 1 --variant softmax --q "$D/bad.npy" --k "$D/k.npy" \
+    --v "$D/v.npy" --out "$D/o.npy"
+}
+
+HDR="'descr': '<f4', 'fortran_order': False"
+rm -f "$D/bad.npy"
+bad_q "missing file"
+mkdir -p "$D/bad.npy"
+bad_q "directory"
+rmdir "$D/bad.npy"
+: >"$D/bad.npy"
+bad_q "empty file"
+printf 'hello, this is not an array\n' >"$D/bad.npy"
+bad_q "bad magic"
+printf '\223NUMPY\001' >"$D/bad.npy"
+bad_q "file ends in the preamble"
+npy_raw "$D/bad.npy" 4 0 "{$HDR, 'shape': (1, 4, 8, 16), }" 512
+bad_q "version 4.0"
+npy_raw "$D/bad.npy" 1 1 "{$HDR, 'shape': (1, 4, 8, 16), }" 512
+bad_q "version 1.1"
+printf '\223NUMPY\001\000\377\177{}' >"$D/bad.npy"
+bad_q "header length past the end"
+printf '\223NUMPY\002\000\377\377\377\177{}' >"$D/bad.npy"
+bad_q "absurd header length"
+npy_raw "$D/bad.npy" 1 0 "hello" 512
+bad_q "garbage header"
+npy_raw "$D/bad.npy" 1 0 "{$HDR}" 512
+bad_q "header without shape"
+npy_raw "$D/bad.npy" 1 0 "{'shape': (1, 4, 8, 16), 'fortran_order': False}" 512
+bad_q "header without descr"
+npy_raw "$D/bad.npy" 1 0 "{$HDR, 'shape': (1, 4, 8, 16" 512
+bad_q "unbalanced header"
+npy_raw "$D/bad.npy" 1 0 "{$HDR, 'shape': (1, 4, 8, 16)}}" 512
+bad_q "extra brace in header"
+npy_raw "$D/bad.npy" 1 0 "{$HDR, 'shape': (1, 4, -8, 16)}" 512
+bad_q "negative dimension"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f8" False 1024
+bad_q "float64 data"
+npy "$D/bad.npy" "1, 4, 8, 16" ">f4"
+bad_q "big-endian float32"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f2" False 256
+bad_q "float16 data"
+npy "$D/bad.npy" "1, 4, 8, 16" "<i4"
+bad_q "int32 data"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f4" True
+bad_q "Fortran order"
+npy "$D/bad.npy" "4, 8, 16"
+bad_q "rank 3"
+npy "$D/bad.npy" "1, 1, 4, 8, 16"
+bad_q "rank 5"
+npy "$D/bad.npy" ""
+bad_q "scalar"
+npy "$D/bad.npy" "4294967296, 4294967296, 4294967296, 16" "<f4" False 16
+bad_q "shape overflows"
+npy "$D/bad.npy" "1, 1, 1048576, 2048" "<f4" False 16
+bad_q "over the size cap"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f4" False 500
+bad_q "truncated data"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f4" False 0
+bad_q "no data at all"
+npy "$D/bad.npy" "1, 4, 8, 16" "<f4" False 520
+bad_q "trailing data"
+npy "$D/bad.npy" "1, 0, 8, 16"
+bad_q "zero dimension"
+
+# ---- Bad shapes: exit 1 --------------------------------------------------
+
+# shapes NAME QSHAPE KSHAPE VSHAPE: those three files together must exit 1.
+shapes() {
+  npy "$D/sq.npy" "$2"
+  npy "$D/sk.npy" "$3"
+  npy "$D/sv.npy" "$4"
+  bad "$1" 1 --variant softmax --q "$D/sq.npy" --k "$D/sk.npy" \
+    --v "$D/sv.npy" --out "$D/o.npy"
+}
+
+shapes "batch of K differs" "1, 2, 4, 8" "2, 2, 4, 8" "1, 2, 4, 8"
+shapes "batch of V differs" "1, 2, 4, 8" "1, 2, 4, 8" "2, 2, 4, 8"
+shapes "D of K differs" "1, 2, 4, 8" "1, 2, 4, 16" "1, 2, 4, 8"
+shapes "Nk of V differs" "1, 2, 4, 8" "1, 2, 4, 8" "1, 2, 5, 8"
+shapes "Hkv of V differs" "1, 2, 4, 8" "1, 2, 4, 8" "1, 1, 4, 8"
+shapes "Hq not a multiple of Hkv" "1, 3, 4, 8" "1, 2, 4, 8" "1, 2, 4, 8"
+shapes "Hkv larger than Hq" "1, 2, 4, 8" "1, 4, 4, 8" "1, 4, 4, 8"
+shapes "D over 256" "1, 1, 2, 257" "1, 1, 2, 257" "1, 1, 2, 8"
+shapes "Dv over 256" "1, 1, 2, 8" "1, 1, 2, 8" "1, 1, 2, 300"
+shapes "zero Nk" "1, 1, 2, 8" "1, 1, 0, 8" "1, 1, 0, 8"
+
+# An output of 4194305 x 256 floats is over the 4 GiB cap although every
+# input is small; it must be refused before anything is allocated.
+_h="{$HDR, 'shape': (1, 1, 4194305, 1), }"
+npy_raw "$D/big.npy" 1 0 "$_h" 0
+dd if=/dev/zero bs=1048576 count=16 2>/dev/null >>"$D/big.npy"
+printf '\000\000\000\000' >>"$D/big.npy"
+npy "$D/sk.npy" "1, 1, 2, 1"
+npy "$D/sv.npy" "1, 1, 2, 256"
+bad "output over the size cap" 1 --variant softmax --q "$D/big.npy" \
+  --k "$D/sk.npy" --v "$D/sv.npy" --out "$D/o.npy"
+rm -f "$D/big.npy"
+
+# ---- Failures past the files: exit 1 -------------------------------------
+
+bad "no such device" 1 --variant softmax $QKV --device no-such-device-xyz
+bad "bad tile override" 1 --variant softmax $QKV --tiles NO_SUCH_TILE=-1
+bad "unwritable output" 1 --variant softmax --q "$D/q.npy" --k "$D/k.npy" \
+  --v "$D/v.npy" --out "$D/no/such/dir/o.npy"
+
+# ---- Good cases: exit 0 --------------------------------------------------
+
+good "softmax with LSE" "1, 4, 8, 8" "1, 4, 8" --variant softmax $QKV \
+  --lse "$D/l.npy"
+good "softmax causal f16" "1, 4, 8, 8" "" --variant softmax $QKV --causal \
+  --dtype f16 --scale 0.125
+good "sigmoid" "1, 4, 8, 8" "" --variant sigmoid $QKV --bias -2.5 --scale 0.25
+good "linear" "1, 4, 8, 8" "" --variant linear $QKV --feature-map relu \
+  --eps 1e-5
+good "cosformer causal" "1, 4, 8, 8" "" --variant cosformer $QKV --causal \
+  --cos-m 16
+good "option=value form" "1, 4, 8, 8" "" --variant=softmax --q="$D/q.npy" \
+  --k="$D/k.npy" --v="$D/v.npy" --out="$D/o.npy"
+
+# --help and --version go to stdout and succeed.
+if $WRAPPER "$BIN" --help >"$DIR/stdout.txt" 2>"$DIR/stderr.txt" &&
+  grep -q '^usage: clattn-run' "$DIR/stdout.txt" && [ ! -s "$DIR/stderr.txt" ]; then
+  ok "--help"
+else
+  not_ok "--help" "no usage on stdout, or not exit 0"
+fi
+if $WRAPPER "$BIN" --version >"$DIR/stdout.txt" 2>"$DIR/stderr.txt" &&
+  grep -q '^clattn-run [0-9]' "$DIR/stdout.txt" && [ ! -s "$DIR/stderr.txt" ]; then
+  ok "--version"
+else
+  not_ok "--version" "no version on stdout, or not exit 0"
+fi
+
+[ "$skipped" -gt 0 ] && echo "($skipped skipped: no OpenCL device)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

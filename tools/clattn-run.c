@@ -1,0 +1,482 @@
+/*
+ * clattn-run.c - the clattn-run command: runs one attention operator on .npy
+ * files through the public API (include/clattn.h) alone.
+ *
+ * Scripts depend on its contract exactly: the options in usage(), exit status
+ * 0 on success, 1 on bad input or a failure in the library, 2 on a usage
+ * error, and on failure exactly one line "clattn-run: <message>" on stderr
+ * and nothing on stdout.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "clattn.h"
+#include "npy.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The largest file clattn-run reads or writes, in GiB. Real test and
+ * benchmark shapes are far below it; it makes a lying header or a typo in a
+ * shape fail at once instead of exhausting memory. */
+#define CLATTN_RUN_MAX_FILE_GIB 4u
+
+/* The library's limits on the head dimensions (clattn_desc). */
+#define CLATTN_RUN_MAX_HEAD_DIM 256u
+
+/* Messages longer than this are cut: a kernel build log can be huge, and the
+ * contract is one line. */
+#define CLATTN_RUN_MAX_MESSAGE 4096
+
+#define EXIT_INPUT 1
+#define EXIT_USAGE 2
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RUN_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define RUN_PRINTF(fmt, args)
+#endif
+
+#define V_SOFTMAX (1u << CLATTN_VARIANT_SOFTMAX)
+#define V_SIGMOID (1u << CLATTN_VARIANT_SIGMOID)
+#define V_LINEAR (1u << CLATTN_VARIANT_LINEAR)
+#define V_COSFORMER (1u << CLATTN_VARIANT_COSFORMER)
+#define V_ALL (V_SOFTMAX | V_SIGMOID | V_LINEAR | V_COSFORMER)
+
+enum {
+  OPT_VARIANT,
+  OPT_Q,
+  OPT_K,
+  OPT_V,
+  OPT_OUT,
+  OPT_LSE,
+  OPT_CAUSAL,
+  OPT_SCALE,
+  OPT_BIAS,
+  OPT_FEATURE_MAP,
+  OPT_EPS,
+  OPT_COS_M,
+  OPT_DTYPE,
+  OPT_DEVICE,
+  OPT_TILES,
+  OPT_HELP,
+  OPT_VERSION,
+  OPT_COUNT
+};
+
+static const struct option_spec {
+  const char *name;
+  int takes_value;
+  unsigned variants;   /* V_* bits of the variants it applies to */
+  const char *applies; /* those variants, for the message */
+} option_specs[OPT_COUNT] = {
+    [OPT_VARIANT] = {"variant", 1, V_ALL, NULL},
+    [OPT_Q] = {"q", 1, V_ALL, NULL},
+    [OPT_K] = {"k", 1, V_ALL, NULL},
+    [OPT_V] = {"v", 1, V_ALL, NULL},
+    [OPT_OUT] = {"out", 1, V_ALL, NULL},
+    [OPT_LSE] = {"lse", 1, V_SOFTMAX, "softmax"},
+    [OPT_CAUSAL] = {"causal", 0, V_ALL, NULL},
+    [OPT_SCALE] = {"scale", 1, V_SOFTMAX | V_SIGMOID, "softmax and sigmoid"},
+    [OPT_BIAS] = {"bias", 1, V_SIGMOID, "sigmoid"},
+    [OPT_FEATURE_MAP] = {"feature-map", 1, V_LINEAR | V_COSFORMER,
+                         "linear and cosformer"},
+    [OPT_EPS] = {"eps", 1, V_LINEAR | V_COSFORMER, "linear and cosformer"},
+    [OPT_COS_M] = {"cos-m", 1, V_COSFORMER, "cosformer"},
+    [OPT_DTYPE] = {"dtype", 1, V_ALL, NULL},
+    [OPT_DEVICE] = {"device", 1, V_ALL, NULL},
+    [OPT_TILES] = {"tiles", 1, V_ALL, NULL},
+    [OPT_HELP] = {"help", 0, V_ALL, NULL},
+    [OPT_VERSION] = {"version", 0, V_ALL, NULL},
+};
+
+static void usage(FILE *out) {
+  fputs(
+      "usage: clattn-run --variant softmax|sigmoid|linear|cosformer\n"
+      "                  --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
+      "\n"
+      "Runs one attention operator on an OpenCL device. The inputs are\n"
+      "little-endian float32 C-order .npy files: Q [B,Hq,Nq,D],\n"
+      "K [B,Hkv,Nk,D] and V [B,Hkv,Nk,Dv], with Hq a multiple of Hkv and\n"
+      "D and Dv in 1..256. O.npy is written as float32 [B,Hq,Nq,Dv].\n"
+      "\n"
+      "options:\n"
+      "  --lse L.npy         softmax: also write the float32 log-sum-exp\n"
+      "                      of each row, [B,Hq,Nq]\n"
+      "  --causal            causal mask, aligned bottom-right: key j is\n"
+      "                      visible to query i when j <= i + Nk - Nq\n"
+      "  --scale S           softmax, sigmoid: score scale, not 0\n"
+      "                      (default 1/sqrt(D))\n"
+      "  --bias B            sigmoid: added to the scaled score\n"
+      "                      (default -ln(Nk))\n"
+      "  --feature-map elu1|relu\n"
+      "                      linear, cosformer: the feature map (default\n"
+      "                      elu1 for linear, relu for cosformer)\n"
+      "  --eps E             linear, cosformer: denominator epsilon, > 0\n"
+      "                      (default 1e-6)\n"
+      "  --cos-m M           cosformer: the M of t_i = (pi/2) i / M, > 0\n"
+      "                      (default max(Nq, Nk))\n"
+      "  --dtype f32|f16     storage type on the device (default f32); the\n"
+      "                      files stay float32\n"
+      "  --device SEL        device index, P:D, cpu, gpu, accelerator or a\n"
+      "                      name substring (default: $CLATTN_DEVICE, else\n"
+      "                      the first GPU, else the first device)\n"
+      "  --tiles SPEC        tile override NAME=VALUE,... (see clattn-info)\n"
+      "  --help              print this and exit\n"
+      "  --version           print the version and exit\n",
+      out);
+  fprintf(out,
+          "\n"
+          "Each file may hold at most %u GiB. Exit status: 0 on success,\n"
+          "1 on bad input or a failure on the device, 2 on a usage error.\n",
+          CLATTN_RUN_MAX_FILE_GIB);
+}
+
+/* Every failure goes through here, so that each is exactly one line. */
+RUN_PRINTF(1, 2)
+static void errorf(const char *fmt, ...) {
+  char msg[CLATTN_RUN_MAX_MESSAGE];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    snprintf(msg, sizeof msg, "(message could not be formatted)");
+  else if ((size_t)n >= sizeof msg)
+    memcpy(msg + sizeof msg - 4, "...", 4);
+  /* A build log or a path may hold newlines; runs of control characters
+   * become one space. */
+  size_t w = 0;
+  for (size_t r = 0; msg[r] != '\0'; r++) {
+    unsigned char u = (unsigned char)msg[r];
+    if (u < 0x20 || u == 0x7f) {
+      if (w > 0 && msg[w - 1] != ' ')
+        msg[w++] = ' ';
+    } else {
+      msg[w++] = (char)u;
+    }
+  }
+  while (w > 0 && msg[w - 1] == ' ')
+    w--;
+  msg[w] = '\0';
+  fprintf(stderr, "clattn-run: %s\n", msg);
+}
+
+static size_t max_file_bytes(void) {
+  const size_t gib = (size_t)1 << 30;
+  return SIZE_MAX / gib >= CLATTN_RUN_MAX_FILE_GIB
+             ? (size_t)CLATTN_RUN_MAX_FILE_GIB * gib
+             : SIZE_MAX;
+}
+
+/* Parses a finite float; `rule` is 0 for any value, 'n' for non-zero and
+ * 'p' for positive. Zero is refused where the descriptor reads 0 as "the
+ * default", so that a user never silently gets something else. */
+static int parse_float(const char *option, const char *text, int rule,
+                       float *out) {
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(text, &end);
+  if (end == text || *end != '\0' || text[0] == ' ' || text[0] == '\t') {
+    errorf("--%s: '%s' is not a number", option, text);
+    return -1;
+  }
+  if (!isfinite(v) || fabs(v) > FLT_MAX) {
+    errorf("--%s: %s is not a finite float32 number", option, text);
+    return -1;
+  }
+  float f = (float)v;
+  if (v != 0.0 && f == 0.0f) {
+    errorf("--%s: %s is too small for float32", option, text);
+    return -1;
+  }
+  if (rule == 'n' && f == 0.0f) {
+    errorf("--%s must not be 0 (leave it out for the default)", option);
+    return -1;
+  }
+  if (rule == 'p' && !(f > 0.0f)) {
+    errorf("--%s must be greater than 0", option);
+    return -1;
+  }
+  *out = f;
+  return 0;
+}
+
+typedef struct tensor {
+  const char *role; /* "Q", "K", "V" */
+  const char *path;
+  size_t shape[4];
+  float *data;
+} tensor;
+
+static int load_tensor(tensor *t, const char *role, const char *path,
+                       const char *layout) {
+  char err[1024];
+  size_t ndim = 0;
+  t->role = role;
+  t->path = path;
+  if (clattn_npy_read_f32(path, 4, max_file_bytes(), &ndim, t->shape, &t->data,
+                          err, sizeof err) != 0) {
+    errorf("%s", err);
+    return -1;
+  }
+  if (ndim != 4) {
+    errorf("%s: %zu-D array; %s must be 4-D %s", path, ndim, role, layout);
+    return -1;
+  }
+  for (size_t d = 0; d < 4; d++)
+    if (t->shape[d] == 0) {
+      errorf("%s: shape [%zu,%zu,%zu,%zu] of %s has a zero dimension", path,
+             t->shape[0], t->shape[1], t->shape[2], t->shape[3], role);
+      return -1;
+    }
+  return 0;
+}
+
+static int same(const tensor *a, size_t da, const tensor *b, size_t db,
+                const char *what) {
+  if (a->shape[da] == b->shape[db])
+    return 0;
+  errorf("%s mismatch: %s has %zu (%s), %s has %zu (%s)", what, a->role,
+         a->shape[da], a->path, b->role, b->shape[db], b->path);
+  return -1;
+}
+
+static int check_shapes(const tensor *q, const tensor *k, const tensor *v) {
+  if (same(q, 0, k, 0, "batch B") != 0 || same(q, 0, v, 0, "batch B") != 0 ||
+      same(q, 3, k, 3, "head dim D") != 0 ||
+      same(k, 1, v, 1, "kv heads Hkv") != 0 ||
+      same(k, 2, v, 2, "key length Nk") != 0)
+    return -1;
+  if (q->shape[1] % k->shape[1] != 0) {
+    errorf("Hq=%zu (%s) is not a multiple of Hkv=%zu (%s)", q->shape[1],
+           q->path, k->shape[1], k->path);
+    return -1;
+  }
+  if (q->shape[3] > CLATTN_RUN_MAX_HEAD_DIM) {
+    errorf("D=%zu (%s) is over the limit of %u", q->shape[3], q->path,
+           CLATTN_RUN_MAX_HEAD_DIM);
+    return -1;
+  }
+  if (v->shape[3] > CLATTN_RUN_MAX_HEAD_DIM) {
+    errorf("Dv=%zu (%s) is over the limit of %u", v->shape[3], v->path,
+           CLATTN_RUN_MAX_HEAD_DIM);
+    return -1;
+  }
+  return 0;
+}
+
+/* The element count of an output, or 0 when it overflows or passes the
+ * file cap. */
+static size_t output_count(const size_t *shape, size_t ndim) {
+  size_t n = 1;
+  for (size_t d = 0; d < ndim; d++) {
+    if (n > SIZE_MAX / shape[d])
+      return 0;
+    n *= shape[d];
+  }
+  return n <= max_file_bytes() / sizeof(float) ? n : 0;
+}
+
+static void library_error(const char *what, clattn_status st,
+                          clattn_context_t ctx) {
+  const char *msg = ctx != NULL ? clattn_context_error(ctx) : NULL;
+  if (msg == NULL || msg[0] == '\0')
+    msg = clattn_status_string(st);
+  errorf("%s: %s: %s", what, clattn_status_name(st), msg);
+}
+
+int main(int argc, char **argv) {
+  const char *values[OPT_COUNT] = {0};
+  int seen[OPT_COUNT] = {0};
+  tensor q = {0}, k = {0}, v = {0};
+  float *o = NULL, *lse = NULL;
+  clattn_context_t ctx = NULL;
+  clattn_plan_t plan = NULL;
+  int rc = EXIT_USAGE;
+
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+      errorf("unexpected argument '%s' (see --help)", arg);
+      goto done;
+    }
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    size_t name_len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+    int id = -1;
+    for (int o_id = 0; o_id < OPT_COUNT; o_id++)
+      if (strlen(option_specs[o_id].name) == name_len &&
+          strncmp(option_specs[o_id].name, name, name_len) == 0)
+        id = o_id;
+    if (id < 0) {
+      errorf("unknown option '--%.*s' (see --help)", (int)name_len, name);
+      goto done;
+    }
+    const char *value = NULL;
+    if (option_specs[id].takes_value) {
+      if (eq != NULL) {
+        value = eq + 1;
+      } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+        value = argv[++i];
+      } else {
+        /* A value that starts with "--" is far more often a forgotten
+         * value than a file name; --q=--odd still works. */
+        errorf("option --%s needs a value", option_specs[id].name);
+        goto done;
+      }
+    } else if (eq != NULL) {
+      errorf("option --%s takes no value", option_specs[id].name);
+      goto done;
+    }
+    if (id == OPT_HELP) {
+      usage(stdout);
+      rc = 0;
+      goto done;
+    }
+    if (id == OPT_VERSION) {
+      printf("clattn-run %s\n", clattn_version_string());
+      if (clattn_version() != CLATTN_VERSION)
+        printf("built against clattn.h %d.%d.%d\n", CLATTN_VERSION_MAJOR,
+               CLATTN_VERSION_MINOR, CLATTN_VERSION_PATCH);
+      rc = fflush(stdout) == 0 ? 0 : EXIT_INPUT;
+      goto done;
+    }
+    if (seen[id]) {
+      errorf("option --%s is given more than once", option_specs[id].name);
+      goto done;
+    }
+    seen[id] = 1;
+    values[id] = value;
+  }
+
+  static const int required[] = {OPT_VARIANT, OPT_Q, OPT_K, OPT_V, OPT_OUT};
+  for (size_t r = 0; r < sizeof required / sizeof required[0]; r++)
+    if (!seen[required[r]]) {
+      errorf("missing required option --%s (see --help)",
+             option_specs[required[r]].name);
+      goto done;
+    }
+  clattn_variant variant;
+  if (clattn_variant_parse(values[OPT_VARIANT], &variant) != CLATTN_SUCCESS ||
+      (unsigned)variant >= CLATTN_VARIANT_COUNT) {
+    errorf("unknown variant '%s' (softmax, sigmoid, linear or cosformer)",
+           values[OPT_VARIANT]);
+    goto done;
+  }
+  for (int id = 0; id < OPT_COUNT; id++)
+    if (seen[id] && !(option_specs[id].variants & (1u << variant))) {
+      errorf("--%s does not apply to --variant %s (only to %s)",
+             option_specs[id].name, values[OPT_VARIANT],
+             option_specs[id].applies);
+      goto done;
+    }
+  if (seen[OPT_LSE] && strcmp(values[OPT_LSE], values[OPT_OUT]) == 0) {
+    errorf("--out and --lse name the same file '%s'", values[OPT_OUT]);
+    goto done;
+  }
+
+  clattn_desc desc;
+  clattn_desc_init(&desc, variant);
+  desc.causal = seen[OPT_CAUSAL];
+  if (seen[OPT_DTYPE] &&
+      clattn_dtype_parse(values[OPT_DTYPE], &desc.dtype) != CLATTN_SUCCESS) {
+    errorf("unknown --dtype '%s' (f32 or f16)", values[OPT_DTYPE]);
+    goto done;
+  }
+  if (seen[OPT_FEATURE_MAP] &&
+      clattn_feature_map_parse(values[OPT_FEATURE_MAP], &desc.feature_map) !=
+          CLATTN_SUCCESS) {
+    errorf("unknown --feature-map '%s' (elu1 or relu)",
+           values[OPT_FEATURE_MAP]);
+    goto done;
+  }
+  if (seen[OPT_SCALE] &&
+      parse_float("scale", values[OPT_SCALE], 'n', &desc.scale) != 0)
+    goto done;
+  if (seen[OPT_BIAS]) {
+    if (parse_float("bias", values[OPT_BIAS], 0, &desc.bias) != 0)
+      goto done;
+    desc.has_bias = 1;
+  }
+  if (seen[OPT_EPS] && parse_float("eps", values[OPT_EPS], 'p', &desc.eps) != 0)
+    goto done;
+  if (seen[OPT_COS_M] &&
+      parse_float("cos-m", values[OPT_COS_M], 'p', &desc.cos_m) != 0)
+    goto done;
+  desc.tiles = values[OPT_TILES];
+
+  /* From here on, what goes wrong is the input or the device. */
+  rc = EXIT_INPUT;
+  if (load_tensor(&q, "Q", values[OPT_Q], "[B,Hq,Nq,D]") != 0 ||
+      load_tensor(&k, "K", values[OPT_K], "[B,Hkv,Nk,D]") != 0 ||
+      load_tensor(&v, "V", values[OPT_V], "[B,Hkv,Nk,Dv]") != 0 ||
+      check_shapes(&q, &k, &v) != 0)
+    goto done;
+
+  const size_t o_shape[4] = {q.shape[0], q.shape[1], q.shape[2], v.shape[3]};
+  const size_t o_count = output_count(o_shape, 4);
+  const size_t lse_count = output_count(o_shape, 3);
+  if (o_count == 0 || lse_count == 0) {
+    errorf("the output [%zu,%zu,%zu,%zu] would be over the limit of %u GiB",
+           o_shape[0], o_shape[1], o_shape[2], o_shape[3],
+           CLATTN_RUN_MAX_FILE_GIB);
+    goto done;
+  }
+  o = malloc(o_count * sizeof(float));
+  if (seen[OPT_LSE])
+    lse = malloc(lse_count * sizeof(float));
+  if (o == NULL || (seen[OPT_LSE] && lse == NULL)) {
+    errorf("out of memory for the output");
+    goto done;
+  }
+
+  desc.batch = q.shape[0];
+  desc.heads_q = q.shape[1];
+  desc.heads_kv = k.shape[1];
+  desc.seq_q = q.shape[2];
+  desc.seq_k = k.shape[2];
+  desc.dim = q.shape[3];
+  desc.dim_v = v.shape[3];
+
+  clattn_status st = clattn_context_create(&ctx, values[OPT_DEVICE], 0);
+  if (st != CLATTN_SUCCESS) {
+    library_error("cannot open the device", st, ctx);
+    goto done;
+  }
+  st = clattn_plan_create(ctx, &desc, &plan);
+  if (st != CLATTN_SUCCESS) {
+    library_error("cannot plan the attention", st, ctx);
+    goto done;
+  }
+  st = clattn_plan_run_host(plan, q.data, k.data, v.data, o, lse);
+  if (st != CLATTN_SUCCESS) {
+    library_error("the attention failed", st, ctx);
+    goto done;
+  }
+
+  char err[1024];
+  if (clattn_npy_write_f32(values[OPT_OUT], o, 4, o_shape, err, sizeof err) !=
+          0 ||
+      (lse != NULL && clattn_npy_write_f32(values[OPT_LSE], lse, 3, o_shape,
+                                           err, sizeof err) != 0)) {
+    errorf("%s", err);
+    goto done;
+  }
+  rc = 0;
+
+done:
+  clattn_plan_destroy(plan);
+  clattn_context_destroy(ctx);
+  free(q.data);
+  free(k.data);
+  free(v.data);
+  free(o);
+  free(lse);
+  return rc;
+}
