@@ -139,7 +139,7 @@ static void ref_linear_head(const clattn_desc *desc, const ref_shape *s,
   size_t halves = cos_form ? 2 : 1;
   /* st holds S (halves x D x Dv) followed by z (halves x D). */
   double *sz = st + halves * s->d * s->dv;
-  size_t added = 0, i, j, a, t, h;
+  size_t added = 0, i, a, t, h;
   for (t = 0; t < halves * s->d * (s->dv + 1); t++)
     st[t] = 0.0;
   for (i = 0; i < s->nq; i++) {
@@ -150,9 +150,8 @@ static void ref_linear_head(const clattn_desc *desc, const ref_shape *s,
       const float *kj = k + added * s->d;
       const float *vj = v + added * s->dv;
       double wk[2];
-      j = added;
       if (cos_form) {
-        double tk = (REF_PI / 2.0) * (double)(j + 1) / s->cos_m;
+        double tk = (REF_PI / 2.0) * (double)(added + 1) / s->cos_m;
         wk[0] = sin(tk);
         wk[1] = cos(tk);
       } else {

@@ -217,11 +217,13 @@ typedef struct tensor {
 static int load_tensor(tensor *t, const char *role, const char *path,
                        const char *layout) {
   char err[1024];
-  size_t ndim = 0;
+  /* Room for any rank, so that a wrong one gets this message, which names
+   * the layout, rather than the reader's. */
+  size_t ndim = 0, shape[CLATTN_NPY_MAX_NDIM];
   t->role = role;
   t->path = path;
-  if (clattn_npy_read_f32(path, 4, max_file_bytes(), &ndim, t->shape, &t->data,
-                          err, sizeof err) != 0) {
+  if (clattn_npy_read_f32(path, CLATTN_NPY_MAX_NDIM, max_file_bytes(), &ndim,
+                          shape, &t->data, err, sizeof err) != 0) {
     errorf("%s", err);
     return -1;
   }
@@ -229,6 +231,7 @@ static int load_tensor(tensor *t, const char *role, const char *path,
     errorf("%s: %zu-D array; %s must be 4-D %s", path, ndim, role, layout);
     return -1;
   }
+  memcpy(t->shape, shape, sizeof t->shape);
   for (size_t d = 0; d < 4; d++)
     if (t->shape[d] == 0) {
       errorf("%s: shape [%zu,%zu,%zu,%zu] of %s has a zero dimension", path,
