@@ -1,7 +1,6 @@
 /*
  * common.cl - helpers every clattn kernel file is compiled with: storage
- * dtype loads and stores, vectors along the head dimension, and the score and
- * P.V tiles that softmax and sigmoid attention share.
+ * dtype loads and stores, and vectors along the head dimension.
  *
  * Macros set by the host (defaults here):
  *   CLATTN_F16   1: tensors are stored as half, read with vload_half and
@@ -11,8 +10,6 @@
  *   HEAD_DIM_V   Dv, the value head dimension (1..256).
  *   VEC          floats per vector along D (1, 2, 4, 8 or 16). Rows are held
  *                as DCH = ceil(D / VEC) vectors, the last one zero-padded.
- *   BLOCK_M      query rows held in registers by one work-item.
- *   BLOCK_N      keys scored per step.
  */
 
 #ifndef CLATTN_F16
@@ -26,12 +23,6 @@
 #endif
 #ifndef VEC
 #define VEC 16 // floats per vector along the head dimension
-#endif
-#ifndef BLOCK_M
-#define BLOCK_M 4 // query rows per work-item
-#endif
-#ifndef BLOCK_N
-#define BLOCK_N 16 // keys per step
 #endif
 
 #define DCH ((HEAD_DIM + VEC - 1) / VEC)
@@ -107,47 +98,5 @@ void clattn_store_row(__global store_t *p, const floatv *src, const int n,
     VSTORE_PRIV(src[full] * mul, tmp);
     for (int t = 0; full * VEC + t < n; t++)
       STORE1(tmp[t], p, full * VEC + t);
-  }
-}
-
-/* Scores of BLOCK_M query rows against keys j0 .. j0 + BLOCK_N - 1:
- * s[r][jj] = q_r . k_j (q already scaled). With `mask`, a key past nk or past
- * row r's causal limit (i0 + r + off) scores -INFINITY; keys past nk are
- * read from row nk - 1 so no read leaves the buffer. */
-void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
-                        const int j0, const int nk, const int mask,
-                        const int causal_limit0, float (*s)[BLOCK_N]) {
-  for (int jj = 0; jj < BLOCK_N; jj++) {
-    const int j = min(j0 + jj, nk - 1);
-    floatv kr[DCH];
-    clattn_load_row(k + (size_t)j * HEAD_DIM, kr, HEAD_DIM, 1.0f);
-    for (int r = 0; r < BLOCK_M; r++) {
-      floatv acc = qr[r][0] * kr[0];
-      for (int c = 1; c < DCH; c++)
-        acc = fma(qr[r][c], kr[c], acc);
-      s[r][jj] = HSUM(acc);
-    }
-  }
-  if (mask) {
-    for (int r = 0; r < BLOCK_M; r++) {
-      const int lim = min(nk - 1, causal_limit0 + r);
-      for (int jj = 0; jj < BLOCK_N; jj++)
-        s[r][jj] = j0 + jj <= lim ? s[r][jj] : -INFINITY;
-    }
-  }
-}
-
-/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys past nk must have p = 0. */
-void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
-                     const int j0, const int nk, floatv (*acc)[DVCH]) {
-  for (int jj = 0; jj < BLOCK_N; jj++) {
-    const int j = min(j0 + jj, nk - 1);
-    floatv vr[DVCH];
-    clattn_load_row(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
-    for (int r = 0; r < BLOCK_M; r++) {
-      const floatv pr = (floatv)(p[r][jj]);
-      for (int c = 0; c < DVCH; c++)
-        acc[r][c] = fma(pr, vr[c], acc[r][c]);
-    }
   }
 }

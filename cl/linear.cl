@@ -19,11 +19,12 @@
  * is phi(x)[f % D] times the position weight of copy f / D (linear attention
  * has one copy of weight 1; cosFormer two, sin t and cos t).
  *
- * Tunables (common.cl has VEC and BLOCK_M):
+ * Tunables (common.cl has VEC, the floats per vector along D and Dv):
  *   CAUSAL       0/1, bottom-right causal masking.
  *   FEATURE_MAP  phi: 1 = elu(x) + 1, 2 = relu(x).
- *   CHUNK        keys per chunk; a multiple of BLOCK_M.
+ *   CHUNK        keys per chunk; a multiple of BLOCK_M when causal.
  *   ROWS_D       state rows summed by one work-item of clattn_linear_state.
+ *   BLOCK_M      query rows computed by one work-item of clattn_linear_out.
  *
  * Kernels, run in this order; their work-items are independent (no local
  * memory, no barriers), so any work-group size works and the host pads the
@@ -56,6 +57,9 @@
 #endif
 #ifndef ROWS_D
 #define ROWS_D 4 // state rows per work-item of clattn_linear_state
+#endif
+#ifndef BLOCK_M
+#define BLOCK_M 4 // query rows per work-item of clattn_linear_out
 #endif
 
 #if CAUSAL && (CHUNK % BLOCK_M)

@@ -1,16 +1,27 @@
 /*
  * sigmoid.cl - sigmoid attention forward (FlashSigmoid): out_i =
  * sum_j sigmoid(s q_i.k_j + b) v_j over visible keys, with no normalisation.
- * It shares the tiles of softmax.cl but keeps no running max or sum and never
- * rescales the accumulator, which is where its speed comes from.
+ * It shares the tiles of softmax.cl (flash.cl) but keeps no running max or
+ * sum and never rescales the accumulator, which is where its speed comes
+ * from.
  *
- * Layout and work split: as softmax.cl (no LSE). Macros: see common.cl;
- * CAUSAL (0/1).
+ * Layout, work split and shapes: as softmax.cl (no LSE). Scores are in the
+ * log2 domain: sigmoid(x) = 1 / (1 + 2^(-x log2 e)), with q pre-scaled by
+ * scale * log2(e) and the bias given times log2(e). A masked score is -inf:
+ * 2^inf = inf and 1 / inf = 0, exactly.
  */
 
-#ifndef CAUSAL
-#define CAUSAL 0
-#endif
+void clattn_sigmoid_store(__global store_t *o, const size_t qrow0,
+                          const int i0, const int nq, floatv (*acc)[DVCH]) {
+  for (int r = 0; r < BLOCK_M; r++) {
+    const int i = i0 + r;
+    if (i >= nq)
+      break;
+    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V, 1.0f);
+  }
+}
+
+#if KEYS_VEC == 0
 
 __kernel void clattn_sigmoid_fwd(__global const store_t *q,
                                  __global const store_t *k,
@@ -29,7 +40,6 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
   k += ((size_t)b * hkv + hk) * nk * HEAD_DIM;
   v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
 
-  /* Scores in the log2 domain: sigmoid(x) = 1 / (1 + 2^(-x log2 e)). */
   floatv qr[BLOCK_M][DCH];
   floatv acc[BLOCK_M][DVCH];
   for (int r = 0; r < BLOCK_M; r++) {
@@ -39,24 +49,56 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
       acc[r][c] = (floatv)(0.0f);
   }
 
-  const int off = nk - nq;
-  const int kend = CAUSAL ? clamp(i0 + BLOCK_M + off, 0, nk) : nk;
-  const int kfree = CAUSAL ? clamp(i0 + 1 + off, 0, nk) : nk;
+  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
-    const int mask = j0 + BLOCK_N > kfree;
-    clattn_score_block(qr, k, j0, nk, mask, CAUSAL ? i0 + off : nk, s);
-    /* A masked score is -inf: 2^inf = inf and 1 / inf = 0 exactly. */
+    clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
+                       CAUSAL ? i0 + nk - nq : nk, s);
     for (int r = 0; r < BLOCK_M; r++)
       for (int jj = 0; jj < BLOCK_N; jj++)
         s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias_log2)));
     clattn_pv_block(s, v, j0, nk, acc);
   }
-
-  for (int r = 0; r < BLOCK_M; r++) {
-    const int i = i0 + r;
-    if (i >= nq)
-      break;
-    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V, 1.0f);
-  }
+  clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
+
+#else /* the key shape */
+
+__kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
+                                    __global const float *kt,
+                                    __global const store_t *v,
+                                    __global store_t *o, const int nq,
+                                    const int nk, const int nkp, const int hq,
+                                    const int hkv, const float scale_log2,
+                                    const float bias_log2) {
+  const int i0 = (int)get_global_id(0) * BLOCK_M;
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  if (i0 >= nq)
+    return; /* padding of the global size; no barriers follow */
+  const int hk = h / (hq / hkv);
+  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  kt += ((size_t)b * hkv + hk) * HEAD_DIM * nkp;
+  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+
+  float qs[BLOCK_M][HEAD_DIM];
+  clattn_load_q_scalars(q + qrow0 * HEAD_DIM, i0, nq, scale_log2, qs);
+  floatv acc[BLOCK_M][DVCH];
+  for (int r = 0; r < BLOCK_M; r++)
+    for (int c = 0; c < DVCH; c++)
+      acc[r][c] = (floatv)(0.0f);
+
+  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
+  for (int j0 = 0; j0 < kend; j0 += KEYS_VEC) {
+    floatk s[BLOCK_M];
+    clattn_score_keys(qs, kt, nkp, j0, s);
+    if (j0 + KEYS_VEC > kfree)
+      clattn_mask_keys(s, j0, nk, CAUSAL ? i0 + nk - nq : nk);
+    for (int r = 0; r < BLOCK_M; r++)
+      s[r] = 1.0f / (1.0f + exp2(-(s[r] + bias_log2)));
+    clattn_pv_keys(s, v, j0, nk, acc);
+  }
+  clattn_sigmoid_store(o, qrow0, i0, nq, acc);
+}
+
+#endif /* KEYS_VEC */

@@ -7,14 +7,32 @@
  * O [B, Hq, Nq, Dv], LSE float [B, Hq, Nq] (natural log).
  * One work-item computes BLOCK_M consecutive query rows of one (batch, head):
  * global size (ceil(Nq / BLOCK_M) rounded up to the work-group, Hq, B).
- * Work-items are independent (no local memory, no barriers).
+ * Work-items are independent (no local memory, no barriers). The two tile
+ * shapes (row and key, see flash.cl) are two kernels; KEYS_VEC picks one.
  *
- * Macros: see common.cl; CAUSAL (0/1) selects bottom-right causal masking.
+ * Scores live in the log2 domain: q is pre-scaled by scale * log2(e), so the
+ * exponentials are exp2. A row that has seen no visible key keeps max -inf;
+ * it uses 0 as its max so that exp2 never sees -inf - -inf = NaN, and ends
+ * with l = 0, which gives output 0 and LSE -inf.
  */
 
-#ifndef CAUSAL
-#define CAUSAL 0
-#endif
+/* Writes the normalised rows and their LSE. */
+void clattn_softmax_store(__global store_t *o, __global float *lse,
+                          const int write_lse, const size_t qrow0,
+                          const int i0, const int nq, floatv (*acc)[DVCH],
+                          const float *m, const float *l) {
+  for (int r = 0; r < BLOCK_M; r++) {
+    const int i = i0 + r;
+    if (i >= nq)
+      break;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V, inv);
+    if (write_lse)
+      lse[qrow0 + i] = l[r] > 0.0f ? (m[r] + log2(l[r])) * M_LN2_F : -INFINITY;
+  }
+}
+
+#if KEYS_VEC == 0
 
 __kernel void clattn_softmax_fwd(__global const store_t *q,
                                  __global const store_t *k,
@@ -33,7 +51,6 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
   k += ((size_t)b * hkv + hk) * nk * HEAD_DIM;
   v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
 
-  /* Scores live in the log2 domain: q is pre-scaled by scale * log2(e). */
   floatv qr[BLOCK_M][DCH];
   floatv acc[BLOCK_M][DVCH];
   float m[BLOCK_M], l[BLOCK_M];
@@ -46,21 +63,15 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
     l[r] = 0.0f;
   }
 
-  /* Key j is visible to query i when j <= i + off. Blocks beyond the last
-   * row's limit are skipped; blocks past the first row's limit are masked. */
-  const int off = nk - nq;
-  const int kend = CAUSAL ? clamp(i0 + BLOCK_M + off, 0, nk) : nk;
-  const int kfree = CAUSAL ? clamp(i0 + 1 + off, 0, nk) : nk;
+  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
-    const int mask = j0 + BLOCK_N > kfree;
-    clattn_score_block(qr, k, j0, nk, mask, CAUSAL ? i0 + off : nk, s);
+    clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
+                       CAUSAL ? i0 + nk - nq : nk, s);
     for (int r = 0; r < BLOCK_M; r++) {
       float mx = m[r];
       for (int jj = 0; jj < BLOCK_N; jj++)
         mx = fmax(mx, s[r][jj]);
-      /* A row that has seen no visible key keeps max -inf; using 0 as its
-       * max keeps exp2 away from -inf - -inf = NaN. */
       const float mu = mx == -INFINITY ? 0.0f : mx;
       const float alpha = exp2(m[r] - mu);
       float rs = 0.0f;
@@ -76,16 +87,58 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
     }
     clattn_pv_block(s, v, j0, nk, acc);
   }
-
-  for (int r = 0; r < BLOCK_M; r++) {
-    const int i = i0 + r;
-    if (i >= nq)
-      break;
-    /* A row with no visible key has l = 0: its output is 0, LSE -inf. */
-    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V, inv);
-    if (write_lse)
-      lse[qrow0 + i] =
-          l[r] > 0.0f ? (m[r] + log2(l[r])) * M_LN2_F : -INFINITY;
-  }
+  clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
+
+#else /* the key shape */
+
+__kernel void clattn_softmax_fwd_kt(__global const store_t *q,
+                                    __global const float *kt,
+                                    __global const store_t *v,
+                                    __global store_t *o, __global float *lse,
+                                    const int write_lse, const int nq,
+                                    const int nk, const int nkp, const int hq,
+                                    const int hkv, const float scale_log2) {
+  const int i0 = (int)get_global_id(0) * BLOCK_M;
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  if (i0 >= nq)
+    return; /* padding of the global size; no barriers follow */
+  const int hk = h / (hq / hkv);
+  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  kt += ((size_t)b * hkv + hk) * HEAD_DIM * nkp;
+  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+
+  float qs[BLOCK_M][HEAD_DIM];
+  clattn_load_q_scalars(q + qrow0 * HEAD_DIM, i0, nq, scale_log2, qs);
+  floatv acc[BLOCK_M][DVCH];
+  float m[BLOCK_M], l[BLOCK_M];
+  for (int r = 0; r < BLOCK_M; r++) {
+    for (int c = 0; c < DVCH; c++)
+      acc[r][c] = (floatv)(0.0f);
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+
+  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
+  for (int j0 = 0; j0 < kend; j0 += KEYS_VEC) {
+    floatk s[BLOCK_M];
+    clattn_score_keys(qs, kt, nkp, j0, s);
+    if (j0 + KEYS_VEC > kfree)
+      clattn_mask_keys(s, j0, nk, CAUSAL ? i0 + nk - nq : nk);
+    for (int r = 0; r < BLOCK_M; r++) {
+      const float mx = fmax(m[r], KMAX(s[r]));
+      const float mu = mx == -INFINITY ? 0.0f : mx;
+      const float alpha = exp2(m[r] - mu);
+      s[r] = exp2(s[r] - mu);
+      l[r] = l[r] * alpha + KSUM(s[r]);
+      m[r] = mx;
+      for (int c = 0; c < DVCH; c++)
+        acc[r][c] *= alpha;
+    }
+    clattn_pv_keys(s, v, j0, nk, acc);
+  }
+  clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
+}
+
+#endif /* KEYS_VEC */

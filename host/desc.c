@@ -216,7 +216,7 @@ clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                           origin, (int)nlen, s);
     char *num_end = NULL;
     long v = strtol(eq + 1, &num_end, 10);
-    if (num_end != end || eq + 1 == end || v < 1 || v > 4096)
+    if (num_end != end || eq + 1 == end || v < 0 || v > 4096)
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                           "invalid descriptor: tiles (%s): bad value for %s",
                           origin, t->names[i]);

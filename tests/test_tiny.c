@@ -26,12 +26,19 @@ typedef struct tiny_case {
   const char *tiles; /* small tiles so that blocks and chunks are crossed */
 } tiny_case;
 
+/* Both tile shapes of the flash kernels are forced in turn: the key shape
+ * (KEYS_VEC=8 or 16) and the row shape (KEYS_VEC=0). */
+#define ROW "KEYS_VEC=0,BLOCK_M=2,BLOCK_N=2,WG=2"
+#define KEY "KEYS_VEC=8,BLOCK_M=3"
 static const tiny_case cases[] = {
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, NULL},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8,
-     "BLOCK_N=2"},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, NULL},
-    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 9, 6, 4, NULL},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, ROW},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, ROW},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, KEY},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, KEY},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, ROW},
+    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, KEY},
+    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, ROW},
     {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F16, 0, 1, 1, 1, 4, 6, 16, 2, NULL},
 };
 
@@ -59,9 +66,10 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   }
   double tol = c->dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
   char what[128];
-  snprintf(what, sizeof what, "%s %s%s Nq=%zu Nk=%zu D=%zu Dv=%zu",
+  snprintf(what, sizeof what, "%s %s%s Nq=%zu Nk=%zu D=%zu Dv=%zu tiles=%s",
            clattn_variant_name(c->variant), clattn_dtype_name(c->dtype),
-           c->causal ? " causal" : "", c->nq, c->nk, c->d, c->dv);
+           c->causal ? " causal" : "", c->nq, c->nk, c->d, c->dv,
+           c->tiles ? c->tiles : "default");
   int ok = clattn_test_check(what, p.o, p.ref_o, p.n.o, tol);
   if (ok && p.ref_lse) {
     /* -inf must be exact; finite values within the tolerance. */
