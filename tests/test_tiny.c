@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define TOL_F32 1e-5
 #define TOL_F16 2e-2
@@ -88,11 +89,22 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   assert_true(ok);
 }
 
+/* With CLATTN_TEST_ROW_SHAPE_ONLY=1 the cases that force the key shape are
+ * left out. The `oclgrind --uninitialized` run sets it (and CLATTN_TUNE to
+ * the row shape for the cases that choose their own tiles) because Oclgrind
+ * reports false uninitialised values on the halves of float16 vectors that
+ * the key shape is built from (Oclgrind issue #126); that run still checks
+ * the row shape, and the --data-races run checks both shapes. */
 static void test_tiny_all_variants(void **state) {
   (void)state;
+  const char *row_only = getenv("CLATTN_TEST_ROW_SHAPE_ONLY");
   clattn_context_t ctx = clattn_test_context_create();
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (row_only && row_only[0] == '1' && cases[i].tiles &&
+        strstr(cases[i].tiles, "KEYS_VEC=0") == NULL)
+      continue;
     run_case(&cases[i], ctx);
+  }
   clattn_context_destroy(ctx);
 }
 

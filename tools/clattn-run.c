@@ -12,7 +12,9 @@
 #include "clattn.h"
 #include "npy.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The largest file clattn-run reads or writes, in GiB. Real test and
  * benchmark shapes are far below it; it makes a lying header or a typo in a
@@ -182,7 +185,7 @@ static int parse_float(const char *option, const char *text, int rule,
   char *end = NULL;
   errno = 0;
   double v = strtod(text, &end);
-  if (end == text || *end != '\0' || text[0] == ' ' || text[0] == '\t') {
+  if (end == text || *end != '\0' || isspace((unsigned char)text[0])) {
     errorf("--%s: '%s' is not a number", option, text);
     return -1;
   }
@@ -284,6 +287,35 @@ static size_t output_count(const size_t *shape, size_t ndim) {
     n *= shape[d];
   }
   return n <= max_file_bytes() / sizeof(float) ? n : 0;
+}
+
+/* Some OpenCL drivers print to stderr themselves (PoCL prints the compiler's
+ * "N errors generated."), which would break the one-line contract. clattn
+ * puts the build log in its message anyway, so stderr goes to /dev/null while
+ * the library runs. Returns the saved descriptor, or -1 when nothing was
+ * redirected. */
+static int silence_stderr(void) {
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO);
+  if (saved < 0)
+    return -1;
+  int null_fd = open("/dev/null", O_WRONLY);
+  if (null_fd < 0 || dup2(null_fd, STDERR_FILENO) < 0) {
+    if (null_fd >= 0)
+      close(null_fd);
+    close(saved);
+    return -1;
+  }
+  close(null_fd);
+  return saved;
+}
+
+static void restore_stderr(int saved) {
+  if (saved < 0)
+    return;
+  fflush(stderr);
+  dup2(saved, STDERR_FILENO);
+  close(saved);
 }
 
 static void library_error(const char *what, clattn_status st,
@@ -447,19 +479,20 @@ int main(int argc, char **argv) {
   desc.dim = q.shape[3];
   desc.dim_v = v.shape[3];
 
+  int saved_stderr = silence_stderr();
+  const char *failed = NULL;
   clattn_status st = clattn_context_create(&ctx, values[OPT_DEVICE], 0);
-  if (st != CLATTN_SUCCESS) {
-    library_error("cannot open the device", st, ctx);
-    goto done;
-  }
-  st = clattn_plan_create(ctx, &desc, &plan);
-  if (st != CLATTN_SUCCESS) {
-    library_error("cannot plan the attention", st, ctx);
-    goto done;
-  }
-  st = clattn_plan_run_host(plan, q.data, k.data, v.data, o, lse);
-  if (st != CLATTN_SUCCESS) {
-    library_error("the attention failed", st, ctx);
+  if (st != CLATTN_SUCCESS)
+    failed = "cannot open the device";
+  if (failed == NULL &&
+      (st = clattn_plan_create(ctx, &desc, &plan)) != CLATTN_SUCCESS)
+    failed = "cannot plan the attention";
+  if (failed == NULL && (st = clattn_plan_run_host(plan, q.data, k.data, v.data,
+                                                   o, lse)) != CLATTN_SUCCESS)
+    failed = "the attention failed";
+  restore_stderr(saved_stderr);
+  if (failed != NULL) {
+    library_error(failed, st, ctx);
     goto done;
   }
 

@@ -1,15 +1,17 @@
 #!/bin/sh
 # run_bad_inputs.sh - checks clattn-run's error contract from the outside.
 #
-# usage: run_bad_inputs.sh CLATTN_RUN SCRATCH_DIR
+# usage: run_bad_inputs.sh CLATTN_RUN SCRATCH_DIR [NPY_MAKE]
 #
 # Crafts bad .npy files and command lines in SCRATCH_DIR and checks that each
 # exits with the documented status (2 for a usage error, 1 for bad input or a
 # failure), prints exactly one stderr line starting "clattn-run: ", prints
 # nothing on stdout and does not crash. Then runs small good cases of every
 # variant, which need an OpenCL device, and checks the outputs' headers and
-# sizes. The files are written with printf alone, so that the test needs no
-# helper program and no Python.
+# sizes. Bad files are written with printf, so that each byte is the one
+# meant; the good inputs are random arrays from NPY_MAKE (tests/cli/npy_make.c)
+# when it is given, else a repeating pattern from printf, so the script needs
+# no Python.
 #
 # Environment: CLATTN_DEVICE selects the device for the good cases; when it is
 # unset and no device exists, the good cases are skipped. CLATTN_RUN_WRAPPER
@@ -24,12 +26,13 @@
 # shellcheck disable=SC2086,SC2059
 set -u
 
-if [ $# -ne 2 ]; then
-  echo "usage: $0 CLATTN_RUN SCRATCH_DIR" >&2
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+  echo "usage: $0 CLATTN_RUN SCRATCH_DIR [NPY_MAKE]" >&2
   exit 2
 fi
 BIN=$1
 DIR=$2
+MAKE=${3:-}
 WRAPPER=${CLATTN_RUN_WRAPPER:-}
 # $QKV below is split into words, so the paths in it must not hold white
 # space, and globbing stays off.
@@ -210,11 +213,29 @@ good() {
 
 # ---- Good inputs ---------------------------------------------------------
 
+# good_input FILE SEED SHAPE: a valid float32 array for the good cases.
+good_input() {
+  if [ -z "$MAKE" ]; then
+    npy "$1" "$3"
+    return
+  fi
+  _file=$1
+  _seed=$2
+  _ifs=$IFS
+  IFS=', '
+  set -- $3
+  IFS=$_ifs
+  if ! "$MAKE" --seed "$_seed" "$_file" "$@"; then
+    echo "$0: $MAKE failed" >&2
+    exit 2
+  fi
+}
+
 D=$DIR
 # Q [1,4,8,16], K [1,2,12,16], V [1,2,12,8]: grouped heads, Nq != Nk, D != Dv.
-npy "$D/q.npy" "1, 4, 8, 16"
-npy "$D/k.npy" "1, 2, 12, 16"
-npy "$D/v.npy" "1, 2, 12, 8"
+good_input "$D/q.npy" 1 "1, 4, 8, 16"
+good_input "$D/k.npy" 2 "1, 2, 12, 16"
+good_input "$D/v.npy" 3 "1, 2, 12, 8"
 QKV="--q $D/q.npy --k $D/k.npy --v $D/v.npy --out $D/o.npy"
 
 # ---- Usage errors: exit 2 ------------------------------------------------
