@@ -131,8 +131,11 @@ CLATTN_API const char *clattn_context_error(clattn_context_t ctx) {
 
 CLATTN_API size_t clattn_context_error_copy(clattn_context_t ctx, char *buf,
                                             size_t size) {
-  if (!ctx)
+  if (!ctx) {
+    if (buf && size > 0)
+      buf[0] = '\0';
     return 0;
+  }
   if (ctx->lock_ok)
     mtx_lock(&ctx->lock);
   const char *msg = ctx->error ? ctx->error : "";

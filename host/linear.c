@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h> /* TEMPDEBUG */
 
 #define NKERNELS 3
 
@@ -215,6 +216,18 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
       clattn__enqueue(plan, kp, 2, g_prefix, local, 1, &ev[0], &ev[1]));
   CLATTN_CHECK(clattn__enqueue(plan, ko, 3, g_out, local, 1, &ev[1],
                                event ? event : &ev[2]));
+  if (getenv("LINPROF")) { /* TEMPDEBUG */
+    cl_event e3 = event ? *event : ev[2];
+    clWaitForEvents(1, &e3);
+    cl_event es[3] = {ev[0], ev[1], e3};
+    for (int i = 0; i < 3; i++) {
+      cl_ulong s0 = 0, s1 = 0;
+      clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_START, 8, &s0, NULL);
+      clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_END, 8, &s1, NULL);
+      fprintf(stderr, " k%d %.2fms", i, (s1 - s0) * 1e-6);
+    }
+    fprintf(stderr, "\n");
+  }
 cleanup:
   for (size_t i = 0; i < NKERNELS; i++) {
     if (ev[i])

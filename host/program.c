@@ -3,6 +3,7 @@
  * and caching the programs per context.
  */
 #include "program.h"
+#include "cache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,12 +142,96 @@ static char *make_key(const char *const *files, size_t nfiles,
   return key;
 }
 
+/* The disk cache key: everything that can change the binary. */
+static char *disk_key(clattn_context_t ctx, const char *options,
+                      const char *text, size_t *len) {
+  const clattn_device_profile *d = &ctx->profile;
+  const char *parts[] = {"clattn ",
+                         clattn_version_string(),
+                         "\ndevice ",
+                         d->name,
+                         "\nvendor ",
+                         d->vendor,
+                         "\ndriver ",
+                         d->driver_version,
+                         "\ndevice version ",
+                         d->device_version,
+                         "\nplatform ",
+                         d->platform_name,
+                         " ",
+                         d->platform_version,
+                         "\noptions ",
+                         options,
+                         "\nsource\n",
+                         text};
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+    n += strlen(parts[i]);
+  char *key = malloc(n + 1);
+  if (!key)
+    return NULL;
+  key[0] = '\0';
+  char *p = key;
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    size_t m = strlen(parts[i]);
+    memcpy(p, parts[i], m);
+    p += m;
+  }
+  *p = '\0';
+  *len = n;
+  return key;
+}
+
+/* A program built from a cached binary, or NULL when there is none or the
+ * runtime refuses it (then the caller builds from source). */
+static cl_program load_cached(clattn_context_t ctx, const char *key,
+                              size_t key_len, const char *options) {
+  unsigned char *bin = NULL;
+  size_t len = 0;
+  if (!clattn__cache_load(key, key_len, &bin, &len))
+    return NULL;
+  cl_int status = CL_SUCCESS, err = CL_SUCCESS;
+  const unsigned char *bins[] = {bin};
+  cl_program program = clCreateProgramWithBinary(ctx->context, 1, &ctx->device,
+                                                 &len, bins, &status, &err);
+  free(bin);
+  if (err != CL_SUCCESS || status != CL_SUCCESS) {
+    if (program)
+      clReleaseProgram(program);
+    return NULL;
+  }
+  if (clBuildProgram(program, 1, &ctx->device, options, NULL, NULL) !=
+      CL_SUCCESS) {
+    clReleaseProgram(program);
+    return NULL;
+  }
+  return program;
+}
+
+/* Saves a freshly built program's binary; failures only cost a rebuild. */
+static void store_cached(clattn_context_t ctx, cl_program program,
+                         const char *key, size_t key_len) {
+  size_t len = 0;
+  if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof len, &len,
+                       NULL) != CL_SUCCESS ||
+      len == 0)
+    return;
+  unsigned char *bin = malloc(len);
+  unsigned char *bins[] = {bin};
+  if (bin && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bins, bins,
+                              NULL) == CL_SUCCESS)
+    clattn__cache_store(key, key_len, bin, len);
+  free(bin);
+  (void)ctx;
+}
+
 clattn_status clattn__program_get(clattn_context_t ctx,
                                   const char *const *files, size_t nfiles,
                                   const char *options, cl_program *out) {
   clattn_status st = CLATTN_SUCCESS;
   char *key = make_key(files, nfiles, options);
   char *text = NULL;
+  char *dkey = NULL;
   cl_program program = NULL;
   struct clattn__program_entry *entry = NULL;
   if (!key)
@@ -162,14 +247,22 @@ clattn_status clattn__program_get(clattn_context_t ctx,
     }
   }
   CLATTN_CHECK(assemble(ctx, files, nfiles, &text));
-  cl_int err = CL_SUCCESS;
-  const char *srcs[] = {text};
-  program = clCreateProgramWithSource(ctx->context, 1, srcs, NULL, &err);
-  CLATTN_CL_CHECK(ctx, err, "clCreateProgramWithSource");
-  err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
-  if (err != CL_SUCCESS) {
-    st = build_failed(ctx, program, err, options);
-    goto cleanup;
+  size_t dkey_len = 0;
+  dkey = disk_key(ctx, options, text, &dkey_len);
+  if (dkey)
+    program = load_cached(ctx, dkey, dkey_len, options);
+  if (!program) {
+    cl_int err = CL_SUCCESS;
+    const char *srcs[] = {text};
+    program = clCreateProgramWithSource(ctx->context, 1, srcs, NULL, &err);
+    CLATTN_CL_CHECK(ctx, err, "clCreateProgramWithSource");
+    err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+      st = build_failed(ctx, program, err, options);
+      goto cleanup;
+    }
+    if (dkey)
+      store_cached(ctx, program, dkey, dkey_len);
   }
   entry = malloc(sizeof *entry);
   if (!entry) {
@@ -189,6 +282,7 @@ cleanup:
   if (program)
     clReleaseProgram(program);
   free(text);
+  free(dkey);
   free(key);
   return st;
 }

@@ -78,6 +78,8 @@ CLATTN_API const char *clattn_feature_map_name(clattn_feature_map map) {
 
 CLATTN_API clattn_status clattn_variant_parse(const char *name,
                                               clattn_variant *out) {
+  if (!out)
+    return CLATTN_ERROR_INVALID_VALUE;
   int v = 0;
   clattn_status st =
       parse_of(variant_names, CLATTN_COUNT_OF(variant_names), name, &v);
@@ -88,6 +90,8 @@ CLATTN_API clattn_status clattn_variant_parse(const char *name,
 
 CLATTN_API clattn_status clattn_dtype_parse(const char *name,
                                             clattn_dtype *out) {
+  if (!out)
+    return CLATTN_ERROR_INVALID_VALUE;
   int v = 0;
   clattn_status st =
       parse_of(dtype_names, CLATTN_COUNT_OF(dtype_names), name, &v);
@@ -98,6 +102,8 @@ CLATTN_API clattn_status clattn_dtype_parse(const char *name,
 
 CLATTN_API clattn_status clattn_feature_map_parse(const char *name,
                                                   clattn_feature_map *out) {
+  if (!out)
+    return CLATTN_ERROR_INVALID_VALUE;
   int v = 0;
   clattn_status st =
       parse_of(feature_map_names, CLATTN_COUNT_OF(feature_map_names), name, &v);

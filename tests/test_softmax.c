@@ -84,8 +84,8 @@ static int check_empty_rows(const clattn_test_problem *p) {
     }
     for (t = 0; t < dv; t++) {
       if (p->o[r * dv + t] != 0.0f) {
-        print_error("row %zu has no visible key: O[%zu] = %.9g, want 0\n", r,
-                    t, (double)p->o[r * dv + t]);
+        print_error("row %zu has no visible key: O[%zu] = %.9g, want 0\n", r, t,
+                    (double)p->o[r * dv + t]);
         return 0;
       }
     }
@@ -195,8 +195,8 @@ static void test_softmax_head_dims(void **state) {
   size_t t;
   (void)state;
   for (t = 0; t < sizeof dims / sizeof dims[0]; t++) {
-    clattn_desc d = make_desc(CLATTN_DTYPE_F32, (int)(t & 1), 1, 2, 2, 67, 131,
-                              dims[t], 0);
+    clattn_desc d =
+        make_desc(CLATTN_DTYPE_F32, (int)(t & 1), 1, 2, 2, 67, 131, dims[t], 0);
     check_desc(&d, 20 + t);
   }
 }
@@ -236,8 +236,8 @@ static void test_softmax_f16_head_dims(void **state) {
   size_t t;
   (void)state;
   for (t = 0; t < sizeof dims / sizeof dims[0]; t++) {
-    clattn_desc d = make_desc(CLATTN_DTYPE_F16, (int)(t & 1), 1, 2, 1, 45, 90,
-                              dims[t], 0);
+    clattn_desc d =
+        make_desc(CLATTN_DTYPE_F16, (int)(t & 1), 1, 2, 1, 45, 90, dims[t], 0);
     check_desc(&d, 60 + t);
   }
 }

@@ -42,8 +42,9 @@ void clattn_test_fill_normal(float *x, size_t n, uint64_t seed, float mean,
 
 /* ---- Half precision --------------------------------------------------- */
 
-/* IEEE binary16 bits of x, rounded to nearest even; subnormals, infinities,
- * NaN and overflow to infinity handled as vstore_half does. */
+/* IEEE binary16 bits of x, rounded to nearest even as IEEE 754 and
+ * vstore_half (default rounding) do: subnormals kept, overflow to infinity,
+ * NaN stays NaN (checked once against GCC _Float16 over all 2^32 inputs). */
 uint16_t clattn_test_float_to_half(float x);
 float clattn_test_half_to_float(uint16_t h);
 /* x rounded to the nearest half and back. */
