@@ -45,6 +45,7 @@ typedef float store_t;
 typedef float floatv;
 #define HSUM(x) (x)
 #define VLOAD_PRIV(p) (*(p))
+#define VLOAD_LOCAL(p) (*(p))
 #define VSTORE_PRIV(x, p) (*(p) = (x))
 #if CLATTN_F16
 #define VLOAD(p) vload_half(0, (p))
@@ -57,6 +58,7 @@ typedef float floatv;
 typedef CLATTN_CAT(float, VEC) floatv;
 #define HSUM(x) CLATTN_CAT(clattn_hsum, VEC)(x)
 #define VLOAD_PRIV(p) CLATTN_CAT(vload, VEC)(0, (p))
+#define VLOAD_LOCAL(p) CLATTN_CAT(vload, VEC)(0, (p))
 #define VSTORE_PRIV(x, p) CLATTN_CAT(vstore, VEC)((x), 0, (p))
 #if CLATTN_F16
 #define VLOAD(p) CLATTN_CAT(vload_half, VEC)(0, (p))

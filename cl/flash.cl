@@ -1,20 +1,26 @@
 /*
  * flash.cl - the tiles softmax.cl and sigmoid.cl share. A block of BLOCK_M
  * query rows stays in one work-item's registers while K and V stream past.
- * Two shapes:
+ * Three shapes, chosen by SHAPE:
  *
- *   row shape (KEYS_VEC = 0, for GPUs): q rows are vectors along D; each
- *     score is a dot product of a q row and a K row, BLOCK_N keys per step.
- *   key shape (KEYS_VEC = 8 or 16, for CPUs): K is first transposed into a
- *     float workspace KT [B*Hkv, D, NKP] (NKP = Nk rounded up to KEYS_VEC,
- *     padded with zeros) by clattn_transpose_k, so that KEYS_VEC scores of a
- *     row come from D vector FMAs with no horizontal sums; P.V then adds
- *     scalar-times-vector rows of V.
+ *   SHAPE 1, cpu: K is first transposed into a float workspace
+ *     KT [B*Hkv, D, NKP] (NKP = Nk rounded up to KEYS_VEC, padded with
+ *     zeros) by clattn_transpose_k, so that KEYS_VEC scores of a row come
+ *     from D vector FMAs with no horizontal sums; P.V then adds
+ *     scalar-times-vector rows of V. BLOCK_M rows per work-item, no local
+ *     memory: what a CPU runtime vectorises well.
+ *   SHAPE 2, gpu: a work-group of BLOCK_M work-items holds BLOCK_M query
+ *     rows, one per work-item; tiles of BLOCK_N keys and values are loaded
+ *     into local memory by the whole group and read by every work-item.
+ *   SHAPE 0, row: like gpu without local memory (each work-item reads K and
+ *     V from global memory, BLOCK_M rows per work-item); the fallback for
+ *     devices with little local memory.
  *
  * Macros (defaults here; the host sets them):
- *   BLOCK_M   query rows per work-item.
- *   BLOCK_N   keys per step in the row shape.
- *   KEYS_VEC  0 for the row shape, else keys per vector in the key shape.
+ *   SHAPE     0 row, 1 cpu, 2 gpu.
+ *   BLOCK_M   query rows per work-item (row, cpu) or per work-group (gpu).
+ *   BLOCK_N   keys per step (row, gpu).
+ *   KEYS_VEC  keys per vector (cpu): 8 or 16.
  *   CAUSAL    1: bottom-right causal masking.
  */
 
@@ -24,8 +30,11 @@
 #ifndef BLOCK_N
 #define BLOCK_N 16 // keys per step (row shape)
 #endif
+#ifndef SHAPE
+#define SHAPE 1 // 0 row, 1 cpu, 2 gpu
+#endif
 #ifndef KEYS_VEC
-#define KEYS_VEC 0 // keys per vector (key shape); 0 selects the row shape
+#define KEYS_VEC 16 // keys per vector (cpu shape)
 #endif
 #ifndef CAUSAL
 #define CAUSAL 0 // bottom-right causal masking
@@ -38,7 +47,7 @@
                           : (nk);                                              \
   const int kfree = CAUSAL ? clamp((i0) + 1 + (nk) - (nq), 0, (nk)) : (nk)
 
-#if KEYS_VEC == 0
+#if SHAPE == 0
 
 /* Scores of BLOCK_M query rows against keys j0 .. j0 + BLOCK_N - 1:
  * s[r][jj] = q_r . k_j (q already scaled). With `mask`, a key past nk or past
@@ -82,7 +91,7 @@ void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
   }
 }
 
-#else /* KEYS_VEC: the key shape */
+#elif SHAPE == 1
 
 #if KEYS_VEC == 16
 typedef float16 floatk;
@@ -99,7 +108,7 @@ typedef float8 floatk;
 #define KSUM(x) clattn_hsum8(x)
 #define KMAX(x) clattn_hmax8(x)
 #else
-#error KEYS_VEC must be 0, 8 or 16
+#error KEYS_VEC must be 8 or 16
 #endif
 
 float clattn_hmax2(float2 x) { return fmax(x.x, x.y); }
@@ -173,4 +182,52 @@ void clattn_load_q_scalars(__global const store_t *q, const int i0,
   }
 }
 
-#endif /* KEYS_VEC */
+#elif SHAPE == 2
+
+/* Row r of a tile in local memory is padded to whole vectors. */
+#define DP (DCH * VEC)
+#define DVP (DVCH * VEC)
+
+/* The whole group loads keys j0 .. j0 + BLOCK_N - 1 of K and V into local
+ * memory, as float, zero past nk. Called by every work-item, with the
+ * barriers around it in uniform control flow. */
+void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
+                         const int j0, const int nk, __local float *ks,
+                         __local float *vs) {
+  const int lid = (int)get_local_id(0);
+  for (int e = lid; e < BLOCK_N * DP; e += BLOCK_M) {
+    const int jj = e / DP, d = e % DP;
+    const int j = j0 + jj;
+    ks[e] = j < nk && d < HEAD_DIM ? LOAD1(k, (size_t)j * HEAD_DIM + d) : 0.0f;
+  }
+  for (int e = lid; e < BLOCK_N * DVP; e += BLOCK_M) {
+    const int jj = e / DVP, d = e % DVP;
+    const int j = j0 + jj;
+    vs[e] =
+        j < nk && d < HEAD_DIM_V ? LOAD1(v, (size_t)j * HEAD_DIM_V + d) : 0.0f;
+  }
+}
+
+/* s[jj] = q . k_{j0 + jj} from the local tile; keys past this row's limit
+ * (lim, at most nk - 1) score -INFINITY. */
+void clattn_score_tile(const floatv *qr, __local const float *ks, const int j0,
+                       const int lim, float *s) {
+  for (int jj = 0; jj < BLOCK_N; jj++) {
+    __local const float *kr = ks + jj * DP;
+    floatv acc = qr[0] * VLOAD_LOCAL(kr);
+    for (int c = 1; c < DCH; c++)
+      acc = fma(qr[c], VLOAD_LOCAL(kr + c * VEC), acc);
+    s[jj] = j0 + jj <= lim ? HSUM(acc) : -INFINITY;
+  }
+}
+
+/* acc += sum_jj p[jj] * v_{j0 + jj} from the local tile. */
+void clattn_pv_tile(const float *p, __local const float *vs, floatv *acc) {
+  for (int jj = 0; jj < BLOCK_N; jj++) {
+    const floatv pr = (floatv)(p[jj]);
+    for (int c = 0; c < DVCH; c++)
+      acc[c] = fma(pr, VLOAD_LOCAL(vs + jj * DVP + c * VEC), acc[c]);
+  }
+}
+
+#endif /* SHAPE */

@@ -1,49 +1,50 @@
 /*
  * linear.cl - linear attention forward, chunk-wise, in O(N) time and memory;
  * also the frame of cosFormer, whose cl/cosformer.cl is compiled just before
- * this file and replaces the position hooks below.
+ * this file and supplies the position weights (hooks below).
  *
  * out_i = phi(q_i).S / norm(phi(q_i).z) with S = sum phi(k_j) v_j^T and
  * z = sum phi(k_j) over the keys visible to query i. Keys are cut into chunks
- * of CHUNK; a chunk's state is the sum over its keys alone, so chunk states
- * are built in parallel, then added up across chunks (exclusive prefix when
- * causal, a total when not), and each query adds to the state before its own
- * chunk the keys of its chunk it may see (the masked intra-chunk product).
- * No N x D x Dv tensor is ever formed.
+ * of CHUNK; a chunk's state is the sum over its own keys, so chunk states are
+ * built in parallel, then added up across chunks (an exclusive prefix when
+ * causal, a total when not), and each query adds to the state before its
+ * chunk the keys of its own chunk that it may see (the masked intra-chunk
+ * product). No N x D x Dv tensor is ever formed.
  *
  * Layout: Q [B, Hq, Nq, D], K [B, Hkv, Nk, D], V [B, Hkv, Nk, Dv],
  * O [B, Hq, Nq, Dv] in the storage dtype; the workspace is float
- * [B * Hkv, NC, STATE_SIZE] with NC = ceil(Nk / CHUNK). One chunk's block
- * holds FEAT_ROWS rows of DVP floats (the state, rows padded to whole
- * vectors) and then FEAT_ROWS sums z padded to a whole vector. Feature row f
- * is phi(x)[f % D] times the position weight of copy f / D (linear attention
- * has one copy of weight 1; cosFormer two, sin t and cos t).
+ * [B * Hkv, NC, STATE_SIZE] with NC = ceil(Nk / CHUNK). A chunk's block holds
+ * FEAT_ROWS rows of DVP floats (the state; rows padded to whole vectors),
+ * then the FEAT_ROWS sums z padded to a whole vector. Feature row
+ * f = copy * D + d is phi(x)[d] times the position weight of that copy:
+ * linear attention has one copy of weight 1, cosFormer two (sin t, cos t).
  *
  * Tunables (common.cl has VEC, the floats per vector along D and Dv):
  *   CAUSAL       0/1, bottom-right causal masking.
  *   FEATURE_MAP  phi: 1 = elu(x) + 1, 2 = relu(x).
  *   CHUNK        keys per chunk; a multiple of BLOCK_M when causal.
- *   ROWS_D       state rows summed by one work-item of clattn_linear_state.
- *   BLOCK_M      query rows computed by one work-item of clattn_linear_out.
+ *   ROWS_D       head-dim rows (each in every copy) one work-item of
+ *                clattn_linear_state sums.
+ *   BLOCK_M      query rows one work-item of clattn_linear_out computes.
  *
- * Kernels, run in this order; their work-items are independent (no local
- * memory, no barriers), so any work-group size works and the host pads the
- * global size to it:
- *   clattn_linear_state   one work-item: ROWS_D feature rows (all Dv columns
- *                         and their z) of one chunk of one (batch, kv head).
- *                         Global (ceil(FEAT_ROWS / ROWS_D), NC, B * Hkv).
+ * Kernels, run in this order. Their work-items are independent (no local
+ * memory, no barriers), so any work-group size works; the host pads the
+ * global size to it and padding work-items return at once.
+ *   clattn_linear_state   one work-item: ROWS_D rows of D in every copy, all
+ *                         Dv columns and their z, of one chunk of one
+ *                         (batch, kv head). Global (ceil(D / ROWS_D), NC,
+ *                         B * Hkv).
  *   clattn_linear_prefix  one work-item: one vector of state elements of one
  *                         (batch, kv head), walked over all chunks: causal
  *                         leaves in each chunk the sum of the chunks before
  *                         it, non-causal leaves the total in chunk 0.
  *                         Global (STATE_SIZE / VEC, B * Hkv).
  *   clattn_linear_out     one work-item: BLOCK_M query rows of one
- *                         (batch, head). Non-causal rows are consecutive;
- *                         causal blocks are aligned to the key chunks by the
- *                         row's last visible key L = i + Nk - Nq, so one
- *                         block reads one chunk state, and the first blocks
- *                         write the rows that see no key. Global
- *                         (blocks, Hq, B).
+ *                         (batch, head). Non-causal rows are consecutive.
+ *                         Causal blocks are aligned to the key chunks by the
+ *                         rows' last visible key L = i + Nk - Nq, so that a
+ *                         block reads one chunk state; the first blocks write
+ *                         the rows that see no key. Global (blocks, Hq, B).
  */
 
 #ifndef CAUSAL
@@ -56,7 +57,7 @@
 #define CHUNK 64 // keys per chunk state, a multiple of BLOCK_M
 #endif
 #ifndef ROWS_D
-#define ROWS_D 4 // state rows per work-item of clattn_linear_state
+#define ROWS_D 2 // head-dim rows per work-item of clattn_linear_state
 #endif
 #ifndef BLOCK_M
 #define BLOCK_M 4 // query rows per work-item of clattn_linear_out
@@ -67,25 +68,19 @@
 #endif
 
 /* Position hooks. Linear attention weighs nothing by position; cosformer.cl
- * defines FEAT_COPIES 2 and its own versions before this point. */
-#ifndef FEAT_COPIES
+ * defines POSITIONAL 1, FEAT_COPIES 2 and the weights before this point:
+ *   clattn_pos_weight(copy, pos, hinv)    weight of a copy at a 0-based pos;
+ *   clattn_pos_weightv(copy, pos1, hinv)  the same for a vector of 1-based
+ *                                         positions (as floats);
+ *   clattn_rel_weightv(diff, hinv)        sum over copies of the product of
+ *                                         a query's and a key's weights, as a
+ *                                         function of qpos - kpos (floats). */
+#ifndef POSITIONAL
+#define POSITIONAL 0
 #define FEAT_COPIES 1
 
-/* Weight of feature copy `copy` at sequence position pos (0-based). */
-float clattn_pos_weight(const int copy, const int pos, const float hinv) {
-  (void)copy, (void)pos, (void)hinv;
-  return 1.0f;
-}
-
-/* The product of the position weights of a query at position qpos and a key
- * at kpos summed over the copies, as a function of diff = qpos - kpos. */
-float clattn_rel_weight(const int diff, const float hinv) {
-  (void)diff, (void)hinv;
-  return 1.0f;
-}
-
 /* The factor that turns the numerator into the output. A row that sees no
- * key has numerator 0 and gets 0. */
+ * key has numerator 0 and so gets 0. */
 float clattn_norm(const float den, const float eps) {
   return 1.0f / (den + eps);
 }
@@ -96,6 +91,11 @@ float clattn_norm(const float den, const float eps) {
 #define DVP (DVCH * VEC)
 #define ZPAD ((FEAT_ROWS + VEC - 1) / VEC * VEC)
 #define STATE_SIZE (FEAT_ROWS * DVP + ZPAD)
+/* Keys clattn_linear_state takes at once: phi and the position weights are
+ * then computed on whole vectors. */
+#define KEY_GROUP VEC
+/* Distances qpos - kpos a causal block of clattn_linear_out can meet. */
+#define REL_TAB ((CHUNK + BLOCK_M - 1 + VEC - 1) / VEC * VEC)
 
 #if FEATURE_MAP == 2
 #define PHI(x) fmax((x), 0.0f)
@@ -108,59 +108,145 @@ float clattn_norm(const float den, const float eps) {
 #define FLOADV(p) VLOAD_PRIV(p)
 #define FSTOREV(x, p) VSTORE_PRIV((x), (p))
 
+/* The helpers below are always inlined: their loops then have constant trip
+ * counts and unroll, which keeps rows in registers rather than on the
+ * stack (a factor of 2 to 3 on PoCL). */
+
+/* phi in place on n floats, a vector at a time: exp on whole vectors costs a
+ * fraction of n scalar calls. */
+static inline __attribute__((always_inline)) void
+clattn_phi_row(float *x, const int n) {
+  const int full = n / VEC;
+#pragma unroll
+  for (int c = 0; c < full; c++) {
+    const floatv y = VLOAD_PRIV(x + c * VEC);
+    VSTORE_PRIV(PHI(y), x + c * VEC);
+  }
+#pragma unroll
+  for (int t = full * VEC; t < n; t++) {
+    const float y = x[t];
+    x[t] = PHI(y);
+  }
+}
+
+/* clattn_load_row of common.cl, unrolled, without the multiplier. */
+static inline __attribute__((always_inline)) void
+clattn_lin_load(__global const store_t *p, floatv *dst, const int n) {
+  const int full = n / VEC;
+#pragma unroll
+  for (int c = 0; c < full; c++)
+    dst[c] = VLOAD(p + c * VEC);
+  if (n % VEC) {
+    float tmp[VEC];
+#pragma unroll
+    for (int t = 0; t < VEC; t++)
+      tmp[t] = full * VEC + t < n ? LOAD1(p, full * VEC + t) : 0.0f;
+    dst[full] = VLOAD_PRIV(tmp);
+  }
+}
+
+/* Rows past D (only when ROWS_D does not divide D) repeat row D - 1. Rows
+ * known to be consecutive load as one vector. */
+#if HEAD_DIM % ROWS_D
+#define KROW(d) min((d), HEAD_DIM - 1)
+#else
+#define KROW(d) (d)
+#endif
+
+/* (floatv)(0, 1, ..., VEC - 1). */
+static inline __attribute__((always_inline)) floatv clattn_iota(void) {
+  float t[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; i++)
+    t[i] = (float)i;
+  return VLOAD_PRIV(t);
+}
+
 __kernel void clattn_linear_state(__global const store_t *k,
                                   __global const store_t *v,
                                   __global float *ws, const int nk,
                                   const int nchunks, const float hinv) {
-  const int f0 = (int)get_global_id(0) * ROWS_D;
+  const int d0 = (int)get_global_id(0) * ROWS_D;
   const int c = (int)get_global_id(1);
   const int bh = (int)get_global_id(2);
-  if (f0 >= FEAT_ROWS)
+  if (d0 >= HEAD_DIM)
     return; /* padding of the global size; no barriers follow */
   k += (size_t)bh * nk * HEAD_DIM;
   v += (size_t)bh * nk * HEAD_DIM_V;
   __global float *st = ws + ((size_t)bh * nchunks + c) * STATE_SIZE;
 
-  /* Rows past FEAT_ROWS (the last work-item's) repeat the last row and are
-   * not stored, which keeps the inner loop free of guards. */
-  int base[ROWS_D], copy[ROWS_D];
-  floatv acc[ROWS_D][DVCH];
-  float z[ROWS_D];
-  for (int r = 0; r < ROWS_D; r++) {
-    const int f = min(f0 + r, FEAT_ROWS - 1);
-    copy[r] = f / HEAD_DIM;
-    base[r] = f - copy[r] * HEAD_DIM;
-    for (int cc = 0; cc < DVCH; cc++)
-      acc[r][cc] = (floatv)(0.0f);
-    z[r] = 0.0f;
-  }
-
-  const int j1 = min((c + 1) * CHUNK, nk);
-  for (int j = c * CHUNK; j < j1; j++) {
-    floatv vr[DVCH];
-    clattn_load_row(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
-    float w[FEAT_COPIES];
-    for (int cp = 0; cp < FEAT_COPIES; cp++)
-      w[cp] = clattn_pos_weight(cp, j, hinv);
+  /* Rows past D (in the last work-item) are summed but not stored, which
+   * keeps the inner loop free of guards. */
+  floatv acc[FEAT_COPIES][ROWS_D][DVCH];
+  float z[FEAT_COPIES][ROWS_D];
+#pragma unroll
+  for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#pragma unroll
     for (int r = 0; r < ROWS_D; r++) {
-      const float x = LOAD1(k, (size_t)j * HEAD_DIM + base[r]);
-      const float kf = PHI(x) * w[copy[r]];
-      z[r] += kf;
+#pragma unroll
       for (int cc = 0; cc < DVCH; cc++)
-        acc[r][cc] = fma((floatv)(kf), vr[cc], acc[r][cc]);
+        acc[cp][r][cc] = (floatv)(0.0f);
+      z[cp][r] = 0.0f;
     }
   }
 
+  /* Keys past the chunk are read from its last key and get weight 0. */
+  const int j1 = min((c + 1) * CHUNK, nk);
+  for (int j0 = c * CHUNK; j0 < j1; j0 += KEY_GROUP) {
+    float kf[KEY_GROUP * ROWS_D];
+#pragma unroll
+    for (int jj = 0; jj < KEY_GROUP; jj++) {
+      const int j = min(j0 + jj, j1 - 1);
+#pragma unroll
+      for (int r = 0; r < ROWS_D; r++)
+        kf[jj * ROWS_D + r] = LOAD1(k, (size_t)j * HEAD_DIM + KROW(d0 + r));
+    }
+    clattn_phi_row(kf, KEY_GROUP * ROWS_D);
+#if POSITIONAL
+    float w[FEAT_COPIES][KEY_GROUP];
+    const floatv pos1 = clattn_iota() + (float)(j0 + 1);
+#pragma unroll
+    for (int cp = 0; cp < FEAT_COPIES; cp++)
+      VSTORE_PRIV(clattn_pos_weightv(cp, pos1, hinv), w[cp]);
+#define KEY_WEIGHT(cp, jj) w[cp][jj]
+#else
+#define KEY_WEIGHT(cp, jj) 1.0f
+#endif
+#pragma unroll
+    for (int jj = 0; jj < KEY_GROUP; jj++) {
+      const int j = min(j0 + jj, j1 - 1);
+      floatv vr[DVCH];
+      clattn_lin_load(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V);
+      const float valid = j0 + jj < j1 ? 1.0f : 0.0f;
+#pragma unroll
+      for (int r = 0; r < ROWS_D; r++) {
+#pragma unroll
+        for (int cp = 0; cp < FEAT_COPIES; cp++) {
+          const float x = kf[jj * ROWS_D + r] * KEY_WEIGHT(cp, jj) * valid;
+          z[cp][r] += x;
+#pragma unroll
+          for (int cc = 0; cc < DVCH; cc++)
+            acc[cp][r][cc] = fma((floatv)(x), vr[cc], acc[cp][r][cc]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
   for (int r = 0; r < ROWS_D; r++) {
-    const int f = f0 + r;
-    if (f < FEAT_ROWS) {
-      for (int cc = 0; cc < DVCH; cc++)
-        FSTOREV(acc[r][cc], st + (size_t)f * DVP + cc * VEC);
-      st[FEAT_ROWS * DVP + f] = z[r];
+    if (d0 + r < HEAD_DIM) {
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+        const int f = cp * HEAD_DIM + d0 + r;
+#pragma unroll
+        for (int cc = 0; cc < DVCH; cc++)
+          FSTOREV(acc[cp][r][cc], st + (size_t)f * DVP + cc * VEC);
+        st[FEAT_ROWS * DVP + f] = z[cp][r];
+      }
     }
   }
   /* The prefix pass reads z by whole vectors: give the padding a value. */
-  if (f0 == 0) {
+  if (d0 == 0) {
     for (int f = FEAT_ROWS; f < ZPAD; f++)
       st[FEAT_ROWS * DVP + f] = 0.0f;
   }
@@ -213,8 +299,8 @@ __kernel void clattn_linear_out(__global const store_t *q,
     }
     return;
   }
-  /* Blocks of BLOCK_M consecutive limits L, starting at the block of the
-   * first row's limit; BLOCK_M divides CHUNK, so a block is in one chunk. */
+  /* Blocks of BLOCK_M consecutive limits L, from the block of the first
+   * row's limit on; BLOCK_M divides CHUNK, so a block is in one chunk. */
   const int l0 = (max(off, 0) / BLOCK_M + g - nzb) * BLOCK_M;
   if (l0 >= nk)
     return; /* padding of the global size */
@@ -232,37 +318,49 @@ __kernel void clattn_linear_out(__global const store_t *q,
    * row's position weights. Rows outside the output repeat a valid row. */
   float qs[BLOCK_M][DPAD];
   float w[BLOCK_M][FEAT_COPIES];
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = clamp(i0 + r, 0, nq - 1);
-    for (int d = 0; d < HEAD_DIM; d++) {
-      const float x = LOAD1(q, (qrow0 + i) * HEAD_DIM + d);
-      qs[r][d] = PHI(x);
-    }
+    for (int d = 0; d < HEAD_DIM; d++)
+      qs[r][d] = LOAD1(q, (qrow0 + i) * HEAD_DIM + d);
+    clattn_phi_row(qs[r], HEAD_DIM);
     for (int d = HEAD_DIM; d < DPAD; d++)
       qs[r][d] = 0.0f;
-    for (int cp = 0; cp < FEAT_COPIES; cp++)
+#pragma unroll
+    for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#if POSITIONAL
       w[r][cp] = clattn_pos_weight(cp, i, hinv);
+#else
+      w[r][cp] = 1.0f;
+#endif
+    }
   }
 
   floatv acc[BLOCK_M][DVCH];
   float den[BLOCK_M];
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
+#pragma unroll
     for (int cc = 0; cc < DVCH; cc++)
       acc[r][cc] = (floatv)(0.0f);
     den[r] = 0.0f;
   }
 
   /* Keys of earlier chunks (all keys when not causal), through the state. */
+#pragma unroll
   for (int cp = 0; cp < FEAT_COPIES; cp++) {
     for (int d = 0; d < HEAD_DIM; d++) {
       const int f = cp * HEAD_DIM + d;
       floatv sr[DVCH];
+#pragma unroll
       for (int cc = 0; cc < DVCH; cc++)
         sr[cc] = FLOADV(st + (size_t)f * DVP + cc * VEC);
       const float zf = st[FEAT_ROWS * DVP + f];
+#pragma unroll
       for (int r = 0; r < BLOCK_M; r++) {
         const float a = qs[r][d] * w[r][cp];
         den[r] = fma(a, zf, den[r]);
+#pragma unroll
         for (int cc = 0; cc < DVCH; cc++)
           acc[r][cc] = fma((floatv)(a), sr[cc], acc[r][cc]);
       }
@@ -271,38 +369,61 @@ __kernel void clattn_linear_out(__global const store_t *q,
 
 #if CAUSAL
   /* Keys of the block's own chunk up to each row's limit, one at a time:
-   * weight (phi(q_i).phi(k_j)) times the position weight of i - j. */
+   * weight phi(q_i).phi(k_j), times the position weight of i - j. */
   floatv qr[BLOCK_M][DCH];
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
+#pragma unroll
     for (int cc = 0; cc < DCH; cc++)
       qr[r][cc] = VLOAD_PRIV(qs[r] + cc * VEC);
   }
+  const int cs = c * CHUNK;
+#if POSITIONAL
+  /* Row r meets key j at distance i0 + r - j, in [dlo, dlo + REL_TAB) as the
+   * block's keys lie in [cs, l0 + BLOCK_M) within the chunk. */
+  const int dlo = i0 - cs - CHUNK + 1;
+  float rel[REL_TAB];
+#pragma unroll
+  for (int t = 0; t < REL_TAB; t += VEC)
+    VSTORE_PRIV(clattn_rel_weightv(clattn_iota() + (float)(dlo + t), hinv),
+                rel + t);
+#endif
   k += (size_t)bh * nk * HEAD_DIM;
   v += (size_t)bh * nk * HEAD_DIM_V;
   const int jend = min(l0 + BLOCK_M, nk);
-  for (int j = c * CHUNK; j < jend; j++) {
+  for (int j = cs; j < jend; j++) {
     /* phi of k's zero padding may be 1 (elu); q's padding is 0. */
     floatv kr[DCH];
-    clattn_load_row(k + (size_t)j * HEAD_DIM, kr, HEAD_DIM, 1.0f);
+    clattn_lin_load(k + (size_t)j * HEAD_DIM, kr, HEAD_DIM);
+#pragma unroll
     for (int cc = 0; cc < DCH; cc++) {
       const floatv x = kr[cc];
       kr[cc] = PHI(x);
     }
     floatv vr[DVCH];
-    clattn_load_row(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
+    clattn_lin_load(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V);
+#pragma unroll
     for (int r = 0; r < BLOCK_M; r++) {
       floatv dot = qr[r][0] * kr[0];
+#pragma unroll
       for (int cc = 1; cc < DCH; cc++)
         dot = fma(qr[r][cc], kr[cc], dot);
-      float s = HSUM(dot) * clattn_rel_weight(i0 + r - j, hinv);
+      float s = HSUM(dot);
+#if POSITIONAL
+      s *= rel[i0 + r - j - dlo];
+#endif
       s = j <= l0 + r ? s : 0.0f;
       den[r] += s;
+#pragma unroll
       for (int cc = 0; cc < DVCH; cc++)
         acc[r][cc] = fma((floatv)(s), vr[cc], acc[r][cc]);
     }
   }
+#else
+  (void)k, (void)v;
 #endif
 
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = i0 + r;
     if (i >= 0 && i < nq)

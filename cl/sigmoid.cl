@@ -21,7 +21,7 @@ void clattn_sigmoid_store(__global store_t *o, const size_t qrow0,
   }
 }
 
-#if KEYS_VEC == 0
+#if SHAPE == 0
 
 __kernel void clattn_sigmoid_fwd(__global const store_t *q,
                                  __global const store_t *k,
@@ -62,7 +62,7 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
 
-#else /* the key shape */
+#elif SHAPE == 1
 
 __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
                                     __global const float *kt,
@@ -101,4 +101,48 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
 
-#endif /* KEYS_VEC */
+#elif SHAPE == 2
+
+__kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
+                                     __global const store_t *k,
+                                     __global const store_t *v,
+                                     __global store_t *o, const int nq,
+                                     const int nk, const int hq, const int hkv,
+                                     const float scale_log2,
+                                     const float bias_log2) {
+  __local float ks[BLOCK_N * DP];
+  __local float vs[BLOCK_N * DVP];
+  const int g0 = (int)get_group_id(0) * BLOCK_M;
+  const int i = g0 + (int)get_local_id(0);
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  const int hk = h / (hq / hkv);
+  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  k += ((size_t)b * hkv + hk) * nk * HEAD_DIM;
+  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+
+  floatv qr[DCH];
+  clattn_load_row(q + (qrow0 + min(i, nq - 1)) * HEAD_DIM, qr, HEAD_DIM,
+                  scale_log2);
+  floatv acc[DVCH];
+  for (int c = 0; c < DVCH; c++)
+    acc[c] = (floatv)(0.0f);
+
+  /* Uniform loop bound for the barriers; each row masks its own keys. */
+  const int kend = CAUSAL ? clamp(g0 + BLOCK_M + nk - nq, 0, nk) : nk;
+  const int lim = CAUSAL ? min(nk - 1, i + nk - nq) : nk - 1;
+  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float s[BLOCK_N];
+    clattn_score_tile(qr, ks, j0, lim, s);
+    for (int jj = 0; jj < BLOCK_N; jj++)
+      s[jj] = 1.0f / (1.0f + exp2(-(s[jj] + bias_log2)));
+    clattn_pv_tile(s, vs, acc);
+  }
+  if (i < nq)
+    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc, HEAD_DIM_V, 1.0f);
+}
+
+#endif /* SHAPE */

@@ -7,8 +7,9 @@
  * O [B, Hq, Nq, Dv], LSE float [B, Hq, Nq] (natural log).
  * One work-item computes BLOCK_M consecutive query rows of one (batch, head):
  * global size (ceil(Nq / BLOCK_M) rounded up to the work-group, Hq, B).
- * Work-items are independent (no local memory, no barriers). The two tile
- * shapes (row and key, see flash.cl) are two kernels; KEYS_VEC picks one.
+ * In the row and cpu shapes work-items are independent (no local memory, no
+ * barriers); in the gpu shape a work-group shares K/V tiles in local memory
+ * (see flash.cl). Each shape is its own kernel; SHAPE picks one.
  *
  * Scores live in the log2 domain: q is pre-scaled by scale * log2(e), so the
  * exponentials are exp2. A row that has seen no visible key keeps max -inf;
@@ -32,7 +33,7 @@ void clattn_softmax_store(__global store_t *o, __global float *lse,
   }
 }
 
-#if KEYS_VEC == 0
+#if SHAPE == 0
 
 __kernel void clattn_softmax_fwd(__global const store_t *q,
                                  __global const store_t *k,
@@ -90,7 +91,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
 
-#else /* the key shape */
+#elif SHAPE == 1
 
 __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
                                     __global const float *kt,
@@ -141,4 +142,68 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
 
-#endif /* KEYS_VEC */
+#elif SHAPE == 2
+
+__kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
+                                     __global const store_t *k,
+                                     __global const store_t *v,
+                                     __global store_t *o, __global float *lse,
+                                     const int write_lse, const int nq,
+                                     const int nk, const int hq, const int hkv,
+                                     const float scale_log2) {
+  __local float ks[BLOCK_N * DP];
+  __local float vs[BLOCK_N * DVP];
+  const int g0 = (int)get_group_id(0) * BLOCK_M;
+  const int i = g0 + (int)get_local_id(0);
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  const int hk = h / (hq / hkv);
+  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  k += ((size_t)b * hkv + hk) * nk * HEAD_DIM;
+  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+
+  /* Rows past nq compute on row nq - 1 and store nothing: every work-item
+   * must reach the barriers. */
+  floatv qr[DCH];
+  clattn_load_row(q + (qrow0 + min(i, nq - 1)) * HEAD_DIM, qr, HEAD_DIM,
+                  scale_log2);
+  floatv acc[DVCH];
+  for (int c = 0; c < DVCH; c++)
+    acc[c] = (floatv)(0.0f);
+  float m = -INFINITY, l = 0.0f;
+
+  /* kend is the same for the whole group, so the loop and its barriers are
+   * in uniform control flow; each row masks past its own limit. */
+  const int kend = CAUSAL ? clamp(g0 + BLOCK_M + nk - nq, 0, nk) : nk;
+  const int lim = CAUSAL ? min(nk - 1, i + nk - nq) : nk - 1;
+  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+    barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed */
+    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float s[BLOCK_N];
+    clattn_score_tile(qr, ks, j0, lim, s);
+    float mx = m;
+    for (int jj = 0; jj < BLOCK_N; jj++)
+      mx = fmax(mx, s[jj]);
+    const float mu = mx == -INFINITY ? 0.0f : mx;
+    const float alpha = exp2(m - mu);
+    float rs = 0.0f;
+    for (int jj = 0; jj < BLOCK_N; jj++) {
+      s[jj] = exp2(s[jj] - mu);
+      rs += s[jj];
+    }
+    l = l * alpha + rs;
+    m = mx;
+    for (int c = 0; c < DVCH; c++)
+      acc[c] *= alpha;
+    clattn_pv_tile(s, vs, acc);
+  }
+  if (i < nq) {
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc, HEAD_DIM_V, inv);
+    if (write_lse)
+      lse[qrow0 + i] = l > 0.0f ? (m + log2(l)) * M_LN2_F : -INFINITY;
+  }
+}
+
+#endif /* SHAPE */

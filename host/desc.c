@@ -183,6 +183,62 @@ int clattn__tiles_get(const clattn__tiles *t, const char *name) {
   return 0;
 }
 
+const char *clattn__shape_name(int shape) {
+  static const char *const names[] = {"row", "cpu", "gpu"};
+  return shape >= 0 && shape <= 2 ? names[shape] : "?";
+}
+
+int clattn__pick_vec(size_t d, size_t dv, int widest) {
+  for (int v = widest; v > 1; v /= 2) {
+    if (d % (size_t)v == 0 && dv % (size_t)v == 0)
+      return v;
+  }
+  return d >= 16 && dv >= 16 && widest >= 8 ? 8 : 1;
+}
+
+/* Finds "SHAPE=" in a NAME=VALUE list; returns the value's start or NULL. */
+static const char *find_shape(const char *spec, size_t *len) {
+  for (const char *s = spec; s && *s;) {
+    const char *end = strchr(s, ',');
+    if (!end)
+      end = s + strlen(s);
+    if (strncmp(s, "SHAPE=", 6) == 0) {
+      *len = (size_t)(end - (s + 6));
+      return s + 6;
+    }
+    s = *end ? end + 1 : end;
+  }
+  return NULL;
+}
+
+clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
+                                   unsigned allowed, int *shape) {
+  const char *origin = "override";
+  if (!spec) {
+    spec = getenv("CLATTN_TUNE");
+    origin = "CLATTN_TUNE";
+  }
+  size_t len = 0;
+  const char *v = find_shape(spec, &len);
+  if (!v) {
+    *shape = ctx->profile.is_cpu ? CLATTN__SHAPE_CPU : CLATTN__SHAPE_GPU;
+    return CLATTN_SUCCESS;
+  }
+  for (int i = 0; i <= 2; i++) {
+    const char *name = clattn__shape_name(i);
+    if (strlen(name) == len && strncmp(v, name, len) == 0 &&
+        (allowed & (1u << i))) {
+      *shape = i;
+      return CLATTN_SUCCESS;
+    }
+  }
+  return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                      "invalid descriptor: tiles (%s): SHAPE \"%.*s\" is not "
+                      "one this variant has (cpu, gpu%s)",
+                      origin, (int)len, v,
+                      (allowed & (1u << CLATTN__SHAPE_ROW)) ? ", row" : "");
+}
+
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec) {
   const char *origin = "override";
@@ -204,6 +260,12 @@ clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                           "NAME=VALUE[,NAME=VALUE...]",
                           origin, spec);
     size_t nlen = (size_t)(eq - s);
+    if (nlen == 5 && strncmp(s, "SHAPE", 5) == 0) {
+      /* Read by clattn__shape_choose before the defaults were set. */
+      t->source = origin;
+      s = *end ? end + 1 : end;
+      continue;
+    }
     size_t i = 0;
     for (; i < t->count; i++) {
       if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)

@@ -9,16 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Widest vector in 16, 8, 4, 2, 1 that divides both head dimensions; wide
- * padded vectors beat narrow exact ones once D reaches 16. */
-static int pick_vec(size_t d, size_t dv, int widest) {
-  for (int v = widest; v > 1; v /= 2) {
-    if (d % (size_t)v == 0 && dv % (size_t)v == 0)
-      return v;
-  }
-  return d >= 16 && dv >= 16 && widest >= 8 ? 8 : 1;
-}
-
 /* Keys padded to a whole number of key vectors in the key shape. */
 static size_t padded_keys(const clattn_plan_t plan) {
   int kv = clattn__tiles_get(&plan->tiles, "KEYS_VEC");
@@ -32,48 +22,67 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   clattn_status st = CLATTN_SUCCESS;
 
   /* A CPU runtime wants long vector loops and several rows per work-item
-   * (the key shape); a GPU wants many work-items in groups that fill its
-   * compute units (the row shape). */
+   * (cpu); a GPU wants work-groups that share K/V tiles in local memory
+   * (gpu); the row shape is the fallback when local memory is too small. */
   clattn__tiles *t = &plan->tiles;
-  if (dev->is_cpu) {
+  int shape = 0;
+  CLATTN_CHECK(clattn__shape_choose(ctx, spec, 7u, &shape));
+  if (shape == CLATTN__SHAPE_GPU) {
+    int vec = clattn__pick_vec(p->dim, p->dim_v, 4);
+    size_t row_bytes = (clattn__round_up(p->dim, (size_t)vec) +
+                        clattn__round_up(p->dim_v, (size_t)vec)) *
+                       sizeof(float);
+    int bn = 32;
+    while (bn > 1 && (cl_ulong)bn * row_bytes > dev->local_mem_size / 2)
+      bn /= 2;
+    if ((cl_ulong)bn * row_bytes > dev->local_mem_size / 2)
+      shape = CLATTN__SHAPE_ROW;
+    clattn__tiles_add(t, "BLOCK_M", 64);
+    clattn__tiles_add(t, "BLOCK_N", bn);
+    clattn__tiles_add(t, "VEC", vec);
+  }
+  if (shape == CLATTN__SHAPE_CPU) {
     clattn__tiles_add(t, "KEYS_VEC", 16);
     clattn__tiles_add(t, "BLOCK_M", 8);
-    clattn__tiles_add(t, "BLOCK_N", 16);
-    clattn__tiles_add(t, "VEC", pick_vec(p->dim, p->dim_v, 16));
+    clattn__tiles_add(t, "VEC", clattn__pick_vec(p->dim, p->dim_v, 16));
     clattn__tiles_add(t, "WG", 1);
-  } else {
-    clattn__tiles_add(t, "KEYS_VEC", 0);
-    clattn__tiles_add(t, "BLOCK_M", 1);
-    clattn__tiles_add(t, "BLOCK_N", 8);
-    clattn__tiles_add(t, "VEC", pick_vec(p->dim, p->dim_v, 4));
-    clattn__tiles_add(t, "WG", 64);
+  } else if (shape == CLATTN__SHAPE_ROW) {
+    t->count = 0;
+    clattn__tiles_add(t, "BLOCK_M", dev->is_cpu ? 4 : 1);
+    clattn__tiles_add(t, "BLOCK_N", dev->is_cpu ? 16 : 8);
+    clattn__tiles_add(t, "VEC",
+                      clattn__pick_vec(p->dim, p->dim_v, dev->is_cpu ? 16 : 4));
+    clattn__tiles_add(t, "WG", dev->is_cpu ? 1 : 64);
   }
   t->source = "heuristic";
   CLATTN_CHECK(clattn__tiles_override(ctx, t, spec));
+  plan->shape = clattn__shape_name(shape);
+  plan->shape_id = shape;
   int vec = clattn__tiles_get(t, "VEC");
   int keys_vec = clattn__tiles_get(t, "KEYS_VEC");
+  int bm = clattn__tiles_get(t, "BLOCK_M");
   if (vec != 1 && vec != 2 && vec != 4 && vec != 8 && vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "
                         "or 16");
-  if (keys_vec != 0 && keys_vec != 8 && keys_vec != 16)
+  if (shape == CLATTN__SHAPE_CPU && keys_vec != 8 && keys_vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                        "invalid descriptor: tiles: KEYS_VEC must be 0 (row "
-                        "shape), 8 or 16 (key shape)");
-  if (clattn__tiles_get(t, "BLOCK_M") < 1 ||
-      clattn__tiles_get(t, "BLOCK_M") > 64 ||
-      clattn__tiles_get(t, "BLOCK_N") < 1 || clattn__tiles_get(t, "WG") < 1)
+                        "invalid descriptor: tiles: KEYS_VEC must be 8 or 16");
+  if (bm < 1 || bm > (shape == CLATTN__SHAPE_GPU ? 1024 : 64) ||
+      (shape != CLATTN__SHAPE_CPU && clattn__tiles_get(t, "BLOCK_N") < 1) ||
+      (shape != CLATTN__SHAPE_GPU && clattn__tiles_get(t, "WG") < 1))
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                        "invalid descriptor: tiles: BLOCK_M must be 1..64, "
-                        "BLOCK_N and WG at least 1");
-  plan->shape = keys_vec ? "key" : "row";
+                        "invalid descriptor: tiles: BLOCK_M must be 1..64 "
+                        "(1..1024 for the gpu shape), BLOCK_N and WG at least "
+                        "1");
 
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
   snprintf(options, sizeof options,
-           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d",
-           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal);
-  /* WG is a launch parameter, not a kernel macro. */
+           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
+           "-D SHAPE=%d",
+           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal, shape);
+  /* WG is a launch parameter, not a kernel macro; SHAPE is passed above. */
   clattn__tiles kt = *t;
   kt.count = 0;
   for (size_t i = 0; i < t->count; i++) {
@@ -86,13 +95,15 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   cl_program program = NULL;
   CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
   cl_int err = CL_SUCCESS;
-  const char *name =
-      sigmoid ? (keys_vec ? "clattn_sigmoid_fwd_kt" : "clattn_sigmoid_fwd")
-              : (keys_vec ? "clattn_softmax_fwd_kt" : "clattn_softmax_fwd");
+  static const char *const names[2][3] = {
+      {"clattn_softmax_fwd", "clattn_softmax_fwd_kt", "clattn_softmax_fwd_gpu"},
+      {"clattn_sigmoid_fwd", "clattn_sigmoid_fwd_kt",
+       "clattn_sigmoid_fwd_gpu"}};
+  const char *name = names[sigmoid][shape];
   plan->kernels[0] = clCreateKernel(program, name, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
   plan->nkernels = 1;
-  if (keys_vec) {
+  if (shape == CLATTN__SHAPE_CPU) {
     plan->kernels[1] = clCreateKernel(program, "clattn_transpose_k", &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nkernels = 2;
@@ -111,10 +122,27 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                                            CL_KERNEL_WORK_GROUP_SIZE,
                                            sizeof kwg, &kwg, NULL),
                   "clGetKernelWorkGroupInfo");
-  int wg = clattn__tiles_get(t, "WG");
-  while (wg > 1 && (size_t)wg > kwg)
-    wg /= 2;
-  clattn__tiles_add(t, "WG", wg);
+  if (shape == CLATTN__SHAPE_GPU) {
+    /* The group size is BLOCK_M, a kernel macro: a device that cannot run
+     * it gets the largest power of two it can, in a rebuilt program. */
+    if ((size_t)bm > kwg) {
+      int fit = 1;
+      while ((size_t)fit * 2 <= kwg)
+        fit *= 2;
+      char spec2[64];
+      snprintf(spec2, sizeof spec2, "SHAPE=gpu,BLOCK_M=%d", fit);
+      clReleaseKernel(plan->kernels[0]);
+      plan->kernels[0] = NULL;
+      plan->nkernels = 0;
+      t->count = 0;
+      return flash_create(plan, spec2);
+    }
+  } else {
+    int wg = clattn__tiles_get(t, "WG");
+    while (wg > 1 && (size_t)wg > kwg)
+      wg /= 2;
+    clattn__tiles_add(t, "WG", wg);
+  }
 cleanup:
   return st;
 }
@@ -129,6 +157,7 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   cl_kernel kern = plan->kernels[0];
   const float log2e = 1.4426950408889634f;
   const int keys = plan->nkernels == 2;
+  const int gpu = plan->shape_id == CLATTN__SHAPE_GPU;
   cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k;
   cl_int nkp = (cl_int)padded_keys(plan);
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
@@ -174,8 +203,9 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t bm = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_M");
   size_t wg = (size_t)clattn__tiles_get(&plan->tiles, "WG");
-  size_t local[3] = {wg, 1, 1};
-  size_t global[3] = {clattn__round_up((p->seq_q + bm - 1) / bm, wg),
+  size_t local[3] = {gpu ? bm : wg, 1, 1};
+  size_t global[3] = {gpu ? clattn__round_up(p->seq_q, bm)
+                          : clattn__round_up((p->seq_q + bm - 1) / bm, wg),
                       p->heads_q, p->batch};
   CLATTN_CHECK(
       clattn__enqueue(plan, kern, 3, global, local, nwait, wait, event));

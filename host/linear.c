@@ -195,7 +195,7 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
   size_t g_state[3] = {
-      clattn__round_up((d.feat_rows + rows_d - 1) / rows_d, wg), d.nchunks,
+      clattn__round_up((p->dim + rows_d - 1) / rows_d, wg), d.nchunks,
       bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
@@ -225,6 +225,9 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
       clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_START, 8, &s0, NULL);
       clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_END, 8, &s1, NULL);
       fprintf(stderr, " k%d %.2fms", i, (s1 - s0) * 1e-6);
+      static cl_ulong first;
+      if (i == 0) first = s0;
+      if (i == 2) fprintf(stderr, " span %.2fms", (s1 - first) * 1e-6);
     }
     fprintf(stderr, "\n");
   }

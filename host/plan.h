@@ -49,6 +49,7 @@ struct clattn_plan {
   int lock_ok;
   clattn__tiles tiles;
   const char *shape; /* kernel shape name, for describe */
+  int shape_id;      /* CLATTN__SHAPE_* */
   cl_kernel kernels[CLATTN_MAX_KERNELS];
   size_t nkernels;
   cl_mem workspace;
@@ -72,6 +73,23 @@ int clattn__tiles_get(const clattn__tiles *t, const char *name);
  * over the defaults; an unknown name or bad value is an invalid descriptor. */
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec);
+
+/* Kernel shapes. cpu: no local memory, long vector loops, several rows per
+ * work-item; gpu: work-groups sharing tiles in local memory; row: the
+ * flash kernels' fallback without local memory. */
+enum { CLATTN__SHAPE_ROW = 0, CLATTN__SHAPE_CPU = 1, CLATTN__SHAPE_GPU = 2 };
+
+const char *clattn__shape_name(int shape);
+
+/* The shape named by SHAPE=cpu|gpu|row in spec (or in CLATTN_TUNE when spec
+ * is NULL), else the one the device type calls for. `allowed` is a bit mask
+ * of (1 << shape) the family has. */
+clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
+                                   unsigned allowed, int *shape);
+
+/* Widest vector in 16, 8, 4, 2, 1 (at most `widest`) that divides both head
+ * dimensions; a wide padded vector beats a narrow exact one from 16 on. */
+int clattn__pick_vec(size_t d, size_t dv, int widest);
 
 /* Enqueues one kernel after `nwait` events, returning its event in *event.
  * Shared by the families so event chaining is written once. */

@@ -22,10 +22,11 @@
 #define TOL_F16 2e-2
 
 static const char *const shapes[] = {
-    NULL,                    /* the device's choice */
-    "KEYS_VEC=0,BLOCK_M=3",  /* row shape */
-    "KEYS_VEC=16,BLOCK_M=5", /* key shape, 16 keys per vector */
-    "KEYS_VEC=8,BLOCK_M=1",  /* key shape, 8 keys per vector */
+    NULL,                              /* the device's choice */
+    "SHAPE=row,BLOCK_M=3",             /* no local memory, dot products */
+    "SHAPE=cpu,KEYS_VEC=16,BLOCK_M=5", /* K transposed, 16 keys a vector */
+    "SHAPE=cpu,KEYS_VEC=8,BLOCK_M=1",  /* K transposed, 8 keys a vector */
+    "SHAPE=gpu,BLOCK_M=16,BLOCK_N=8",  /* K/V tiles in local memory */
 };
 
 static clattn_context_t g_ctx;

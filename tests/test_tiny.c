@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define TOL_F32 1e-5
 #define TOL_F16 2e-2
@@ -27,10 +26,11 @@ typedef struct tiny_case {
   const char *tiles; /* small tiles so that blocks and chunks are crossed */
 } tiny_case;
 
-/* Both tile shapes of the flash kernels are forced in turn: the key shape
- * (KEYS_VEC=8 or 16) and the row shape (KEYS_VEC=0). */
-#define ROW "KEYS_VEC=0,BLOCK_M=2,BLOCK_N=2,WG=2"
-#define KEY "KEYS_VEC=8,BLOCK_M=3"
+/* Every tile shape of the flash kernels is forced in turn, with tiles small
+ * enough that several blocks, work-groups and tiles are crossed. */
+#define ROW "SHAPE=row,BLOCK_M=2,BLOCK_N=2,WG=2"
+#define KEY "SHAPE=cpu,KEYS_VEC=8,BLOCK_M=3"
+#define GPU "SHAPE=gpu,BLOCK_M=4,BLOCK_N=2"
 static const tiny_case cases[] = {
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, NULL},
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, ROW},
@@ -38,8 +38,11 @@ static const tiny_case cases[] = {
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, KEY},
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, KEY},
     {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, ROW},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, GPU},
+    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 0, 1, 4, 2, 6, 11, 5, 3, GPU},
     {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, KEY},
     {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, ROW},
+    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, GPU},
     {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F16, 0, 1, 1, 1, 4, 6, 16, 2, NULL},
 };
 
@@ -56,6 +59,12 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   desc.dim = c->d;
   desc.dim_v = c->dv;
   desc.tiles = c->tiles;
+  char what[128];
+  snprintf(what, sizeof what, "%s %s%s Nq=%zu Nk=%zu D=%zu Dv=%zu tiles=%s",
+           clattn_variant_name(c->variant), clattn_dtype_name(c->dtype),
+           c->causal ? " causal" : "", c->nq, c->nk, c->d, c->dv,
+           c->tiles ? c->tiles : "default");
+  print_message("  %s\n", what);
   clattn_test_problem p;
   clattn_test_problem_init(&p, &desc, 1234 + c->nq * 31 + c->nk);
   clattn_test_problem_reference(&p);
@@ -66,11 +75,6 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
     fail();
   }
   double tol = c->dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
-  char what[128];
-  snprintf(what, sizeof what, "%s %s%s Nq=%zu Nk=%zu D=%zu Dv=%zu tiles=%s",
-           clattn_variant_name(c->variant), clattn_dtype_name(c->dtype),
-           c->causal ? " causal" : "", c->nq, c->nk, c->d, c->dv,
-           c->tiles ? c->tiles : "default");
   int ok = clattn_test_check(what, p.o, p.ref_o, p.n.o, tol);
   if (ok && p.ref_lse) {
     /* -inf must be exact; finite values within the tolerance. */
@@ -89,22 +93,11 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   assert_true(ok);
 }
 
-/* With CLATTN_TEST_ROW_SHAPE_ONLY=1 the cases that force the key shape are
- * left out. The `oclgrind --uninitialized` run sets it (and CLATTN_TUNE to
- * the row shape for the cases that choose their own tiles) because Oclgrind
- * reports false uninitialised values on the halves of float16 vectors that
- * the key shape is built from (Oclgrind issue #126); that run still checks
- * the row shape, and the --data-races run checks both shapes. */
 static void test_tiny_all_variants(void **state) {
   (void)state;
-  const char *row_only = getenv("CLATTN_TEST_ROW_SHAPE_ONLY");
   clattn_context_t ctx = clattn_test_context_create();
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    if (row_only && row_only[0] == '1' && cases[i].tiles &&
-        strstr(cases[i].tiles, "KEYS_VEC=0") == NULL)
-      continue;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     run_case(&cases[i], ctx);
-  }
   clattn_context_destroy(ctx);
 }
 
