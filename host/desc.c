@@ -213,11 +213,6 @@ static const char *find_shape(const char *spec, size_t *len) {
 
 clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                                    unsigned allowed, int *shape) {
-  const char *origin = "override";
-  if (!spec) {
-    spec = getenv("CLATTN_TUNE");
-    origin = "CLATTN_TUNE";
-  }
   size_t len = 0;
   const char *v = find_shape(spec, &len);
   if (!v) {
@@ -233,19 +228,15 @@ clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
     }
   }
   return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                      "invalid descriptor: tiles (%s): SHAPE \"%.*s\" is not "
+                      "invalid descriptor: tiles: SHAPE \"%.*s\" is not "
                       "one this variant has (cpu, gpu%s)",
-                      origin, (int)len, v,
+                      (int)len, v,
                       (allowed & (1u << CLATTN__SHAPE_ROW)) ? ", row" : "");
 }
 
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec) {
-  const char *origin = "override";
-  if (!spec) {
-    spec = getenv("CLATTN_TUNE");
-    origin = "CLATTN_TUNE";
-  }
+  const char *origin = t->origin ? t->origin : "override";
   if (!spec || !*spec)
     return CLATTN_SUCCESS;
   const char *s = spec;

@@ -215,4 +215,41 @@ cleanup:
   return st;
 }
 
-const clattn__family clattn__flash_family = {flash_create, flash_enqueue};
+/* The device's own shape over a grid of its main tiles, then the other
+ * shapes at their defaults. */
+static int flash_candidate(const clattn__problem *p,
+                           const clattn_device_profile *dev, size_t index,
+                           char *buf, size_t size) {
+  (void)p;
+  static const int cpu_keys[] = {16, 8};
+  static const int cpu_rows[] = {2, 4, 6, 8, 12, 16};
+  static const int gpu_rows[] = {32, 64, 128, 256};
+  static const int gpu_keys[] = {8, 16, 32, 64};
+  size_t n = 0;
+  if (dev->is_cpu) {
+    for (size_t a = 0; a < 2; a++)
+      for (size_t b = 0; b < 6; b++)
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=cpu,KEYS_VEC=%d,BLOCK_M=%d",
+                          cpu_keys[a], cpu_rows[b]) > 0;
+    if (n++ == index)
+      return snprintf(buf, size, "SHAPE=gpu") > 0;
+  } else {
+    for (size_t a = 0; a < 4; a++)
+      for (size_t b = 0; b < 4; b++) {
+        if ((size_t)gpu_rows[a] > dev->max_work_group_size)
+          continue;
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=gpu,BLOCK_M=%d,BLOCK_N=%d",
+                          gpu_rows[a], gpu_keys[b]) > 0;
+      }
+    if (n++ == index)
+      return snprintf(buf, size, "SHAPE=cpu") > 0;
+  }
+  if (n++ == index)
+    return snprintf(buf, size, "SHAPE=row") > 0;
+  return 0;
+}
+
+const clattn__family clattn__flash_family = {flash_create, flash_enqueue,
+                                             flash_candidate};

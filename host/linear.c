@@ -29,6 +29,7 @@ static int pick_vec(size_t d, size_t dv, int widest) {
 typedef struct linear_dims {
   size_t feat_rows;  /* rows of the state: D, or 2 D for cosFormer */
   size_t state_size; /* floats per chunk state, a multiple of VEC */
+  size_t block_size; /* floats per chunk: the state, and phi(K) if causal */
   size_t nchunks;    /* chunks of keys */
 } linear_dims;
 
@@ -40,6 +41,8 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   d.feat_rows = (p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1) * p->dim;
   d.state_size = d.feat_rows * clattn__round_up(p->dim_v, vec) +
                  clattn__round_up(d.feat_rows, vec);
+  d.block_size =
+      d.state_size + (p->causal ? p->dim * clattn__round_up(chunk, vec) : 0);
   d.nchunks = (p->seq_k + chunk - 1) / chunk;
   return d;
 }
@@ -128,7 +131,7 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   /* One state per chunk of keys and (batch, kv head): linear in Nk. */
   linear_dims d = dims_of(plan);
   size_t bytes =
-      p->batch * p->heads_kv * d.nchunks * d.state_size * sizeof(cl_float);
+      p->batch * p->heads_kv * d.nchunks * d.block_size * sizeof(cl_float);
   cl_int err = CL_SUCCESS;
   plan->workspace =
       clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
@@ -179,7 +182,6 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   cl_kernel ko = plan->kernels[2];
   a = 0;
   err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &q);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &k);
   err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &v);
   err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &ws);
   err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &o);
@@ -194,9 +196,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
 
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
-  size_t g_state[3] = {
-      clattn__round_up((p->dim + rows_d - 1) / rows_d, wg), d.nchunks,
-      bhkv};
+  size_t g_state[3] = {clattn__round_up((p->dim + rows_d - 1) / rows_d, wg),
+                       d.nchunks, bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
    * block to Nk - 1, after the blocks that zero the rows seeing no key. */
@@ -226,8 +227,10 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
       clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_END, 8, &s1, NULL);
       fprintf(stderr, " k%d %.2fms", i, (s1 - s0) * 1e-6);
       static cl_ulong first;
-      if (i == 0) first = s0;
-      if (i == 2) fprintf(stderr, " span %.2fms", (s1 - first) * 1e-6);
+      if (i == 0)
+        first = s0;
+      if (i == 2)
+        fprintf(stderr, " span %.2fms", (s1 - first) * 1e-6);
     }
     fprintf(stderr, "\n");
   }
@@ -239,4 +242,5 @@ cleanup:
   return st;
 }
 
-const clattn__family clattn__linear_family = {linear_create, linear_enqueue};
+const clattn__family clattn__linear_family = {linear_create, linear_enqueue,
+                                              NULL};

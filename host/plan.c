@@ -8,6 +8,62 @@
 #include <stdlib.h>
 #include <string.h>
 
+static const clattn__family *family_of(clattn_variant v) {
+  return v == CLATTN_VARIANT_SOFTMAX || v == CLATTN_VARIANT_SIGMOID
+             ? &clattn__flash_family
+             : &clattn__linear_family;
+}
+
+/* Releases what a family's create() made, so that it can run again. */
+static void plan_reset(clattn_plan_t plan) {
+  for (size_t i = 0; i < plan->nkernels; i++) {
+    if (plan->kernels[i])
+      clReleaseKernel(plan->kernels[i]);
+    plan->kernels[i] = NULL;
+  }
+  plan->nkernels = 0;
+  if (plan->workspace)
+    clReleaseMemObject(plan->workspace);
+  plan->workspace = NULL;
+  plan->workspace_bytes = 0;
+  memset(&plan->tiles, 0, sizeof plan->tiles);
+}
+
+/* Tiles come from, in order: the descriptor, CLATTN_TUNE, the tuning file,
+ * the built-in table, the family's heuristic. A spec from the file or the
+ * table that the family refuses is passed over with a warning. */
+static clattn_status create_kernels(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  char found[512];
+  const char *origin = "override";
+  if (!spec) {
+    spec = getenv("CLATTN_TUNE");
+    origin = "CLATTN_TUNE";
+    if (spec && !*spec)
+      spec = NULL;
+  }
+  if (!spec && clattn__tune_lookup(&ctx->profile, &plan->p, found, sizeof found,
+                                   plan->warning, sizeof plan->warning)) {
+    spec = found;
+    origin = "tuning file";
+  } else if (!spec && clattn__builtin_lookup(&ctx->profile, &plan->p, found,
+                                             sizeof found)) {
+    spec = found;
+    origin = "builtin";
+  }
+  plan->tiles.origin = origin;
+  clattn_status st = plan->family->create(plan, spec);
+  if (st == CLATTN_ERROR_INVALID_DESCRIPTOR && spec == found) {
+    snprintf(plan->warning, sizeof plan->warning,
+             "%s tiles \"%.160s\" passed over: %.300s", origin, found,
+             clattn_context_error(ctx));
+    clattn__log("%s", plan->warning);
+    plan_reset(plan);
+    st = plan->family->create(plan, NULL);
+  }
+  return st;
+}
+
 CLATTN_API clattn_status clattn_plan_create(clattn_context_t ctx,
                                             const clattn_desc *desc,
                                             clattn_plan_t *out) {
@@ -35,16 +91,36 @@ CLATTN_API clattn_status clattn_plan_create(clattn_context_t ctx,
     goto cleanup;
   }
   plan->lock_ok = 1;
-  plan->family = (plan->p.variant == CLATTN_VARIANT_SOFTMAX ||
-                  plan->p.variant == CLATTN_VARIANT_SIGMOID)
-                     ? &clattn__flash_family
-                     : &clattn__linear_family;
-  CLATTN_CHECK(plan->family->create(plan, desc->tiles));
+  plan->family = family_of(plan->p.variant);
+  CLATTN_CHECK(create_kernels(plan, desc->tiles));
   *out = plan;
   plan = NULL;
 cleanup:
   clattn_plan_destroy(plan);
   return st;
+}
+
+CLATTN_API clattn_status clattn_tune_candidate(clattn_context_t ctx,
+                                               const clattn_desc *desc,
+                                               size_t index, char *buf,
+                                               size_t size) {
+  if (!ctx)
+    return CLATTN_ERROR_INVALID_VALUE;
+  if (!desc || !buf || size == 0)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_tune_candidate: desc and buf must be given");
+  if (!ctx->has_profile)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_tune_candidate: the context was not created "
+                        "successfully");
+  clattn__problem p;
+  clattn_status st = clattn__problem_resolve(ctx, desc, &p);
+  if (st != CLATTN_SUCCESS)
+    return st;
+  const clattn__family *fam = family_of(p.variant);
+  if (!fam->candidate || !fam->candidate(&p, &ctx->profile, index, buf, size))
+    return CLATTN_ERROR_INVALID_VALUE;
+  return CLATTN_SUCCESS;
 }
 
 CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
@@ -242,7 +318,7 @@ CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
 
 CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
                                        size_t size) {
-  char line[512];
+  char line[1024];
   if (!plan) {
     line[0] = '\0';
   } else {
@@ -254,8 +330,10 @@ CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
       n += snprintf(line + n, sizeof line - (size_t)n, " %s=%d",
                     plan->tiles.names[i], plan->tiles.values[i]);
     if (n > 0 && (size_t)n < sizeof line)
-      snprintf(line + n, sizeof line - (size_t)n, " (from %s)",
-               plan->tiles.source);
+      n += snprintf(line + n, sizeof line - (size_t)n, " (from %s)",
+                    plan->tiles.source);
+    if (plan->warning[0] && n > 0 && (size_t)n < sizeof line)
+      snprintf(line + n, sizeof line - (size_t)n, "; %s", plan->warning);
   }
   size_t len = strlen(line);
   if (buf && size > 0) {

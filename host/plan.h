@@ -15,7 +15,8 @@ typedef struct clattn__tiles {
   size_t count;
   const char *names[CLATTN_MAX_TILES];
   int values[CLATTN_MAX_TILES];
-  const char *source; /* "heuristic", "override", "CLATTN_TUNE" */
+  const char *source; /* where the values came from, for describe */
+  const char *origin; /* where the spec given to create() came from */
 } clattn__tiles;
 
 /* The descriptor with every default resolved. */
@@ -39,6 +40,10 @@ typedef struct clattn__family {
   clattn_status (*enqueue)(struct clattn_plan *plan, cl_mem q, cl_mem k,
                            cl_mem v, cl_mem o, cl_mem lse, cl_uint nwait,
                            const cl_event *wait, cl_event *event);
+  /* Writes the index-th tile spec worth timing (for tuners); returns 0 past
+   * the last one. */
+  int (*candidate)(const clattn__problem *p, const clattn_device_profile *dev,
+                   size_t index, char *buf, size_t size);
 } clattn__family;
 
 struct clattn_plan {
@@ -54,7 +59,21 @@ struct clattn_plan {
   size_t nkernels;
   cl_mem workspace;
   size_t workspace_bytes;
+  char warning[512]; /* why a tuning source was passed over, or "" */
 };
+
+/* Prints "clattn: ..." on stderr when CLATTN_LOG=1; silent otherwise. */
+void clattn__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The tuning file's spec for this problem on this device (1), or 0; a file
+ * that does not parse gives 0 and a warning. */
+int clattn__tune_lookup(const clattn_device_profile *dev,
+                        const clattn__problem *p, char *spec, size_t size,
+                        char *warn, size_t wsize);
+
+/* The built-in table's spec for this problem on this device (1), or 0. */
+int clattn__builtin_lookup(const clattn_device_profile *dev,
+                           const clattn__problem *p, char *spec, size_t size);
 
 extern const clattn__family clattn__flash_family;
 extern const clattn__family clattn__linear_family;
@@ -69,8 +88,8 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
 void clattn__tiles_add(clattn__tiles *t, const char *name, int value);
 /* Returns the value of a tile parameter (0 if absent). */
 int clattn__tiles_get(const clattn__tiles *t, const char *name);
-/* Applies "NAME=VALUE,..." from spec, or from CLATTN_TUNE when spec is NULL,
- * over the defaults; an unknown name or bad value is an invalid descriptor. */
+/* Applies "NAME=VALUE,..." from spec (NULL: nothing) over the defaults; an
+ * unknown name or bad value is an invalid descriptor. */
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec);
 
@@ -81,9 +100,8 @@ enum { CLATTN__SHAPE_ROW = 0, CLATTN__SHAPE_CPU = 1, CLATTN__SHAPE_GPU = 2 };
 
 const char *clattn__shape_name(int shape);
 
-/* The shape named by SHAPE=cpu|gpu|row in spec (or in CLATTN_TUNE when spec
- * is NULL), else the one the device type calls for. `allowed` is a bit mask
- * of (1 << shape) the family has. */
+/* The shape named by SHAPE=cpu|gpu|row in spec, else the one the device type
+ * calls for. `allowed` is a bit mask of (1 << shape) the family has. */
 clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                                    unsigned allowed, int *shape);
 

@@ -277,6 +277,20 @@ size_t clattn_plan_device_bytes(clattn_plan_t plan);
  * full length. */
 size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
 
+/* ---- Tuning ----------------------------------------------------------- */
+
+/* The tuning file plans read when no tiles are given: CLATTN_TUNE_FILE, else
+ * $XDG_CONFIG_HOME/clattn/tuning.txt, else $HOME/.config/clattn/tuning.txt.
+ * Its format is in README.md. Always terminated; returns the full length. */
+size_t clattn_tune_file_path(char *buf, size_t size);
+
+/* The index-th tile spec worth timing for desc on the context's device, for
+ * tuners: "SHAPE=...,NAME=VALUE,...". CLATTN_ERROR_INVALID_VALUE past the
+ * last candidate. */
+clattn_status clattn_tune_candidate(clattn_context_t ctx,
+                                    const clattn_desc *desc, size_t index,
+                                    char *buf, size_t size);
+
 #ifdef __cplusplus
 }
 #endif
