@@ -236,8 +236,9 @@ typedef struct clattn_desc {
   float eps; /* 0 = 1e-6 */
   /* cosformer: the M in t_i = (pi/2) i / M; 0 = max(Nq, Nk). */
   float cos_m;
-  /* Tile override, "NAME=VALUE,..." (clattn-info lists the names); NULL = let
-   * clattn choose (CLATTN_TUNE in the environment is read when NULL). */
+  /* Tile override, "SHAPE=cpu|gpu|row,NAME=VALUE,..." (clattn-info shows the
+   * names a plan uses); NULL = let clattn choose: CLATTN_TUNE from the
+   * environment, else the tuning file, the built-in table, a heuristic. */
   const char *tiles;
 } clattn_desc;
 
