@@ -15,8 +15,8 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers
-  ocl-icd-libopencl1 pocl-opencl-icd libclblast-dev libcmocka-dev oclgrind
-  clinfo)
+  ocl-icd-libopencl1 pocl-opencl-icd libclblast-dev libopenblas-dev
+  libcmocka-dev oclgrind clinfo python3-matplotlib gnuplot-nox)
 
 install_packages() {
   local missing=()

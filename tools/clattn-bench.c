@@ -1,18 +1,25 @@
 /*
  * clattn-bench - times attention plans on a device with OpenCL profiling
- * events, after a warm-up, and prints a table or JSON lines.
+ * events, after a warm-up, and prints a table or JSON lines. Optionally it
+ * times the naive baseline (CLBlast GEMMs around a row kernel, see
+ * bench_baseline.h) on the same inputs and checks that it agrees, measures
+ * the device's FLOP ceiling once (bench_ceiling.h), and sweeps sequence
+ * lengths until a variant runs out of memory or time.
  *
  * The time of one run is measured on the device: from the end of a marker
  * enqueued just before the plan to the end of the plan's last kernel, so
  * plans of several kernels are timed whole. FLOP counts are in README.md.
  */
-#include "clattn.h"
+#include "bench_baseline.h"
+#include "bench_ceiling.h"
+#include "bench_common.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
 
 #define BENCH_MAX_CASES 64
 
@@ -25,9 +32,12 @@ typedef struct options {
   int causal_modes[2]; /* non-causal, causal */
   clattn_dtype dtype;
   int repeat, warmup;
-  double max_seconds;
+  double max_seconds, max_case_seconds;
   int json;
   const char *tiles;
+  int baseline, ceiling, sweep, clblast_defaults;
+  size_t ceiling_size;
+  int variant_given, seq_given, causal_given;
 } options;
 
 static void usage(FILE *f) {
@@ -38,11 +48,33 @@ static void usage(FILE *f) {
           "[--dim-v D] [--causal|--causal-both]\n"
           "                    [--dtype f32|f16] [--device SEL] [--repeat R] "
           "[--warmup W]\n"
-          "                    [--max-seconds S] [--tiles SPEC] [--json]\n"
+          "                    [--max-seconds S] [--max-case-seconds S] "
+          "[--tiles SPEC] [--json]\n"
+          "                    [--baseline naive] [--clblast-defaults] "
+          "[--ceiling] [--ceiling-size N] [--sweep]\n"
           "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
           "2 warm-up runs;\n"
           "a case stops repeating (after 3 runs) once it has taken "
-          "--max-seconds (10).\n");
+          "--max-seconds (10).\n"
+          "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
+          "P V (CLBlast)\n"
+          "                     on the same inputs, and check that it agrees "
+          "with clattn.\n"
+          "--clblast-defaults   keep CLBlast's own SGEMM parameters on a CPU "
+          "device too (by\n"
+          "                     default a CPU gets parameters suited to it, "
+          "4-6x faster).\n"
+          "--ceiling            measure the device's SGEMM rate (size "
+          "--ceiling-size, 2048)\n"
+          "                     once and report each case as a fraction of "
+          "it.\n"
+          "--sweep              lengths 256, 512, ..., 32768, every variant, "
+          "causal and not\n"
+          "                     (--seq, --variant, --causal narrow it).\n"
+          "Lengths run in increasing order; a variant (per causal mode) stops "
+          "at the length\n"
+          "where it runs out of memory or one run would take longer than "
+          "--max-case-seconds (60).\n");
 }
 
 static int parse_size(const char *s, size_t *out) {
@@ -84,6 +116,20 @@ static int parse_variants(const char *s, int *on) {
   return 1;
 }
 
+static int parse_seconds(const char *s, double *out) {
+  char *end = NULL;
+  double v = strtod(s, &end);
+  if (!*s || *end || !(v > 0.0))
+    return 0;
+  *out = v;
+  return 1;
+}
+
+static int cmp_size(const void *a, const void *b) {
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  return (x > y) - (x < y);
+}
+
 /* Returns 0 on success, 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, options *o) {
   memset(o, 0, sizeof *o);
@@ -97,6 +143,8 @@ static int parse_args(int argc, char **argv, options *o) {
   o->repeat = 10;
   o->warmup = 2;
   o->max_seconds = 10.0;
+  o->max_case_seconds = 60.0;
+  o->ceiling_size = 2048;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -110,10 +158,24 @@ static int parse_args(int argc, char **argv, options *o) {
     if (!strcmp(a, "--causal")) {
       o->causal_modes[0] = 0;
       o->causal_modes[1] = 1;
+      o->causal_given = 1;
       continue;
     }
     if (!strcmp(a, "--causal-both")) {
       o->causal_modes[0] = o->causal_modes[1] = 1;
+      o->causal_given = 1;
+      continue;
+    }
+    if (!strcmp(a, "--ceiling")) {
+      o->ceiling = 1;
+      continue;
+    }
+    if (!strcmp(a, "--sweep")) {
+      o->sweep = 1;
+      continue;
+    }
+    if (!strcmp(a, "--clblast-defaults")) {
+      o->clblast_defaults = 1;
       continue;
     }
     if (i + 1 >= argc) {
@@ -122,17 +184,19 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     const char *val = argv[++i];
     int ok = 1;
-    if (!strcmp(a, "--variant"))
+    if (!strcmp(a, "--variant")) {
       ok = parse_variants(val, o->variants);
-    else if (!strcmp(a, "--batch"))
+      o->variant_given = 1;
+    } else if (!strcmp(a, "--batch"))
       ok = parse_size(val, &o->batch);
     else if (!strcmp(a, "--heads"))
       ok = parse_size(val, &o->heads);
     else if (!strcmp(a, "--kv-heads"))
       ok = parse_size(val, &o->kv_heads);
-    else if (!strcmp(a, "--seq"))
+    else if (!strcmp(a, "--seq")) {
       ok = parse_list(val, o->seqs, BENCH_MAX_CASES, &o->nseqs);
-    else if (!strcmp(a, "--seq-k"))
+      o->seq_given = 1;
+    } else if (!strcmp(a, "--seq-k"))
       ok = parse_size(val, &o->seq_k);
     else if (!strcmp(a, "--dim"))
       ok = parse_size(val, &o->dim);
@@ -149,7 +213,13 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--warmup"))
       ok = (o->warmup = atoi(val)) >= 0;
     else if (!strcmp(a, "--max-seconds"))
-      ok = (o->max_seconds = atof(val)) > 0;
+      ok = parse_seconds(val, &o->max_seconds);
+    else if (!strcmp(a, "--max-case-seconds"))
+      ok = parse_seconds(val, &o->max_case_seconds);
+    else if (!strcmp(a, "--baseline"))
+      ok = (o->baseline = !strcmp(val, "naive"));
+    else if (!strcmp(a, "--ceiling-size"))
+      ok = parse_size(val, &o->ceiling_size) && o->ceiling_size <= 16384;
     else {
       fprintf(stderr, "clattn-bench: unknown option %s (see --help)\n", a);
       return 2;
@@ -159,8 +229,59 @@ static int parse_args(int argc, char **argv, options *o) {
       return 2;
     }
   }
+  if (o->sweep) {
+    if (!o->variant_given) {
+      for (int v = 0; v < CLATTN_VARIANT_COUNT; v++)
+        o->variants[v] = 1;
+    }
+    if (!o->causal_given)
+      o->causal_modes[0] = o->causal_modes[1] = 1;
+    if (!o->seq_given) {
+      o->nseqs = 0;
+      for (size_t n = 256; n <= 32768; n *= 2)
+        o->seqs[o->nseqs++] = n;
+    }
+  }
+  /* Increasing lengths, so that a variant can stop at the first length that
+   * does not fit. */
+  qsort(o->seqs, o->nseqs, sizeof o->seqs[0], cmp_size);
   return 0;
 }
+
+/* ---- Progress on a terminal ------------------------------------------- */
+
+static int progress_on;
+
+static void progress(const char *fmt, ...) {
+  if (!progress_on)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("\r\033[K", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fflush(stderr);
+}
+
+static void progress_clear(void) {
+  if (progress_on) {
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+  }
+}
+
+/* A message on stderr, clearing the progress line first. */
+static void warn(const char *fmt, ...) {
+  va_list ap;
+  progress_clear();
+  va_start(ap, fmt);
+  fputs("clattn-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* ---- FLOP counts -------------------------------------------------------- */
 
 /* Visible (query, key) pairs: all of them, or the causal count. */
 static double visible_pairs(size_t nq, size_t nk, int causal) {
@@ -196,80 +317,64 @@ static double flops_of(const clattn_desc *d) {
   }
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Fills a device buffer with uniform values in [-1, 1] of the dtype. */
-static cl_int fill_random(cl_command_queue q, cl_mem buf, size_t count,
-                          clattn_dtype dtype, unsigned *seed) {
-  float *f = malloc(count * sizeof *f);
-  cl_half *h = dtype == CLATTN_DTYPE_F16 ? malloc(count * sizeof *h) : NULL;
-  if (!f || (dtype == CLATTN_DTYPE_F16 && !h)) {
-    free(f);
-    free(h);
-    return CL_OUT_OF_HOST_MEMORY;
-  }
-  for (size_t i = 0; i < count; i++) {
-    *seed = *seed * 1664525u + 1013904223u;
-    f[i] = (float)(*seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
-  }
-  const void *src = f;
-  size_t bytes = count * sizeof(float);
-  if (h) {
-    clattn_f32_to_f16(f, h, count);
-    src = h;
-    bytes = count * sizeof(cl_half);
-  }
-  cl_int err =
-      clEnqueueWriteBuffer(q, buf, CL_TRUE, 0, bytes, src, 0, NULL, NULL);
-  free(f);
-  free(h);
-  return err;
-}
+/* ---- One case ------------------------------------------------------------ */
 
 typedef struct result {
-  double ms_median, ms_min, gflops;
-  int runs;
+  bench_timing t;
+  double gflops;
   size_t device_bytes;
   char tiles[256];
+  /* The baseline: ran (1), failed or skipped (0, with base_error). */
+  int base_ran;
+  bench_timing bt;
+  size_t base_bytes;
+  double base_rel_error;
+  int base_agrees;
+  char base_error[512];
 } result;
 
-/* Device time of one plan run in ms. */
-static int time_once(clattn_plan_t plan, cl_command_queue queue, cl_mem *bufs,
-                     double *ms, char *err, size_t errlen) {
+typedef struct plan_run {
+  clattn_context_t ctx;
+  clattn_plan_t plan;
+  cl_command_queue queue;
+  cl_mem *bufs;
+} plan_run;
+
+static int status_is_resource(clattn_status st) {
+  return st == CLATTN_ERROR_OUT_OF_RESOURCES ||
+         st == CLATTN_ERROR_OUT_OF_HOST_MEMORY ||
+         st == CLATTN_ERROR_INVALID_BUFFER_SIZE;
+}
+
+/* bench_run_fn: the device time of one plan run in ms. */
+static int plan_once(void *arg, double *ms, char *err, size_t errlen,
+                     int *resource) {
+  plan_run *p = arg;
   cl_event marker = NULL, done = NULL;
   int rc = 1;
-  cl_int e = clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker);
+  cl_int e = clEnqueueMarkerWithWaitList(p->queue, 0, NULL, &marker);
   if (e != CL_SUCCESS) {
     snprintf(err, errlen, "clEnqueueMarkerWithWaitList failed (%d)", e);
+    *resource = bench_cl_is_resource_error(e);
     goto cleanup;
   }
-  clattn_status st = clattn_plan_run(plan, bufs[0], bufs[1], bufs[2], bufs[3],
-                                     NULL, 1, &marker, &done);
+  clattn_status st =
+      clattn_plan_run(p->plan, p->bufs[0], p->bufs[1], p->bufs[2], p->bufs[3],
+                      NULL, 1, &marker, &done);
   if (st != CLATTN_SUCCESS) {
-    snprintf(err, errlen, "%s", clattn_status_name(st));
+    snprintf(err, errlen, "%s: %s", clattn_status_name(st),
+             clattn_context_error(p->ctx));
+    *resource = status_is_resource(st);
     goto cleanup;
   }
-  clWaitForEvents(1, &done);
-  cl_ulong t0 = 0, t1 = 0;
-  e = clGetEventProfilingInfo(marker, CL_PROFILING_COMMAND_END, sizeof t0, &t0,
-                              NULL);
+  e = clWaitForEvents(1, &done);
   if (e == CL_SUCCESS)
-    e = clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1,
-                                NULL);
+    e = bench_event_span_ms(marker, done, ms);
   if (e != CL_SUCCESS) {
-    snprintf(err, errlen, "profiling information unavailable (%d)", e);
+    snprintf(err, errlen, "the run or its profiling failed (%d)", e);
+    *resource = bench_cl_is_resource_error(e);
     goto cleanup;
   }
-  *ms = (double)(t1 - t0) * 1e-6;
   rc = 0;
 cleanup:
   if (marker)
@@ -279,11 +384,93 @@ cleanup:
   return rc;
 }
 
-static int bench_case(clattn_context_t ctx, const options *o,
-                      const clattn_desc *d, result *r, char *err,
-                      size_t errlen) {
+/* Largest |a - b| over the largest |b|; NaN anywhere gives infinity. */
+static double max_rel_error(const float *a, const float *b, size_t n) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double x = (double)a[i], y = (double)b[i];
+    if (isnan(x) || isnan(y))
+      return INFINITY;
+    double diff = fabs(x - y);
+    if (diff > num)
+      num = diff;
+    if (fabs(y) > den)
+      den = fabs(y);
+  }
+  return den > 0.0 ? num / den : num;
+}
+
+/* Agreement tolerance of baseline and clattn, relative to the largest output:
+ * both compute in float, in different orders; f16 adds the output's
+ * rounding. */
+static double agree_tolerance(clattn_dtype dtype) {
+  return dtype == CLATTN_DTYPE_F16 ? 1e-2 : 1e-4;
+}
+
+/* Runs the baseline on the case's buffers; fills the base_ fields of r.
+ * Returns 1 when the baseline ran out of memory or time (so that longer
+ * lengths skip it). */
+static int baseline_case(bench_baseline *bl, cl_command_queue queue,
+                         cl_context cl, const bench_limits *lim,
+                         const clattn_desc *d, cl_mem *bufs, size_t out_count,
+                         size_t in_use, result *r) {
+  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  float *ours = NULL, *theirs = NULL;
+  cl_mem o2 = NULL;
+  cl_int e = CL_SUCCESS;
+  int resource = 0, stop = 0;
+  ours = malloc(out_count * sizeof(float));
+  theirs = malloc(out_count * sizeof(float));
+  if (!ours || !theirs) {
+    snprintf(r->base_error, sizeof r->base_error, "out of host memory");
+    stop = 1;
+    goto cleanup;
+  }
+  e = bench_read_floats(queue, bufs[3], out_count, d->dtype, ours);
+  if (e == CL_SUCCESS)
+    o2 = clCreateBuffer(cl, CL_MEM_READ_WRITE, out_count * es, NULL, &e);
+  if (e != CL_SUCCESS) {
+    snprintf(r->base_error, sizeof r->base_error,
+             "could not read clattn's output or allocate the baseline's (%d)",
+             e);
+    stop = bench_cl_is_resource_error(e);
+    goto cleanup;
+  }
+  in_use += out_count * es;
+  char err[512] = "";
+  if (bench_baseline_time(bl, d, bufs[0], bufs[1], bufs[2], o2, in_use, lim,
+                          &r->bt, &r->base_bytes, err, sizeof err, &resource)) {
+    snprintf(r->base_error, sizeof r->base_error, "%s", err);
+    stop = resource;
+    goto cleanup;
+  }
+  e = bench_read_floats(queue, o2, out_count, d->dtype, theirs);
+  if (e != CL_SUCCESS) {
+    snprintf(r->base_error, sizeof r->base_error,
+             "could not read the baseline's output (%d)", e);
+    goto cleanup;
+  }
+  r->base_ran = 1;
+  r->base_rel_error = max_rel_error(ours, theirs, out_count);
+  r->base_agrees = r->base_rel_error <= agree_tolerance(d->dtype);
+  stop = r->bt.over_limit;
+cleanup:
+  if (o2)
+    clReleaseMemObject(o2);
+  free(ours);
+  free(theirs);
+  return stop;
+}
+
+/* Times one case. Returns 0, or 1 with err (and *resource set when the case
+ * does not fit on the device). */
+static int bench_case(clattn_context_t ctx, bench_baseline *bl,
+                      const options *o, const clattn_desc *d,
+                      const char *base_skip, int *base_stop, result *r,
+                      char *err, size_t errlen, int *resource) {
   cl_context cl = clattn_context_cl(ctx);
   cl_command_queue queue = clattn_context_queue(ctx);
+  clattn_device_profile prof;
   size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
   size_t hkv = d->heads_kv ? d->heads_kv : d->heads_q;
   size_t dv = d->dim_v ? d->dim_v : d->dim;
@@ -293,52 +480,74 @@ static int bench_case(clattn_context_t ctx, const options *o,
                       d->batch * d->heads_q * d->seq_q * dv};
   cl_mem bufs[4] = {NULL, NULL, NULL, NULL};
   clattn_plan_t plan = NULL;
-  double *times = NULL;
+  bench_limits lim = {o->warmup, o->repeat, o->max_seconds,
+                      o->max_case_seconds};
   int rc = 1;
   memset(r, 0, sizeof *r);
+  *resource = 0;
+  *base_stop = 0;
+  clattn_context_profile(ctx, &prof);
   clattn_status st = clattn_plan_create(ctx, d, &plan);
   if (st != CLATTN_SUCCESS) {
     snprintf(err, errlen, "%s: %s", clattn_status_name(st),
              clattn_context_error(ctx));
+    *resource = status_is_resource(st);
     goto cleanup;
   }
   clattn_plan_describe(plan, r->tiles, sizeof r->tiles);
   r->device_bytes = clattn_plan_device_bytes(plan);
+  size_t in_use = r->device_bytes;
+  for (int i = 0; i < 4; i++) {
+    if (counts[i] * es > prof.max_mem_alloc_size) {
+      snprintf(err, errlen,
+               "out of memory: a %zu-byte tensor exceeds the device's largest "
+               "allocation (%llu bytes)",
+               counts[i] * es, (unsigned long long)prof.max_mem_alloc_size);
+      *resource = 1;
+      goto cleanup;
+    }
+    in_use += counts[i] * es;
+  }
+  if (in_use > prof.global_mem_size) {
+    snprintf(err, errlen,
+             "out of memory: the tensors and workspace need %zu bytes, the "
+             "device has %llu",
+             in_use, (unsigned long long)prof.global_mem_size);
+    *resource = 1;
+    goto cleanup;
+  }
   unsigned seed = 12345u;
   for (int i = 0; i < 4; i++) {
     cl_int e = CL_SUCCESS;
     bufs[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, counts[i] * es, NULL, &e);
     if (e == CL_SUCCESS && i < 3)
-      e = fill_random(queue, bufs[i], counts[i], d->dtype, &seed);
+      e = bench_fill_random(queue, bufs[i], counts[i], d->dtype, &seed);
     if (e != CL_SUCCESS) {
       snprintf(err, errlen, "could not allocate or fill inputs (%d)", e);
+      *resource = bench_cl_is_resource_error(e);
       goto cleanup;
     }
   }
-  times = malloc(sizeof(double) * (size_t)o->repeat);
-  if (!times) {
-    snprintf(err, errlen, "out of memory");
+  plan_run pr = {ctx, plan, queue, bufs};
+  if (bench_time_runs(plan_once, &pr, &lim, &r->t, err, errlen, resource))
     goto cleanup;
+  r->gflops = flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
+  if (bl) {
+    if (base_skip) {
+      snprintf(r->base_error, sizeof r->base_error, "%s", base_skip);
+    } else {
+      progress("clattn-bench: %s N=%zu%s: baseline",
+               clattn_variant_name(d->variant), d->seq_q,
+               d->causal ? " causal" : "");
+      /* CLBlast builds its kernels on the host at its first call, after
+       * the marker a run is timed from: a first run is never timed. */
+      bench_limits blim = lim;
+      if (blim.warmup < 1)
+        blim.warmup = 1;
+      *base_stop =
+          baseline_case(bl, queue, cl, &blim, d, bufs, counts[3], in_use, r);
+    }
   }
-  double ms = 0;
-  for (int w = 0; w < o->warmup; w++) {
-    if (time_once(plan, queue, bufs, &ms, err, errlen))
-      goto cleanup;
-  }
-  double start = now_seconds();
-  int n = 0;
-  while (n < o->repeat) {
-    if (time_once(plan, queue, bufs, &times[n], err, errlen))
-      goto cleanup;
-    n++;
-    if (n >= 3 && now_seconds() - start > o->max_seconds)
-      break;
-  }
-  qsort(times, (size_t)n, sizeof *times, cmp_double);
-  r->runs = n;
-  r->ms_min = times[0];
-  r->ms_median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-  r->gflops = flops_of(d) / (r->ms_median * 1e-3) * 1e-9;
   rc = 0;
 cleanup:
   clFinish(queue);
@@ -347,9 +556,10 @@ cleanup:
       clReleaseMemObject(bufs[i]);
   }
   clattn_plan_destroy(plan);
-  free(times);
   return rc;
 }
+
+/* ---- Output ------------------------------------------------------------- */
 
 /* Writes s as a JSON string. */
 static void json_string(const char *s) {
@@ -365,29 +575,261 @@ static void json_string(const char *s) {
   putchar('"');
 }
 
+static const char *device_type_name(const clattn_device_profile *p) {
+  if (p->type & CL_DEVICE_TYPE_GPU)
+    return "gpu";
+  if (p->type & CL_DEVICE_TYPE_CPU)
+    return "cpu";
+  if (p->type & CL_DEVICE_TYPE_ACCELERATOR)
+    return "accelerator";
+  return "other";
+}
+
+/* The first JSON line: what the results were measured on. */
+static void json_device(const clattn_device_profile *p) {
+  printf("{\"type\":\"device\",\"name\":");
+  json_string(p->name);
+  printf(",\"vendor\":");
+  json_string(p->vendor);
+  printf(",\"vendor_id\":%u,\"platform\":", p->vendor_id);
+  json_string(p->platform_name);
+  printf(",\"platform_version\":");
+  json_string(p->platform_version);
+  printf(",\"driver\":");
+  json_string(p->driver_version);
+  printf(",\"device_version\":");
+  json_string(p->device_version);
+  printf(",\"opencl_c\":");
+  json_string(p->c_version);
+  printf(",\"device_type\":\"%s\",\"compute_units\":%u,"
+         "\"max_work_group_size\":%zu,\"local_mem_bytes\":%llu,"
+         "\"local_mem_is_real\":%s,\"global_mem_bytes\":%llu,"
+         "\"max_alloc_bytes\":%llu,\"has_fp16\":%s,\"has_subgroups\":%s,"
+         "\"clattn_version\":\"%s\"}\n",
+         device_type_name(p), p->compute_units, p->max_work_group_size,
+         (unsigned long long)p->local_mem_size,
+         p->local_mem_is_real ? "true" : "false",
+         (unsigned long long)p->global_mem_size,
+         (unsigned long long)p->max_mem_alloc_size,
+         p->has_fp16 ? "true" : "false", p->has_subgroups ? "true" : "false",
+         clattn_version_string());
+}
+
+static void json_ceiling(const bench_ceiling *c) {
+  printf("{\"type\":\"ceiling\",\"ceiling_gflops\":%.6g,\"ceiling_source\":"
+         "\"%s\",\"sgemm_size\":%zu,\"clblast_sgemm_gflops\":%.6g,"
+         "\"clblast_setup\":",
+         c->gflops, c->source, c->n, c->clblast_gflops);
+  json_string(c->clblast_setup);
+  if (c->clblast_error[0]) {
+    printf(",\"clblast_error\":");
+    json_string(c->clblast_error);
+  }
+  if (c->openblas_gflops > 0.0 || c->openblas_error[0])
+    printf(",\"openblas_sgemm_gflops\":%.6g", c->openblas_gflops);
+  if (c->openblas_error[0]) {
+    printf(",\"openblas_error\":");
+    json_string(c->openblas_error);
+  }
+  printf("}\n");
+}
+
+/* The keys every case line starts with: the problem. */
+static void json_case_head(const char *type, const clattn_device_profile *p,
+                           const clattn_desc *d) {
+  printf("{\"type\":\"%s\",\"variant\":\"%s\",\"device\":", type,
+         clattn_variant_name(d->variant));
+  json_string(p->name);
+  printf(",\"platform\":");
+  json_string(p->platform_name);
+  printf(",\"batch\":%zu,\"heads\":%zu,\"kv_heads\":%zu,"
+         "\"seq_q\":%zu,\"seq_k\":%zu,\"dim\":%zu,\"dim_v\":%zu,"
+         "\"causal\":%s,\"dtype\":\"%s\"",
+         d->batch, d->heads_q, d->heads_kv ? d->heads_kv : d->heads_q, d->seq_q,
+         d->seq_k, d->dim, d->dim_v ? d->dim_v : d->dim,
+         d->causal ? "true" : "false", clattn_dtype_name(d->dtype));
+}
+
+static void json_case(const clattn_device_profile *p, const clattn_desc *d,
+                      const result *r, const options *o,
+                      const bench_ceiling *peak) {
+  json_case_head("case", p, d);
+  printf(",\"ms_median\":%.6g,\"ms_min\":%.6g,\"gflops\":%.6g,\"runs\":%d,"
+         "\"device_bytes\":%zu,\"tiles\":",
+         r->t.ms_median, r->t.ms_min, r->gflops, r->t.runs, r->device_bytes);
+  json_string(r->tiles);
+  if (peak)
+    printf(",\"ceiling_gflops\":%.6g,\"ceiling_source\":\"%s\","
+           "\"fraction_of_ceiling\":%.6g",
+           peak->gflops, peak->source, r->gflops / peak->gflops);
+  if (o->baseline) {
+    printf(",\"baseline\":\"naive\"");
+    if (r->base_ran) {
+      printf(",\"baseline_ms_median\":%.6g,\"baseline_ms_min\":%.6g,"
+             "\"baseline_runs\":%d,\"baseline_gflops\":%.6g,"
+             "\"speedup_vs_baseline\":%.6g,\"baseline_device_bytes\":%zu,"
+             "\"baseline_agrees\":%s,\"baseline_max_rel_error\":%.3g",
+             r->bt.ms_median, r->bt.ms_min, r->bt.runs,
+             flops_of(d) / (r->bt.ms_median * 1e-3) * 1e-9,
+             r->bt.ms_median / r->t.ms_median, r->base_bytes,
+             r->base_agrees ? "true" : "false",
+             isfinite(r->base_rel_error) ? r->base_rel_error : 1e308);
+    } else {
+      printf(",\"baseline_error\":");
+      json_string(r->base_error);
+    }
+  }
+  printf("}\n");
+}
+
+static void table_ceiling(const bench_ceiling *c,
+                          const clattn_device_profile *p) {
+  printf("ceiling: %.1f GFLOP/s (%s); SGEMM n=%zu: CLBlast on the device ",
+         c->gflops, c->source, c->n);
+  if (c->clblast_gflops > 0.0)
+    printf("%.1f GFLOP/s (%s)", c->clblast_gflops, c->clblast_setup);
+  else
+    printf("not measured (%s)", c->clblast_error);
+  if (p->is_cpu) {
+    if (c->openblas_gflops > 0.0)
+      printf(", OpenBLAS on the host %.1f GFLOP/s", c->openblas_gflops);
+    else
+      printf(", OpenBLAS on the host not measured (%s)", c->openblas_error);
+  }
+  printf("\n");
+}
+
+static void table_header(const options *o) {
+  printf("%-10s %6s %6s %5s %6s %-4s %10s %10s %9s", "variant", "seq_q",
+         "seq_k", "dim", "causal", "type", "ms_median", "ms_min", "GFLOP/s");
+  if (o->ceiling)
+    printf(" %7s", "of_ceil");
+  printf(" %12s", "device_bytes");
+  if (o->baseline)
+    printf(" %10s %8s %12s %5s", "base_ms", "speedup", "base_bytes", "agree");
+  printf("  %s\n", "tiles");
+}
+
+static void table_case(const clattn_desc *d, const result *r, const options *o,
+                       const bench_ceiling *peak) {
+  printf("%-10s %6zu %6zu %5zu %6s %-4s %10.3f %10.3f %9.2f",
+         clattn_variant_name(d->variant), d->seq_q, d->seq_k, d->dim,
+         d->causal ? "yes" : "no", clattn_dtype_name(d->dtype), r->t.ms_median,
+         r->t.ms_min, r->gflops);
+  if (o->ceiling)
+    printf(" %6.1f%%", peak ? 100.0 * r->gflops / peak->gflops : 0.0);
+  printf(" %12zu", r->device_bytes);
+  if (o->baseline) {
+    if (r->base_ran)
+      printf(" %10.3f %7.2fx %12zu %5s", r->bt.ms_median,
+             r->bt.ms_median / r->t.ms_median, r->base_bytes,
+             r->base_agrees ? "yes" : "NO");
+    else
+      printf(" %10s %8s %12s %5s", "-", "-", "-", "-");
+  }
+  printf("  %s\n", r->tiles);
+}
+
+/* ---- Stopping a variant ---------------------------------------------------
+ */
+
+/* How one run's time grows from (nq, nk) to (nq2, nk2): quadratically for
+ * softmax, sigmoid and any baseline, linearly for linear attention. */
+static double growth(int quadratic, size_t nq, size_t nk, size_t nq2,
+                     size_t nk2) {
+  if (quadratic)
+    return ((double)nq2 * (double)nk2) / ((double)nq * (double)nk);
+  return ((double)nq2 + (double)nk2) / ((double)nq + (double)nk);
+}
+
+/* Sets `reason` (and returns 1) when the next length should not run: a run
+ * took longer than the limit, or is expected to at the next length. */
+static int over_time(const bench_timing *t, double grow, double limit,
+                     const char *who, size_t n, char *reason, size_t len) {
+  if (t->over_limit) {
+    snprintf(reason, len,
+             "%s: one run took %.1f s at N=%zu, over --max-case-seconds %g",
+             who, t->run_seconds, n, limit);
+    return 1;
+  }
+  double est = t->ms_median * 1e-3 * grow;
+  if (est > limit) {
+    snprintf(reason, len,
+             "%s: a run would take about %.3g s (%.3g s at N=%zu), over "
+             "--max-case-seconds %g",
+             who, est, t->ms_median * 1e-3, n, limit);
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   options o;
   int rc = parse_args(argc, argv, &o);
   if (rc)
     return rc;
+  progress_on = isatty(STDERR_FILENO);
+  bench_clblast_keep_defaults(o.clblast_defaults);
   clattn_context_t ctx = NULL;
+  bench_baseline *bl = NULL;
+  bench_ceiling ceiling;
+  const bench_ceiling *peak = NULL;
+  char err[1024] = "";
   clattn_status st =
       clattn_context_create(&ctx, o.device, CLATTN_CONTEXT_PROFILING);
   if (st != CLATTN_SUCCESS) {
-    fprintf(stderr, "clattn-bench: %s: %s\n", clattn_status_name(st),
-            clattn_context_error(ctx));
+    warn("%s: %s", clattn_status_name(st), clattn_context_error(ctx));
     clattn_context_destroy(ctx);
     return 1;
   }
   clattn_device_profile prof;
   clattn_context_profile(ctx, &prof);
-  if (!o.json) {
-    printf("device: %s (%s)\n", prof.name, prof.platform_name);
-    printf("%-10s %6s %6s %5s %6s %-4s %10s %10s %9s %12s  %s\n", "variant",
-           "seq_q", "seq_k", "dim", "causal", "type", "ms_median", "ms_min",
-           "GFLOP/s", "device_bytes", "tiles");
+  if (o.json) {
+    json_device(&prof);
+  } else {
+    printf("device: %s (%s), %s, %u compute units, driver %s, %s\n", prof.name,
+           prof.platform_name, device_type_name(&prof), prof.compute_units,
+           prof.driver_version, prof.c_version);
   }
+  fflush(stdout);
+  if (o.ceiling) {
+    progress("clattn-bench: measuring the SGEMM ceiling (n=%zu)",
+             o.ceiling_size);
+    if (bench_ceiling_measure(ctx, o.ceiling_size, &ceiling, err, sizeof err)) {
+      warn("no ceiling: %s", err);
+    } else {
+      peak = &ceiling;
+      progress_clear();
+      if (o.json) {
+        json_ceiling(peak);
+      } else {
+        table_ceiling(peak, &prof);
+      }
+    }
+    fflush(stdout);
+  }
+  if (o.baseline) {
+    progress("clattn-bench: building the baseline");
+    if (bench_baseline_create(ctx, &bl, err, sizeof err)) {
+      warn("--baseline naive: %s", err);
+      clattn_context_destroy(ctx);
+      return 1;
+    }
+  }
+  progress_clear();
+  if (!o.json)
+    table_header(&o);
+  fflush(stdout);
   int failures = 0;
+  /* Why a variant (per causal mode) or its baseline stopped; "" runs. */
+  char stop[CLATTN_VARIANT_COUNT][2][1100];
+  char base_stop[CLATTN_VARIANT_COUNT][2][1100];
+  memset(stop, 0, sizeof stop);
+  memset(base_stop, 0, sizeof base_stop);
+  int total = 0, done = 0;
+  for (int v = 0; v < CLATTN_VARIANT_COUNT; v++)
+    total +=
+        o.variants[v] * (int)o.nseqs * (o.causal_modes[0] + o.causal_modes[1]);
   for (int v = 0; v < CLATTN_VARIANT_COUNT; v++) {
     if (!o.variants[v])
       continue;
@@ -395,6 +837,7 @@ int main(int argc, char **argv) {
       for (int causal = 0; causal < 2; causal++) {
         if (!o.causal_modes[causal])
           continue;
+        done++;
         clattn_desc d;
         clattn_desc_init(&d, (clattn_variant)v);
         d.dtype = o.dtype;
@@ -407,44 +850,90 @@ int main(int argc, char **argv) {
         d.dim_v = o.dim_v;
         d.causal = causal;
         d.tiles = o.tiles;
-        result r;
-        char err[1024] = "";
-        if (bench_case(ctx, &o, &d, &r, err, sizeof err)) {
-          fprintf(stderr, "clattn-bench: %s N=%zu%s: %s\n",
-                  clattn_variant_name(d.variant), d.seq_q,
-                  causal ? " causal" : "", err);
-          failures++;
+        const char *name = clattn_variant_name(d.variant);
+        const char *cs = causal ? " causal" : "";
+        if (stop[v][causal][0]) {
+          warn("%s N=%zu%s: skipped: %s", name, d.seq_q, cs, stop[v][causal]);
+          if (o.json) {
+            json_case_head("skipped", &prof, &d);
+            printf(",\"skipped\":");
+            json_string(stop[v][causal]);
+            printf("}\n");
+            fflush(stdout);
+          }
           continue;
         }
-        size_t dv = d.dim_v ? d.dim_v : d.dim;
-        if (o.json) {
-          printf("{\"variant\":\"%s\",\"device\":",
-                 clattn_variant_name(d.variant));
-          json_string(prof.name);
-          printf(",\"platform\":");
-          json_string(prof.platform_name);
-          printf(",\"batch\":%zu,\"heads\":%zu,\"kv_heads\":%zu,"
-                 "\"seq_q\":%zu,\"seq_k\":%zu,\"dim\":%zu,\"dim_v\":%zu,"
-                 "\"causal\":%s,\"dtype\":\"%s\",\"ms_median\":%.6g,"
-                 "\"ms_min\":%.6g,\"gflops\":%.6g,\"runs\":%d,"
-                 "\"device_bytes\":%zu,\"tiles\":",
-                 d.batch, d.heads_q, d.heads_kv ? d.heads_kv : d.heads_q,
-                 d.seq_q, d.seq_k, d.dim, dv, causal ? "true" : "false",
-                 clattn_dtype_name(d.dtype), r.ms_median, r.ms_min, r.gflops,
-                 r.runs, r.device_bytes);
-          json_string(r.tiles);
-          printf("}\n");
-        } else {
-          printf("%-10s %6zu %6zu %5zu %6s %-4s %10.3f %10.3f %9.2f %12zu  "
-                 "%s\n",
-                 clattn_variant_name(d.variant), d.seq_q, d.seq_k, d.dim,
-                 causal ? "yes" : "no", clattn_dtype_name(d.dtype), r.ms_median,
-                 r.ms_min, r.gflops, r.device_bytes, r.tiles);
+        progress("clattn-bench: [%d/%d] %s N=%zu%s", done, total, name, d.seq_q,
+                 cs);
+        result r;
+        int resource = 0, base_out = 0;
+        err[0] = '\0';
+        if (bench_case(ctx, bl, &o, &d,
+                       base_stop[v][causal][0] ? base_stop[v][causal] : NULL,
+                       &base_out, &r, err, sizeof err, &resource)) {
+          if (resource) {
+            /* Out of memory: this length and every longer one are skipped. */
+            snprintf(stop[v][causal], sizeof stop[v][causal],
+                     "out of memory at N=%zu: %s", d.seq_q, err);
+            warn("%s N=%zu%s: skipped: %s", name, d.seq_q, cs, stop[v][causal]);
+            if (o.json) {
+              json_case_head("skipped", &prof, &d);
+              printf(",\"skipped\":");
+              json_string(stop[v][causal]);
+              printf("}\n");
+              fflush(stdout);
+            }
+          } else {
+            warn("%s N=%zu%s: %s", name, d.seq_q, cs, err);
+            failures++;
+          }
+          continue;
         }
+        if (o.baseline && r.base_ran && !r.base_agrees)
+          warn("%s N=%zu%s: the baseline disagrees with clattn: max relative "
+               "error %.3g, tolerance %g",
+               name, d.seq_q, cs, r.base_rel_error, agree_tolerance(d.dtype));
+        if (o.baseline && !r.base_ran && !base_stop[v][causal][0])
+          warn("%s N=%zu%s: baseline: %s", name, d.seq_q, cs, r.base_error);
+        progress_clear();
+        if (o.json)
+          json_case(&prof, &d, &r, &o, peak);
+        else
+          table_case(&d, &r, &o, peak);
         fflush(stdout);
+        /* Decide whether the next length runs. */
+        size_t next = 0;
+        for (size_t s2 = s + 1; s2 < o.nseqs; s2++) {
+          if (o.seqs[s2] != d.seq_q) {
+            next = o.seqs[s2];
+            break;
+          }
+        }
+        if (!next)
+          continue;
+        size_t next_k = o.seq_k ? o.seq_k : next;
+        int quadratic =
+            v == CLATTN_VARIANT_SOFTMAX || v == CLATTN_VARIANT_SIGMOID;
+        over_time(&r.t, growth(quadratic, d.seq_q, d.seq_k, next, next_k),
+                  o.max_case_seconds, "clattn", d.seq_q, stop[v][causal],
+                  sizeof stop[v][causal]);
+        if (o.baseline && !base_stop[v][causal][0]) {
+          if (base_out && !r.base_ran)
+            snprintf(base_stop[v][causal], sizeof base_stop[v][causal],
+                     "skipped after N=%zu: %s", d.seq_q, r.base_error);
+          else if (r.base_ran)
+            over_time(&r.bt, growth(1, d.seq_q, d.seq_k, next, next_k),
+                      o.max_case_seconds, "skipped", d.seq_q,
+                      base_stop[v][causal], sizeof base_stop[v][causal]);
+          if (base_stop[v][causal][0])
+            warn("%s%s: the baseline stops after N=%zu (%s)", name, cs, d.seq_q,
+                 base_stop[v][causal]);
+        }
       }
     }
   }
+  progress_clear();
+  bench_baseline_destroy(bl);
   clattn_context_destroy(ctx);
   return failures ? 1 : 0;
 }

@@ -1,0 +1,198 @@
+/*
+ * bench_ceiling.c - measures the FLOP ceiling that clattn-bench reports each
+ * plan against (see bench_ceiling.h). The rate of a run is 2 n^3 FLOPs over
+ * its time: device time from profiling markers for CLBlast, the wall clock
+ * for OpenBLAS; each is the median of a few runs after one warm-up run
+ * (which, for CLBlast, compiles its kernels: seconds on PoCL).
+ */
+#include "bench_ceiling.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef CLATTN_BENCH_HAVE_CLBLAST
+#include <clblast_c.h>
+#endif
+#ifdef CLATTN_BENCH_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+static const bench_limits ceiling_limits = {1, 7, 5.0, 120.0};
+
+#ifdef CLATTN_BENCH_HAVE_CLBLAST
+typedef struct clblast_run {
+  cl_command_queue queue;
+  cl_mem a, b, c;
+  size_t n;
+} clblast_run;
+
+static int clblast_once(void *arg, double *ms, char *err, size_t errlen,
+                        int *resource) {
+  clblast_run *r = arg;
+  cl_event begin = NULL, end = NULL;
+  int rc = 1;
+  cl_int e = clEnqueueMarkerWithWaitList(r->queue, 0, NULL, &begin);
+  if (e == CL_SUCCESS) {
+    e = (cl_int)CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo,
+                             CLBlastTransposeNo, r->n, r->n, r->n, 1.0f, r->a,
+                             0, r->n, r->b, 0, r->n, 0.0f, r->c, 0, r->n,
+                             &r->queue, NULL);
+  }
+  if (e == CL_SUCCESS)
+    e = clEnqueueMarkerWithWaitList(r->queue, 0, NULL, &end);
+  if (e == CL_SUCCESS)
+    e = clWaitForEvents(1, &end);
+  if (e == CL_SUCCESS)
+    e = bench_event_span_ms(begin, end, ms);
+  if (e != CL_SUCCESS) {
+    snprintf(err, errlen, "CLBlastSgemm failed (%d)", e);
+    *resource = bench_cl_is_resource_error(e);
+    clFinish(r->queue);
+  } else {
+    rc = 0;
+  }
+  if (begin)
+    clReleaseEvent(begin);
+  if (end)
+    clReleaseEvent(end);
+  return rc;
+}
+
+static double measure_clblast(clattn_context_t ctx,
+                              const clattn_device_profile *prof, size_t n,
+                              bench_ceiling *out) {
+  clblast_run r = {clattn_context_queue(ctx), NULL, NULL, NULL, n};
+  cl_context cl = clattn_context_cl(ctx);
+  size_t bytes = n * n * sizeof(float);
+  unsigned seed = 2024u;
+  double gflops = 0.0;
+  cl_int e = CL_SUCCESS;
+  int resource = 0;
+  if (bench_clblast_prepare(prof, out->clblast_setup,
+                            sizeof out->clblast_setup) != 0)
+    snprintf(out->clblast_setup, sizeof out->clblast_setup,
+             "CLBlast defaults (parameter override failed)");
+  r.a = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes, NULL, &e);
+  if (e == CL_SUCCESS)
+    r.b = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes, NULL, &e);
+  if (e == CL_SUCCESS)
+    r.c = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes, NULL, &e);
+  if (e == CL_SUCCESS)
+    e = bench_fill_random(r.queue, r.a, n * n, CLATTN_DTYPE_F32, &seed);
+  if (e == CL_SUCCESS)
+    e = bench_fill_random(r.queue, r.b, n * n, CLATTN_DTYPE_F32, &seed);
+  if (e != CL_SUCCESS) {
+    snprintf(out->clblast_error, sizeof out->clblast_error,
+             "could not allocate the matrices (%d)", e);
+  } else {
+    bench_timing t;
+    if (bench_time_runs(clblast_once, &r, &ceiling_limits, &t,
+                        out->clblast_error, sizeof out->clblast_error,
+                        &resource) == 0)
+      gflops =
+          2.0 * (double)n * (double)n * (double)n / (t.ms_median * 1e-3) * 1e-9;
+  }
+  if (r.a)
+    clReleaseMemObject(r.a);
+  if (r.b)
+    clReleaseMemObject(r.b);
+  if (r.c)
+    clReleaseMemObject(r.c);
+  return gflops;
+}
+#endif
+
+#ifdef CLATTN_BENCH_HAVE_OPENBLAS
+typedef struct openblas_run {
+  float *a, *b, *c;
+  size_t n;
+} openblas_run;
+
+static int openblas_once(void *arg, double *ms, char *err, size_t errlen,
+                         int *resource) {
+  openblas_run *r = arg;
+  int n = (int)r->n;
+  (void)err;
+  (void)errlen;
+  (void)resource;
+  double t0 = bench_now_seconds();
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, r->a, n,
+              r->b, n, 0.0f, r->c, n);
+  *ms = (bench_now_seconds() - t0) * 1e3;
+  return 0;
+}
+
+static double measure_openblas(size_t n, bench_ceiling *out) {
+  openblas_run r = {malloc(n * n * sizeof(float)),
+                    malloc(n * n * sizeof(float)),
+                    malloc(n * n * sizeof(float)), n};
+  double gflops = 0.0;
+  int resource = 0;
+  if (!r.a || !r.b || !r.c) {
+    snprintf(out->openblas_error, sizeof out->openblas_error,
+             "out of host memory");
+  } else {
+    unsigned seed = 2025u;
+    for (size_t i = 0; i < n * n; i++) {
+      seed = seed * 1664525u + 1013904223u;
+      r.a[i] = (float)(seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f;
+      r.b[i] = r.a[i] * 0.5f;
+    }
+    bench_timing t;
+    if (bench_time_runs(openblas_once, &r, &ceiling_limits, &t,
+                        out->openblas_error, sizeof out->openblas_error,
+                        &resource) == 0)
+      gflops =
+          2.0 * (double)n * (double)n * (double)n / (t.ms_median * 1e-3) * 1e-9;
+  }
+  free(r.a);
+  free(r.b);
+  free(r.c);
+  return gflops;
+}
+#endif
+
+int bench_ceiling_measure(clattn_context_t ctx, size_t n, bench_ceiling *out,
+                          char *err, size_t errlen) {
+  clattn_device_profile prof;
+  memset(out, 0, sizeof *out);
+  out->n = n;
+  if (clattn_context_profile(ctx, &prof) != CLATTN_SUCCESS) {
+    snprintf(err, errlen, "no device profile");
+    return 1;
+  }
+  /* The host BLAS only stands for the device when the device is this CPU.
+   * It runs first, while the device is idle. */
+  if (prof.is_cpu) {
+#ifdef CLATTN_BENCH_HAVE_OPENBLAS
+    out->openblas_gflops = measure_openblas(n, out);
+#else
+    snprintf(out->openblas_error, sizeof out->openblas_error,
+             "built without OpenBLAS");
+#endif
+  }
+#ifdef CLATTN_BENCH_HAVE_CLBLAST
+  out->clblast_gflops = measure_clblast(ctx, &prof, n, out);
+#else
+  snprintf(out->clblast_error, sizeof out->clblast_error,
+           "built without CLBlast");
+#endif
+  if (out->clblast_gflops >= out->openblas_gflops) {
+    out->gflops = out->clblast_gflops;
+    out->source = "clblast-sgemm-device";
+  } else {
+    out->gflops = out->openblas_gflops;
+    out->source = "openblas-sgemm-host";
+  }
+  if (out->gflops <= 0.0) {
+    snprintf(err, errlen, "no SGEMM could be measured (CLBlast: %s%s%s)",
+             out->clblast_error[0] ? out->clblast_error : "no result",
+             prof.is_cpu ? "; OpenBLAS: " : "",
+             prof.is_cpu
+                 ? (out->openblas_error[0] ? out->openblas_error : "no result")
+                 : "");
+    return 1;
+  }
+  return 0;
+}
