@@ -138,14 +138,18 @@ CLATTN_API size_t clattn_context_error_copy(clattn_context_t ctx, char *buf,
   }
   if (ctx->lock_ok)
     mtx_lock(&ctx->lock);
-  const char *msg = ctx->error ? ctx->error : "";
-  size_t len = strlen(msg);
-  if (buf && size > 0) {
-    size_t n = len < size - 1 ? len : size - 1;
-    memcpy(buf, msg, n);
-    buf[n] = '\0';
-  }
+  size_t len = clattn__copy_out(buf, size, ctx->error ? ctx->error : "");
   if (ctx->lock_ok)
     mtx_unlock(&ctx->lock);
+  return len;
+}
+
+size_t clattn__copy_out(char *buf, size_t size, const char *s) {
+  size_t len = strlen(s);
+  if (buf && size > 0) {
+    size_t n = len < size - 1 ? len : size - 1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+  }
   return len;
 }

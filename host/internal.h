@@ -53,6 +53,10 @@ const char *clattn__cl_error_name(cl_int err);
 clattn_status clattn__profile_read(cl_platform_id platform, cl_device_id device,
                                    clattn_device_profile *out);
 
+/* Copies s into buf (always terminated when size > 0, truncated to fit) and
+ * returns strlen(s): the contract of every clattn call that fills a buffer. */
+size_t clattn__copy_out(char *buf, size_t size, const char *s);
+
 /* Case-insensitive substring test. */
 int clattn__contains_ci(const char *haystack, const char *needle);
 

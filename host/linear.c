@@ -28,22 +28,29 @@ static int pick_vec(size_t d, size_t dv, int widest) {
 /* The sizes the kernels derive from their macros (see cl/linear.cl). */
 typedef struct linear_dims {
   size_t feat_rows;  /* rows of the state: D, or 2 D for cosFormer */
-  size_t state_size; /* floats per chunk state, a multiple of VEC */
-  size_t block_size; /* floats per chunk: the state, and phi(K) if causal */
+  size_t state_size; /* floats per state, a multiple of VEC */
+  size_t block_size; /* floats per causal chunk entry: state and phi(K) */
   size_t nchunks;    /* chunks of keys */
+  size_t nseg;       /* segments of SCAN chunks */
+  size_t chunk0;     /* float offset of the chunk entries (causal) */
+  size_t floats;     /* the whole workspace */
 } linear_dims;
 
 static linear_dims dims_of(const clattn_plan_t plan) {
   const clattn__problem *p = &plan->p;
   size_t vec = (size_t)clattn__tiles_get(&plan->tiles, "VEC");
   size_t chunk = (size_t)clattn__tiles_get(&plan->tiles, "CHUNK");
+  size_t scan = (size_t)clattn__tiles_get(&plan->tiles, "SCAN");
+  size_t bhkv = p->batch * p->heads_kv;
   linear_dims d;
   d.feat_rows = (p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1) * p->dim;
   d.state_size = d.feat_rows * clattn__round_up(p->dim_v, vec) +
                  clattn__round_up(d.feat_rows, vec);
-  d.block_size =
-      d.state_size + (p->causal ? p->dim * clattn__round_up(chunk, vec) : 0);
+  d.block_size = d.state_size + p->dim * clattn__round_up(chunk, vec);
   d.nchunks = (p->seq_k + chunk - 1) / chunk;
+  d.nseg = (d.nchunks + scan - 1) / scan;
+  d.chunk0 = bhkv * d.nseg * d.state_size;
+  d.floats = d.chunk0 + (p->causal ? bhkv * d.nchunks * d.block_size : 0);
   return d;
 }
 
@@ -58,19 +65,34 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
    * rows times Dv vectors, so fewer rows are held when Dv is wide. */
   clattn__tiles *t = &plan->tiles;
   if (dev->is_cpu) {
+    /* About 16 vector accumulators fit the registers (AVX-512 has 32):
+     * state rows (every copy) times Dv vectors, and query rows times Dv
+     * vectors. ROWS_D dividing D lets a row group load as one vector. */
     int vec = pick_vec(p->dim, p->dim_v, 16);
-    size_t dvch = (p->dim_v + (size_t)vec - 1) / (size_t)vec;
+    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+    int rows = 16 / (copies * dvch);
+    rows = rows < 1 ? 1 : rows > 8 ? 8 : rows;
+    while (rows > 1 && p->dim % (size_t)rows != 0)
+      rows--;
+    int bm = 1;
+    while (bm < 8 && 2 * bm * dvch <= 16)
+      bm *= 2;
     plan->shape = "cpu";
-    clattn__tiles_add(t, "CHUNK", p->causal ? 64 : 256);
-    clattn__tiles_add(t, "BLOCK_M", dvch <= 4 ? 4 : 2);
-    clattn__tiles_add(t, "ROWS_D", dvch <= 4 ? 8 : 2);
+    clattn__tiles_add(t, "CHUNK", 64);
+    clattn__tiles_add(t, "SCAN", 16);
+    clattn__tiles_add(t, "BLOCK_M", bm);
+    clattn__tiles_add(t, "ROWS_D", rows);
+    clattn__tiles_add(t, "ROW_GROUPS", 1);
     clattn__tiles_add(t, "VEC", vec);
     clattn__tiles_add(t, "WG", 1);
   } else {
     plan->shape = "gpu";
     clattn__tiles_add(t, "CHUNK", 64);
+    clattn__tiles_add(t, "SCAN", 1);
     clattn__tiles_add(t, "BLOCK_M", 1);
     clattn__tiles_add(t, "ROWS_D", 1);
+    clattn__tiles_add(t, "ROW_GROUPS", 1);
     clattn__tiles_add(t, "VEC", pick_vec(p->dim, p->dim_v, 4));
     clattn__tiles_add(t, "WG", 64);
   }
@@ -128,10 +150,9 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   }
   clattn__tiles_add(t, "WG", wg);
 
-  /* One state per chunk of keys and (batch, kv head): linear in Nk. */
-  linear_dims d = dims_of(plan);
-  size_t bytes =
-      p->batch * p->heads_kv * d.nchunks * d.block_size * sizeof(cl_float);
+  /* Per (batch, kv head) one state per segment and, when causal, a state
+   * and phi(K) per chunk: linear in Nk. */
+  size_t bytes = dims_of(plan).floats * sizeof(cl_float);
   cl_int err = CL_SUCCESS;
   plan->workspace =
       clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
@@ -154,11 +175,13 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   const clattn__tiles *t = &plan->tiles;
   size_t wg = (size_t)clattn__tiles_get(t, "WG");
   size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
-  size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D");
+  size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D") *
+                  (size_t)clattn__tiles_get(t, "ROW_GROUPS");
   size_t vec = (size_t)clattn__tiles_get(t, "VEC");
   cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k;
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
-  cl_int nchunks = (cl_int)d.nchunks;
+  cl_int nchunks = (cl_int)d.nchunks, nseg = (cl_int)d.nseg;
+  cl_ulong chunk0 = (cl_ulong)d.chunk0;
   cl_float eps = p->eps;
   /* t = (pi/2) pos / M = pi * pos * hinv; unused by linear attention. */
   cl_float hinv = (cl_float)(0.5 / (double)p->cos_m);
@@ -172,12 +195,14 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   err |= clSetKernelArg(ks, a++, sizeof(cl_mem), &ws);
   err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nk);
   err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nchunks);
+  err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nseg);
+  err |= clSetKernelArg(ks, a++, sizeof(cl_ulong), &chunk0);
   err |= clSetKernelArg(ks, a++, sizeof(cl_float), &hinv);
 
   cl_kernel kp = plan->kernels[1];
   a = 0;
   err |= clSetKernelArg(kp, a++, sizeof(cl_mem), &ws);
-  err |= clSetKernelArg(kp, a++, sizeof(cl_int), &nchunks);
+  err |= clSetKernelArg(kp, a++, sizeof(cl_int), &nseg);
 
   cl_kernel ko = plan->kernels[2];
   a = 0;
@@ -190,6 +215,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hq);
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hkv);
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nchunks);
+  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nseg);
+  err |= clSetKernelArg(ko, a++, sizeof(cl_ulong), &chunk0);
   err |= clSetKernelArg(ko, a++, sizeof(cl_float), &eps);
   err |= clSetKernelArg(ko, a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
@@ -197,7 +224,7 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
   size_t g_state[3] = {clattn__round_up((p->dim + rows_d - 1) / rows_d, wg),
-                       d.nchunks, bhkv};
+                       d.nseg, bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
    * block to Nk - 1, after the blocks that zero the rows seeing no key. */

@@ -335,11 +335,5 @@ CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
     if (plan->warning[0] && n > 0 && (size_t)n < sizeof line)
       snprintf(line + n, sizeof line - (size_t)n, "; %s", plan->warning);
   }
-  size_t len = strlen(line);
-  if (buf && size > 0) {
-    size_t c = len < size - 1 ? len : size - 1;
-    memcpy(buf, line, c);
-    buf[c] = '\0';
-  }
-  return len;
+  return clattn__copy_out(buf, size, line);
 }

@@ -46,13 +46,7 @@ CLATTN_API size_t clattn_tune_file_path(char *buf, size_t size) {
     snprintf(path, sizeof path, "%s/.config/clattn/tuning.txt", base);
   else
     path[0] = '\0';
-  size_t len = strlen(path);
-  if (buf && size > 0) {
-    size_t n = len < size - 1 ? len : size - 1;
-    memcpy(buf, path, n);
-    buf[n] = '\0';
-  }
-  return len;
+  return clattn__copy_out(buf, size, path);
 }
 
 /* Splits line at tabs into at most max fields (in place). */

@@ -19,22 +19,6 @@
  * largest reference magnitude of the tensor. */
 #define TOL_F32 1e-5
 
-static clattn_context_t g_ctx;
-
-static clattn_context_t api_ctx(void) {
-  clattn_test_device_or_skip();
-  if (!g_ctx)
-    g_ctx = clattn_test_context_create();
-  return g_ctx;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  clattn_context_destroy(g_ctx);
-  g_ctx = NULL;
-  return 0;
-}
-
 /* A small valid problem of any variant. */
 static clattn_desc small_desc(clattn_variant variant) {
   clattn_desc d;
@@ -364,7 +348,7 @@ static void api_buffers_release(api_buffers *b) {
 }
 
 static void test_api_null_arguments(void **state) {
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
   clattn_plan_t plan = NULL;
   clattn_test_sizes n;
@@ -548,7 +532,7 @@ static clattn_desc bad_desc(size_t which) {
 }
 
 static void test_api_invalid_descriptors(void **state) {
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   size_t t, failures = 0;
   (void)state;
   for (t = 0; t < sizeof bad_cases / sizeof bad_cases[0]; t++) {
@@ -573,7 +557,7 @@ static void test_api_invalid_descriptors(void **state) {
 static void test_api_valid_descriptors(void **state) {
   /* The fields each variant owns are accepted on that variant, so the
    * refusals above are about the field being foreign, not unusable. */
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d[4];
   size_t t, failures = 0;
   (void)state;
@@ -606,7 +590,7 @@ static void test_api_valid_descriptors(void **state) {
 
 static void test_api_buffer_too_small(void **state) {
   static const char which[] = {'q', 'k', 'v', 'o', 'l'};
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
   clattn_plan_t plan = NULL;
   clattn_status st;
@@ -649,7 +633,7 @@ static void test_api_buffer_too_small(void **state) {
 static void test_api_lse_refused_for_other_variants(void **state) {
   static const clattn_variant variants[] = {
       CLATTN_VARIANT_SIGMOID, CLATTN_VARIANT_LINEAR, CLATTN_VARIANT_COSFORMER};
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   size_t t, failures = 0;
   (void)state;
   for (t = 0; t < sizeof variants / sizeof variants[0]; t++) {
@@ -779,7 +763,7 @@ static void test_api_selectors(void **state) {
 }
 
 static void test_api_context_accessors(void **state) {
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_device_profile prof;
   cl_device_id dev = NULL;
   cl_context cl = NULL;
@@ -1011,7 +995,7 @@ static void test_api_create_destroy_cycles(void **state) {
 }
 
 static void test_api_plan_queries(void **state) {
-  clattn_context_t ctx = api_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
   clattn_plan_t plan = NULL;
   char big[1024], small[8];
@@ -1058,5 +1042,5 @@ int main(void) {
       cmocka_unit_test(test_api_create_destroy_cycles),
       cmocka_unit_test(test_api_plan_queries),
   };
-  return cmocka_run_group_tests(tests, NULL, group_teardown);
+  return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }

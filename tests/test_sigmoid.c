@@ -29,22 +29,6 @@ static const char *const shapes[] = {
     "SHAPE=gpu,BLOCK_M=16,BLOCK_N=8",  /* K/V tiles in local memory */
 };
 
-static clattn_context_t g_ctx;
-
-static clattn_context_t sigmoid_ctx(void) {
-  clattn_test_device_or_skip();
-  if (!g_ctx)
-    g_ctx = clattn_test_context_create();
-  return g_ctx;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  clattn_context_destroy(g_ctx);
-  g_ctx = NULL;
-  return 0;
-}
-
 static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
                              size_t hq, size_t hkv, size_t nq, size_t nk,
                              size_t d, size_t dv) {
@@ -85,7 +69,7 @@ static int check_empty_rows(const clattn_test_problem *p) {
 
 /* Runs desc with every tile shape and compares with the reference. */
 static void check_desc(clattn_desc desc, uint64_t seed) {
-  clattn_context_t ctx = sigmoid_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   double tol = desc.dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     desc.tiles = shapes[s];
@@ -176,5 +160,5 @@ int main(void) {
       cmocka_unit_test(test_sigmoid_f16),
       cmocka_unit_test(test_sigmoid_long),
   };
-  return cmocka_run_group_tests(tests, NULL, group_teardown);
+  return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }

@@ -34,24 +34,6 @@
  * tile whose rescaling is wrong (errors of order 1). */
 #define TOL_LARGE_SCORES 1e-3
 
-static clattn_context_t g_ctx;
-
-/* The shared context, created on first use so that a machine without a
- * device skips each test instead of failing the group set-up. */
-static clattn_context_t softmax_ctx(void) {
-  clattn_test_device_or_skip();
-  if (!g_ctx)
-    g_ctx = clattn_test_context_create();
-  return g_ctx;
-}
-
-static int group_teardown(void **state) {
-  (void)state;
-  clattn_context_destroy(g_ctx);
-  g_ctx = NULL;
-  return 0;
-}
-
 static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
                              size_t hq, size_t hkv, size_t nq, size_t nk,
                              size_t d, size_t dv) {
@@ -118,7 +100,7 @@ static void describe(const clattn_desc *d) {
 /* Runs one descriptor through clattn_plan_run_host and compares O and LSE;
  * frees before asserting so a failure leaks nothing. */
 static void check_desc(const clattn_desc *desc, uint64_t seed) {
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_test_problem p;
   clattn_status st;
   int ok;
@@ -252,7 +234,7 @@ static void test_softmax_long_sequence(void **state) {
 }
 
 static void test_softmax_large_scores(void **state) {
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 2, 300, 300, 64, 64);
   clattn_test_problem p;
   clattn_status st;
@@ -273,7 +255,7 @@ static void test_softmax_large_scores(void **state) {
 }
 
 static void test_softmax_lse_optional(void **state) {
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 2, 40, 60, 32, 32);
   clattn_test_problem p;
   clattn_plan_t plan = NULL;
@@ -297,7 +279,7 @@ static void test_softmax_lse_optional(void **state) {
 static void test_softmax_plan_reuse(void **state) {
   /* One plan, two different inputs: nothing of the first run may leak into
    * the second. */
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 90, 120, 48, 48);
   clattn_test_problem a, b;
   clattn_plan_t plan = NULL;
@@ -441,7 +423,7 @@ static cl_int device_io_read(device_io *io, clattn_test_problem *p,
 }
 
 static void check_buffers(const clattn_desc *desc, uint64_t seed) {
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_test_problem p;
   clattn_plan_t plan = NULL;
   device_io io;
@@ -503,7 +485,7 @@ static void test_softmax_run_waits_for_events(void **state) {
   /* The writes of Q, K and V are held back by a user event. If the plan
    * ignored its wait list it would read unwritten buffers, and its output
    * event would be able to complete before the gate opens. */
-  clattn_context_t ctx = softmax_ctx();
+  clattn_context_t ctx = clattn_test_shared_context();
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 2, 64, 64, 32, 32);
   clattn_test_problem p;
   clattn_plan_t plan = NULL;
@@ -583,5 +565,5 @@ int main(void) {
       cmocka_unit_test(test_softmax_run_buffers_f16),
       cmocka_unit_test(test_softmax_run_waits_for_events),
   };
-  return cmocka_run_group_tests(tests, NULL, group_teardown);
+  return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }

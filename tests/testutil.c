@@ -188,6 +188,22 @@ clattn_context_t clattn_test_context_create(void) {
   return ctx;
 }
 
+static clattn_context_t g_shared_ctx;
+
+clattn_context_t clattn_test_shared_context(void) {
+  clattn_test_device_or_skip();
+  if (!g_shared_ctx)
+    g_shared_ctx = clattn_test_context_create();
+  return g_shared_ctx;
+}
+
+int clattn_test_shared_teardown(void **state) {
+  (void)state;
+  clattn_context_destroy(g_shared_ctx);
+  g_shared_ctx = NULL;
+  return 0;
+}
+
 static void *test_alloc(size_t count, size_t size) {
   void *p = malloc((count ? count : 1) * size);
   if (!p)

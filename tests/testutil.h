@@ -78,6 +78,12 @@ int clattn_test_device_or_skip(void);
  * message, when that does not work. */
 clattn_context_t clattn_test_context_create(void);
 
+/* One context shared by the tests of a file, created on first use so that a
+ * machine without a device skips each test instead of failing the group
+ * set-up; clattn_test_shared_teardown is the group teardown that frees it. */
+clattn_context_t clattn_test_shared_context(void);
+int clattn_test_shared_teardown(void **state);
+
 /* ---- One problem ------------------------------------------------------ */
 
 typedef struct clattn_test_problem {
