@@ -10,6 +10,7 @@
  * different computation anyway.
  */
 #include "bench_baseline.h"
+#include "toolutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -278,7 +279,7 @@ static int bl_run_once(void *arg, double *ms, char *err, size_t errlen,
   if (rc == 0) {
     cl_int e = clWaitForEvents(1, &end);
     if (e == CL_SUCCESS)
-      e = bench_event_span_ms(begin, end, ms);
+      e = tool_event_span_ms(begin, end, ms);
     if (e != CL_SUCCESS) {
       snprintf(err, errlen, "the baseline failed on the device (%d)", e);
       *resource = bench_cl_is_resource_error(e);

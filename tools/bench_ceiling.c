@@ -6,6 +6,7 @@
  * (which, for CLBlast, compiles its kernels: seconds on PoCL).
  */
 #include "bench_ceiling.h"
+#include "toolutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,7 @@ static int clblast_once(void *arg, double *ms, char *err, size_t errlen,
   if (e == CL_SUCCESS)
     e = clWaitForEvents(1, &end);
   if (e == CL_SUCCESS)
-    e = bench_event_span_ms(begin, end, ms);
+    e = tool_event_span_ms(begin, end, ms);
   if (e != CL_SUCCESS) {
     snprintf(err, errlen, "CLBlastSgemm failed (%d)", e);
     *resource = bench_cl_is_resource_error(e);
@@ -116,10 +117,10 @@ static int openblas_once(void *arg, double *ms, char *err, size_t errlen,
   (void)err;
   (void)errlen;
   (void)resource;
-  double t0 = bench_now_seconds();
+  double t0 = tool_now_seconds();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, r->a, n,
               r->b, n, 0.0f, r->c, n);
-  *ms = (bench_now_seconds() - t0) * 1e3;
+  *ms = (tool_now_seconds() - t0) * 1e3;
   return 0;
 }
 

@@ -1,35 +1,17 @@
 /*
- * bench_common.c - clocks, the timing loop, error classes, random inputs and
- * the CLBlast set-up shared by the files of clattn-bench.
+ * bench_common.c - the timing loop, error classes, random inputs and the
+ * CLBlast set-up shared by the files of clattn-bench.
  */
 #include "bench_common.h"
+#include "toolutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #ifdef CLATTN_BENCH_HAVE_CLBLAST
 #include <clblast_c.h>
 #endif
-
-double bench_now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-cl_int bench_event_span_ms(cl_event from, cl_event to, double *ms) {
-  cl_ulong t0 = 0, t1 = 0;
-  cl_int e = clGetEventProfilingInfo(from, CL_PROFILING_COMMAND_END, sizeof t0,
-                                     &t0, NULL);
-  if (e == CL_SUCCESS)
-    e = clGetEventProfilingInfo(to, CL_PROFILING_COMMAND_END, sizeof t1, &t1,
-                                NULL);
-  if (e == CL_SUCCESS)
-    *ms = t1 > t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
-  return e;
-}
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -48,19 +30,19 @@ int bench_time_runs(bench_run_fn fn, void *arg, const bench_limits *lim,
     return 1;
   }
   for (int w = 0; w < lim->warmup; w++) {
-    double t0 = bench_now_seconds();
+    double t0 = tool_now_seconds();
     if (fn(arg, &ms, err, errlen, resource))
       goto cleanup;
-    if (bench_now_seconds() - t0 > lim->max_seconds)
+    if (tool_now_seconds() - t0 > lim->max_seconds)
       break;
   }
-  double start = bench_now_seconds();
+  double start = tool_now_seconds();
   int n = 0;
   while (n < lim->repeat) {
-    double t0 = bench_now_seconds();
+    double t0 = tool_now_seconds();
     if (fn(arg, &times[n], err, errlen, resource))
       goto cleanup;
-    double wall = bench_now_seconds() - t0;
+    double wall = tool_now_seconds() - t0;
     if (wall > t->run_seconds)
       t->run_seconds = wall;
     n++;
@@ -68,7 +50,7 @@ int bench_time_runs(bench_run_fn fn, void *arg, const bench_limits *lim,
       t->over_limit = 1;
       break;
     }
-    if (n >= 3 && bench_now_seconds() - start > lim->max_seconds)
+    if (n >= 3 && tool_now_seconds() - start > lim->max_seconds)
       break;
   }
   qsort(times, (size_t)n, sizeof *times, cmp_double);

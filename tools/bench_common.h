@@ -1,7 +1,8 @@
 /*
- * bench_common.h - what the files of clattn-bench share: clocks, the timing
- * loop (warm-up, repeats and the time limits), error classes, and the CLBlast
- * set-up that both the naive baseline and the FLOP ceiling use.
+ * bench_common.h - what the files of clattn-bench share: the timing loop
+ * (warm-up, repeats and the time limits), error classes, and the CLBlast
+ * set-up that both the naive baseline and the FLOP ceiling use. The clocks
+ * are in toolutil.h, shared with the other tools.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
@@ -9,13 +10,6 @@
 #include "clattn.h"
 
 #include <stddef.h>
-
-/* Monotonic wall clock in seconds. */
-double bench_now_seconds(void);
-
-/* Device time in ms from the end of `from` to the end of `to` (both events
- * of a queue with profiling). Returns the OpenCL error, CL_SUCCESS if none. */
-cl_int bench_event_span_ms(cl_event from, cl_event to, double *ms);
 
 /* One measured run: device time in ms; returns 0, or 1 with a message in err
  * (and *resource set when the failure is the device running out of memory or

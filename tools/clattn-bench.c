@@ -13,6 +13,7 @@
 #include "bench_baseline.h"
 #include "bench_ceiling.h"
 #include "bench_common.h"
+#include "toolutil.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #define BENCH_MAX_CASES 64
+/* The largest batch, head count, length or head dim an option takes. */
+#define BENCH_MAX_SIZE ((size_t)1 << 30)
 
 typedef struct options {
   const char *device;
@@ -75,45 +78,6 @@ static void usage(FILE *f) {
           "at the length\n"
           "where it runs out of memory or one run would take longer than "
           "--max-case-seconds (60).\n");
-}
-
-static int parse_size(const char *s, size_t *out) {
-  char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (!*s || *end || v == 0 || v > (1ull << 30))
-    return 0;
-  *out = (size_t)v;
-  return 1;
-}
-
-static int parse_list(const char *s, size_t *out, size_t cap, size_t *n) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", s);
-  *n = 0;
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (*n == cap || !parse_size(tok, &out[*n]))
-      return 0;
-    (*n)++;
-  }
-  return *n > 0;
-}
-
-static int parse_variants(const char *s, int *on) {
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s", s);
-  memset(on, 0, sizeof(int) * CLATTN_VARIANT_COUNT);
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (!strcmp(tok, "all")) {
-      for (int v = 0; v < CLATTN_VARIANT_COUNT; v++)
-        on[v] = 1;
-      continue;
-    }
-    clattn_variant v;
-    if (clattn_variant_parse(tok, &v) != CLATTN_SUCCESS)
-      return 0;
-    on[v] = 1;
-  }
-  return 1;
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -185,23 +149,24 @@ static int parse_args(int argc, char **argv, options *o) {
     const char *val = argv[++i];
     int ok = 1;
     if (!strcmp(a, "--variant")) {
-      ok = parse_variants(val, o->variants);
+      ok = tool_parse_variants(val, o->variants);
       o->variant_given = 1;
     } else if (!strcmp(a, "--batch"))
-      ok = parse_size(val, &o->batch);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->batch);
     else if (!strcmp(a, "--heads"))
-      ok = parse_size(val, &o->heads);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->heads);
     else if (!strcmp(a, "--kv-heads"))
-      ok = parse_size(val, &o->kv_heads);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->kv_heads);
     else if (!strcmp(a, "--seq")) {
-      ok = parse_list(val, o->seqs, BENCH_MAX_CASES, &o->nseqs);
+      ok = tool_parse_size_list(val, BENCH_MAX_SIZE, o->seqs, BENCH_MAX_CASES,
+                                &o->nseqs);
       o->seq_given = 1;
     } else if (!strcmp(a, "--seq-k"))
-      ok = parse_size(val, &o->seq_k);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->seq_k);
     else if (!strcmp(a, "--dim"))
-      ok = parse_size(val, &o->dim);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->dim);
     else if (!strcmp(a, "--dim-v"))
-      ok = parse_size(val, &o->dim_v);
+      ok = tool_parse_size(val, BENCH_MAX_SIZE, &o->dim_v);
     else if (!strcmp(a, "--dtype"))
       ok = clattn_dtype_parse(val, &o->dtype) == CLATTN_SUCCESS;
     else if (!strcmp(a, "--device"))
@@ -219,7 +184,7 @@ static int parse_args(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--baseline"))
       ok = (o->baseline = !strcmp(val, "naive"));
     else if (!strcmp(a, "--ceiling-size"))
-      ok = parse_size(val, &o->ceiling_size) && o->ceiling_size <= 16384;
+      ok = tool_parse_size(val, 16384, &o->ceiling_size);
     else {
       fprintf(stderr, "clattn-bench: unknown option %s (see --help)\n", a);
       return 2;
@@ -350,38 +315,25 @@ static int status_is_resource(clattn_status st) {
 static int plan_once(void *arg, double *ms, char *err, size_t errlen,
                      int *resource) {
   plan_run *p = arg;
-  cl_event marker = NULL, done = NULL;
-  int rc = 1;
-  cl_int e = clEnqueueMarkerWithWaitList(p->queue, 0, NULL, &marker);
-  if (e != CL_SUCCESS) {
-    snprintf(err, errlen, "clEnqueueMarkerWithWaitList failed (%d)", e);
-    *resource = bench_cl_is_resource_error(e);
-    goto cleanup;
-  }
-  clattn_status st =
-      clattn_plan_run(p->plan, p->bufs[0], p->bufs[1], p->bufs[2], p->bufs[3],
-                      NULL, 1, &marker, &done);
-  if (st != CLATTN_SUCCESS) {
-    snprintf(err, errlen, "%s: %s", clattn_status_name(st),
+  int code = 0;
+  switch (tool_time_plan_once(p->plan, p->queue, p->bufs[0], p->bufs[1],
+                              p->bufs[2], p->bufs[3], ms, &code)) {
+  case TOOL_TIME_OK:
+    return 0;
+  case TOOL_TIME_MARKER:
+    snprintf(err, errlen, "clEnqueueMarkerWithWaitList failed (%d)", code);
+    *resource = bench_cl_is_resource_error((cl_int)code);
+    return 1;
+  case TOOL_TIME_RUN:
+    snprintf(err, errlen, "%s: %s", clattn_status_name((clattn_status)code),
              clattn_context_error(p->ctx));
-    *resource = status_is_resource(st);
-    goto cleanup;
+    *resource = status_is_resource((clattn_status)code);
+    return 1;
+  default:
+    snprintf(err, errlen, "the run or its profiling failed (%d)", code);
+    *resource = bench_cl_is_resource_error((cl_int)code);
+    return 1;
   }
-  e = clWaitForEvents(1, &done);
-  if (e == CL_SUCCESS)
-    e = bench_event_span_ms(marker, done, ms);
-  if (e != CL_SUCCESS) {
-    snprintf(err, errlen, "the run or its profiling failed (%d)", e);
-    *resource = bench_cl_is_resource_error(e);
-    goto cleanup;
-  }
-  rc = 0;
-cleanup:
-  if (marker)
-    clReleaseEvent(marker);
-  if (done)
-    clReleaseEvent(done);
-  return rc;
 }
 
 /* Largest |a - b| over the largest |b|; NaN anywhere gives infinity. */

@@ -5,10 +5,13 @@
  *   clattn-info [--device SEL] [--variant V --seq N --dim D ...]
  */
 #include "clattn.h"
+#include "toolutil.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+
+/* The largest batch, head count, length or head dim an option takes. */
+#define INFO_MAX_SIZE ((size_t)1 << 31)
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -57,15 +60,6 @@ static void print_profile(const clattn_device_profile *p) {
   printf("  fp16            %s; subgroups %s\n", p->has_fp16 ? "yes" : "no",
          p->has_subgroups ? "yes" : "no");
   printf("  extensions      %s\n", p->extensions);
-}
-
-static int parse_size(const char *s, size_t *out) {
-  char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (!*s || *end || v == 0 || v > (1ull << 31))
-    return 0;
-  *out = (size_t)v;
-  return 1;
 }
 
 int main(int argc, char **argv) {
@@ -127,7 +121,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "clattn-info: unknown option %s\n", a);
       return 2;
     }
-    if (field && !parse_size(val, field)) {
+    if (field && !tool_parse_size(val, INFO_MAX_SIZE, field)) {
       fprintf(stderr, "clattn-info: bad value for %s: %s\n", a, val);
       return 2;
     }

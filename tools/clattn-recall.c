@@ -34,13 +34,13 @@
  * input (the pngcairo terminal, Debian's gnuplot-nox).
  */
 #include "clattn.h"
+#include "toolutil.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define RECALL_MAX_LIST 32
 #define RECALL_MAX_PAIRS (1u << 16)
@@ -86,48 +86,6 @@ static void usage(FILE *f) {
       "gnuplot.\n");
 }
 
-static int parse_size(const char *s, size_t max, size_t *out) {
-  char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (!*s || *end || v == 0 || v > max)
-    return 0;
-  *out = (size_t)v;
-  return 1;
-}
-
-static int parse_list(const char *s, size_t max, size_t *out, size_t *n) {
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", s);
-  *n = 0;
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (*n == RECALL_MAX_LIST || !parse_size(tok, max, &out[*n]))
-      return 0;
-    (*n)++;
-  }
-  return *n > 0;
-}
-
-static int parse_variants(const char *s, int *on) {
-  char buf[256];
-  snprintf(buf, sizeof buf, "%s", s);
-  memset(on, 0, sizeof(int) * CLATTN_VARIANT_COUNT);
-  int any = 0;
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (!strcmp(tok, "all")) {
-      for (int v = 0; v < CLATTN_VARIANT_COUNT; v++)
-        on[v] = 1;
-      any = 1;
-      continue;
-    }
-    clattn_variant v;
-    if (clattn_variant_parse(tok, &v) != CLATTN_SUCCESS)
-      return 0;
-    on[v] = 1;
-    any = 1;
-  }
-  return any;
-}
-
 /* Returns 0 on success, 2 on a usage error (message printed), -1 after
  * --help. */
 static int parse_args(int argc, char **argv, options *o) {
@@ -159,13 +117,14 @@ static int parse_args(int argc, char **argv, options *o) {
     const char *val = argv[++i];
     int ok = 1;
     if (!strcmp(a, "--pairs")) {
-      ok = parse_list(val, RECALL_MAX_PAIRS, o->pairs, &o->npairs);
+      ok = tool_parse_size_list(val, RECALL_MAX_PAIRS, o->pairs,
+                                RECALL_MAX_LIST, &o->npairs);
     } else if (!strcmp(a, "--dim")) {
-      ok = parse_list(val, 256, o->dims, &o->ndims);
+      ok = tool_parse_size_list(val, 256, o->dims, RECALL_MAX_LIST, &o->ndims);
     } else if (!strcmp(a, "--dim-v")) {
-      ok = parse_size(val, 256, &o->dim_v);
+      ok = tool_parse_size(val, 256, &o->dim_v);
     } else if (!strcmp(a, "--variant")) {
-      ok = parse_variants(val, o->variants);
+      ok = tool_parse_variants(val, o->variants);
     } else if (!strcmp(a, "--sharpness")) {
       char *end = NULL;
       o->sharpness = strtod(val, &end);
@@ -188,12 +147,6 @@ static int parse_args(int argc, char **argv, options *o) {
     }
   }
   return 0;
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* splitmix64: a small generator whose streams are reproducible on every
@@ -290,7 +243,7 @@ static int run_case(clattn_context_t ctx, clattn_variant variant, size_t p,
   desc.dim = d;
   desc.dim_v = dv;
   clattn_plan_t plan = NULL;
-  double t0 = now_seconds();
+  double t0 = tool_now_seconds();
   clattn_status st = clattn_plan_create(ctx, &desc, &plan);
   if (st == CLATTN_SUCCESS)
     st = clattn_plan_run_host(plan, qk, qk, v, o, NULL);
@@ -302,7 +255,7 @@ static int run_case(clattn_context_t ctx, clattn_variant variant, size_t p,
     return 1;
   }
   score(o, v, p, dv, &r->accuracy, &r->rel_error);
-  r->seconds = now_seconds() - t0;
+  r->seconds = tool_now_seconds() - t0;
   r->ran = 1;
   return 0;
 }
@@ -508,7 +461,7 @@ int main(int argc, char **argv) {
            "sigmoid b = -ln(P),\n"
            "linear phi = elu+1, cosformer phi = relu with M = P.\n");
   }
-  double t_start = now_seconds();
+  double t_start = tool_now_seconds();
   for (size_t di = 0; di < o.ndims; di++) {
     size_t d = o.dims[di];
     double radius = sqrt(o.sharpness * sqrt((double)d));
@@ -556,7 +509,7 @@ int main(int argc, char **argv) {
       print_table(&o, di, res);
   }
   if (!o.json)
-    printf("\n%.1f s\n", now_seconds() - t_start);
+    printf("\n%.1f s\n", tool_now_seconds() - t_start);
   if (o.plot && plot(&o, res, &prof))
     rc = 1;
 cleanup:

@@ -9,6 +9,7 @@
  * file is written to a temporary name and renamed into place.
  */
 #include "clattn.h"
+#include "toolutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include <errno.h>
 
 #define MAX_LIST 16
+/* The largest head dim, length, batch or head count an option takes. */
+#define MAX_SIZE ((size_t)1 << 24)
 #define MAX_LINES 4096
 
 typedef struct options {
@@ -48,20 +51,6 @@ static void usage(FILE *f) {
           "path clattn_tune_file_path() gives; CLATTN_TUNE_FILE sets it). "
           "Progress goes\n"
           "to stderr; --dry-run prints the lines instead of writing them.\n");
-}
-
-static int parse_list(const char *s, size_t *out, size_t *n) {
-  char buf[512];
-  snprintf(buf, sizeof buf, "%s", s);
-  *n = 0;
-  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-    char *end = NULL;
-    unsigned long long v = strtoull(tok, &end, 10);
-    if (*end || v == 0 || v > (1ull << 24) || *n == MAX_LIST)
-      return 0;
-    out[(*n)++] = (size_t)v;
-  }
-  return *n > 0;
 }
 
 static int parse_args(int argc, char **argv, options *o) {
@@ -106,30 +95,21 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (!strcmp(a, "--out")) {
       o->out = val;
     } else if (!strcmp(a, "--variant")) {
-      memset(o->variants, 0, sizeof o->variants);
-      char buf[256];
-      snprintf(buf, sizeof buf, "%s", val);
-      for (char *tok = strtok(buf, ","); tok && ok; tok = strtok(NULL, ",")) {
-        clattn_variant v;
-        if (!strcmp(tok, "all")) {
-          for (int k = 0; k < CLATTN_VARIANT_COUNT; k++)
-            o->variants[k] = 1;
-        } else if ((ok = clattn_variant_parse(tok, &v) == CLATTN_SUCCESS)) {
-          o->variants[v] = 1;
-        }
-      }
+      ok = tool_parse_variants(val, o->variants);
     } else if (!strcmp(a, "--dim")) {
-      ok = parse_list(val, o->dims, &o->ndims);
+      ok = tool_parse_size_list(val, MAX_SIZE, o->dims, MAX_LIST, &o->ndims);
     } else if (!strcmp(a, "--seq")) {
-      ok = parse_list(val, o->seqs, &o->nseqs);
+      ok = tool_parse_size_list(val, MAX_SIZE, o->seqs, MAX_LIST, &o->nseqs);
     } else if (!strcmp(a, "--dtype")) {
       ok = clattn_dtype_parse(val, &o->dtype) == CLATTN_SUCCESS;
     } else if (!strcmp(a, "--batch")) {
-      ok = parse_list(val, &o->batch, &n) && n == 1;
+      /* These take one size, read as a list of one so that "8," still
+       * passes as it always has. */
+      ok = tool_parse_size_list(val, MAX_SIZE, &o->batch, 1, &n);
     } else if (!strcmp(a, "--heads")) {
-      ok = parse_list(val, &o->heads, &n) && n == 1;
+      ok = tool_parse_size_list(val, MAX_SIZE, &o->heads, 1, &n);
     } else if (!strcmp(a, "--repeat")) {
-      ok = parse_list(val, &one, &n) && n == 1 && one <= 1000;
+      ok = tool_parse_size_list(val, 1000, &one, 1, &n);
       o->repeat = (int)one;
     } else {
       fprintf(stderr, "clattn-tune: unknown option %s (see --help)\n", a);
@@ -155,25 +135,13 @@ static double time_plan(clattn_context_t ctx, clattn_plan_t plan, cl_mem *b,
   cl_command_queue queue = clattn_context_queue(ctx);
   double times[1000];
   for (int r = -1; r < repeat; r++) {
-    cl_event marker = NULL, done = NULL;
-    cl_ulong t0 = 0, t1 = 0;
-    int ok =
-        clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker) == CL_SUCCESS &&
-        clattn_plan_run(plan, b[0], b[1], b[2], b[3], NULL, 1, &marker,
-                        &done) == CLATTN_SUCCESS &&
-        clWaitForEvents(1, &done) == CL_SUCCESS &&
-        clGetEventProfilingInfo(marker, CL_PROFILING_COMMAND_END, sizeof t0,
-                                &t0, NULL) == CL_SUCCESS &&
-        clGetEventProfilingInfo(done, CL_PROFILING_COMMAND_END, sizeof t1, &t1,
-                                NULL) == CL_SUCCESS;
-    if (marker)
-      clReleaseEvent(marker);
-    if (done)
-      clReleaseEvent(done);
-    if (!ok)
+    double ms = 0.0;
+    int code = 0;
+    if (tool_time_plan_once(plan, queue, b[0], b[1], b[2], b[3], &ms, &code) !=
+        TOOL_TIME_OK)
       return -1.0;
     if (r >= 0)
-      times[r] = (double)(t1 - t0) * 1e-6;
+      times[r] = ms;
   }
   qsort(times, (size_t)repeat, sizeof times[0], cmp_double);
   return times[repeat / 2];
