@@ -46,51 +46,12 @@ static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
   return desc;
 }
 
-/* Causal rows that see no key must be exactly zero. */
-static int check_empty_rows(const clattn_test_problem *p) {
-  const clattn_desc *d = &p->desc;
-  size_t dv = d->dim_v ? d->dim_v : d->dim;
-  if (!d->causal || d->seq_q <= d->seq_k)
-    return 1;
-  size_t empty = d->seq_q - d->seq_k; /* rows i with i + Nk - Nq < 0 */
-  for (size_t bh = 0; bh < d->batch * d->heads_q; bh++) {
-    for (size_t i = 0; i < empty; i++) {
-      for (size_t t = 0; t < dv; t++) {
-        float x = p->o[(bh * d->seq_q + i) * dv + t];
-        if (x != 0.0f) {
-          print_error("row %zu sees no key but O = %.9g\n", i, (double)x);
-          return 0;
-        }
-      }
-    }
-  }
-  return 1;
-}
-
 /* Runs desc with every tile shape and compares with the reference. */
 static void check_desc(clattn_desc desc, uint64_t seed) {
-  clattn_context_t ctx = clattn_test_shared_context();
   double tol = desc.dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
-  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-    desc.tiles = shapes[s];
-    clattn_test_problem p;
-    clattn_test_problem_init(&p, &desc, seed);
-    clattn_test_problem_reference(&p);
-    clattn_status st = clattn_test_problem_run_host(&p, ctx);
-    int ok = st == CLATTN_SUCCESS &&
-             clattn_test_check("sigmoid O", p.o, p.ref_o, p.n.o, tol) &&
-             check_empty_rows(&p);
-    if (!ok)
-      print_error("  B=%zu Hq=%zu Hkv=%zu Nq=%zu Nk=%zu D=%zu Dv=%zu "
-                  "causal=%d %s tiles=%s: %s %s\n",
-                  desc.batch, desc.heads_q, desc.heads_kv, desc.seq_q,
-                  desc.seq_k, desc.dim, desc.dim_v, desc.causal,
-                  clattn_dtype_name(desc.dtype),
-                  desc.tiles ? desc.tiles : "default", clattn_status_name(st),
-                  clattn_context_error(ctx));
-    clattn_test_problem_free(&p);
-    assert_true(ok);
-  }
+  assert_true(clattn_test_check_tiles(clattn_test_shared_context(), desc, seed,
+                                      tol, shapes,
+                                      sizeof shapes / sizeof shapes[0]));
 }
 
 static void test_sigmoid_tiny(void **state) {

@@ -67,7 +67,6 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   print_message("  %s\n", what);
   clattn_test_problem p;
   clattn_test_problem_init(&p, &desc, 1234 + c->nq * 31 + c->nk);
-  clattn_test_problem_reference(&p);
   clattn_status st = clattn_test_problem_run_host(&p, ctx);
   if (st != CLATTN_SUCCESS) {
     print_error("%s: %s\n", clattn_status_name(st), clattn_context_error(ctx));

@@ -277,3 +277,52 @@ void clattn_test_problem_free(clattn_test_problem *p) {
   free(p->ref_lse);
   memset(p, 0, sizeof *p);
 }
+
+int clattn_test_check_empty_rows(const clattn_test_problem *p) {
+  const clattn_desc *d = &p->desc;
+  size_t dv = d->dim_v ? d->dim_v : d->dim;
+  if (!d->causal || d->seq_q <= d->seq_k)
+    return 1;
+  size_t empty = d->seq_q - d->seq_k;
+  for (size_t bh = 0; bh < d->batch * d->heads_q; bh++) {
+    for (size_t i = 0; i < empty; i++) {
+      for (size_t t = 0; t < dv; t++) {
+        float x = p->o[(bh * d->seq_q + i) * dv + t];
+        if (x != 0.0f) {
+          print_error("row %zu sees no key but O[%zu] = %.9g\n", i, t,
+                      (double)x);
+          return 0;
+        }
+      }
+    }
+  }
+  return 1;
+}
+
+int clattn_test_check_tiles(clattn_context_t ctx, clattn_desc desc,
+                            uint64_t seed, double tol, const char *const *tiles,
+                            size_t ntiles) {
+  clattn_test_problem p;
+  int all = 1;
+  clattn_test_problem_init(&p, &desc, seed);
+  for (size_t s = 0; s < ntiles; s++) {
+    p.desc.tiles = tiles[s];
+    clattn_status st = clattn_test_problem_run_host(&p, ctx);
+    char what[64];
+    snprintf(what, sizeof what, "%s O", clattn_variant_name(desc.variant));
+    int ok = st == CLATTN_SUCCESS &&
+             clattn_test_check(what, p.o, p.ref_o, p.n.o, tol) &&
+             clattn_test_check_empty_rows(&p);
+    if (!ok)
+      print_error("  B=%zu Hq=%zu Hkv=%zu Nq=%zu Nk=%zu D=%zu Dv=%zu "
+                  "causal=%d %s tiles=%s: %s %s\n",
+                  desc.batch, desc.heads_q, desc.heads_kv, desc.seq_q,
+                  desc.seq_k, desc.dim, desc.dim_v, desc.causal,
+                  clattn_dtype_name(desc.dtype),
+                  tiles[s] ? tiles[s] : "default", clattn_status_name(st),
+                  st == CLATTN_SUCCESS ? "" : clattn_context_error(ctx));
+    all &= ok;
+  }
+  clattn_test_problem_free(&p);
+  return all;
+}

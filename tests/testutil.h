@@ -111,4 +111,16 @@ clattn_status clattn_test_problem_run_host(clattn_test_problem *p,
                                            clattn_context_t ctx);
 void clattn_test_problem_free(clattn_test_problem *p);
 
+/* Causal rows that see no key (the first Nq - Nk when Nq > Nk) must be
+ * exactly 0 in every variant. Returns 1 when they are. */
+int clattn_test_check_empty_rows(const clattn_test_problem *p);
+
+/* Runs desc once with each tile spec of `tiles` (an entry may be NULL: the
+ * device's own choice) on inputs from `seed`, and checks O against the
+ * reference within tol and the empty rows; prints the case on a failure.
+ * Returns 1 when every run agrees. */
+int clattn_test_check_tiles(clattn_context_t ctx, clattn_desc desc,
+                            uint64_t seed, double tol, const char *const *tiles,
+                            size_t ntiles);
+
 #endif /* CLATTN_TESTS_TESTUTIL_H */

@@ -1,0 +1,117 @@
+/*
+ * test_cosformer.c - cosFormer attention through the public API against the
+ * double-precision reference: causal and not, Nq != Nk (each sequence keeps
+ * its own 1-based positions), rows that see no key (exactly 0), GQA, odd head
+ * dims, a custom M and eps, the elu1 map, f16 storage, and N = 32768, where
+ * the sin/cos re-weighting must stay exact enough to match float64.
+ *
+ * Errors are max |O - ref| / max |ref| over the whole output tensor.
+ */
+#include "reference.h"
+#include "testutil.h"
+
+/* f32 storage: as linear attention, plus the position weights sin/cos t,
+ * computed from exact rational angles (i / 2M turns). */
+#define TOL_F32 1e-5
+/* A relu feature map leaves denominators that sum few positive terms:
+ * N = 32768 keys add float rounding of ~sqrt(N) * 6e-8 on top. */
+#define TOL_F32_LONG 5e-5
+/* f16 storage: inputs pre-rounded to half, O stored as half (2^-11). */
+#define TOL_F16 2e-2
+
+static const char *const shapes[] = {NULL, "SHAPE=cpu", "SHAPE=gpu"};
+
+static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
+                             size_t hq, size_t hkv, size_t nq, size_t nk,
+                             size_t d, size_t dv) {
+  clattn_desc desc;
+  clattn_desc_init(&desc, CLATTN_VARIANT_COSFORMER);
+  desc.dtype = dtype;
+  desc.causal = causal;
+  desc.batch = b;
+  desc.heads_q = hq;
+  desc.heads_kv = hkv;
+  desc.seq_q = nq;
+  desc.seq_k = nk;
+  desc.dim = d;
+  desc.dim_v = dv;
+  return desc;
+}
+
+static void check_desc(clattn_desc desc, uint64_t seed, double tol) {
+  assert_true(clattn_test_check_tiles(clattn_test_shared_context(), desc, seed,
+                                      tol, shapes,
+                                      sizeof shapes / sizeof shapes[0]));
+}
+
+static void check_both(clattn_desc desc, uint64_t seed) {
+  double tol = desc.dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
+  desc.causal = 0;
+  check_desc(desc, seed, tol);
+  desc.causal = 1;
+  check_desc(desc, seed + 1, tol);
+}
+
+static void test_cosformer_tiny(void **state) {
+  (void)state;
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 1, 0, 1, 1, 1, 0), 1);
+}
+
+static void test_cosformer_odd_shape(void **state) {
+  (void)state;
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 2, 4, 2, 77, 133, 40, 24), 10);
+}
+
+static void test_cosformer_more_queries_than_keys(void **state) {
+  (void)state;
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 1, 133, 77, 32, 16), 20);
+}
+
+static void test_cosformer_head_dims(void **state) {
+  (void)state;
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 1, 1, 50, 50, 1, 3), 30);
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 2, 40, 70, 256, 256), 32);
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 3, 1, 65, 65, 80, 128), 34);
+}
+
+static void test_cosformer_options(void **state) {
+  (void)state;
+  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 2, 90, 60, 16, 16);
+  d.cos_m = 4096.0f; /* a fixed M, as decoding uses */
+  check_both(d, 40);
+  d.cos_m = 0.0f;
+  d.eps = 0.25f;
+  check_both(d, 42);
+  d.eps = 0.0f;
+  d.feature_map = CLATTN_FEATURE_MAP_ELU1;
+  check_both(d, 44);
+}
+
+static void test_cosformer_f16(void **state) {
+  (void)state;
+  check_both(make_desc(CLATTN_DTYPE_F16, 0, 2, 4, 2, 77, 133, 40, 24), 50);
+}
+
+static void test_cosformer_long(void **state) {
+  /* N = 32768: t_i runs over the whole quarter turn in steps of 2^-16. */
+  (void)state;
+  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 1, 1, 32768, 32768, 16, 16);
+  check_desc(d, 60, TOL_F32_LONG);
+  d.causal = 0;
+  check_desc(d, 61, TOL_F32_LONG);
+  d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 4099, 4099, 64, 64);
+  check_desc(d, 62, TOL_F32);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cosformer_tiny),
+      cmocka_unit_test(test_cosformer_odd_shape),
+      cmocka_unit_test(test_cosformer_more_queries_than_keys),
+      cmocka_unit_test(test_cosformer_head_dims),
+      cmocka_unit_test(test_cosformer_options),
+      cmocka_unit_test(test_cosformer_f16),
+      cmocka_unit_test(test_cosformer_long),
+  };
+  return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
+}
