@@ -13,11 +13,13 @@
  *
  * Layout: Q [B, Hq, Nq, D], K [B, Hkv, Nk, D], V [B, Hkv, Nk, Dv],
  * O [B, Hq, Nq, Dv] in the storage dtype; the workspace is float
- * [B * Hkv, NC, STATE_SIZE] with NC = ceil(Nk / CHUNK). A chunk's block holds
- * FEAT_ROWS rows of DVP floats (the state; rows padded to whole vectors),
- * then the FEAT_ROWS sums z padded to a whole vector. Feature row
- * f = copy * D + d is phi(x)[d] times the position weight of that copy:
- * linear attention has one copy of weight 1, cosFormer two (sin t, cos t).
+ * [B * Hkv, NC, CHUNK_BLOCK] with NC = ceil(Nk / CHUNK). A chunk's block is
+ * a state: FEAT_ROWS rows of DVP floats (rows padded to whole vectors), then
+ * the FEAT_ROWS sums z padded to a whole vector; when causal, phi(K) of the
+ * chunk follows, transposed to [D][CHUNKP], for the intra-chunk scores.
+ * Feature row f = copy * D + d is phi(x)[d] times the position weight of
+ * that copy: linear attention has one copy of weight 1, cosFormer two
+ * (sin t, cos t).
  *
  * Tunables (common.cl has VEC, the floats per vector along D and Dv):
  *   CAUSAL       0/1, bottom-right causal masking.
@@ -43,8 +45,8 @@
  *                         (batch, head). Non-causal rows are consecutive.
  *                         Causal blocks are aligned to the key chunks by the
  *                         rows' last visible key L = i + Nk - Nq, so that a
- *                         block reads one chunk state; the first blocks write
- *                         the rows that see no key. Global (blocks, Hq, B).
+ *                         block reads one chunk; the first blocks write the
+ *                         rows that see no key. Global (blocks, Hq, B).
  */
 
 #ifndef CAUSAL
@@ -94,14 +96,28 @@ float clattn_norm(const float den, const float eps) {
 /* Keys clattn_linear_state takes at once: phi and the position weights are
  * then computed on whole vectors. */
 #define KEY_GROUP VEC
-/* Distances qpos - kpos a causal block of clattn_linear_out can meet. */
-#define REL_TAB ((CHUNK + BLOCK_M - 1 + VEC - 1) / VEC * VEC)
+#define CHUNKP ((CHUNK + VEC - 1) / VEC * VEC)
+#if CAUSAL
+/* The state, then phi(K) transposed to [D][CHUNKP]. */
+#define CHUNK_BLOCK (STATE_SIZE + HEAD_DIM * CHUNKP)
+#else
+#define CHUNK_BLOCK STATE_SIZE
+#endif
+/* Row-minus-key distances a causal block of clattn_linear_out can meet. */
+#define REL_TAB ((CHUNKP + BLOCK_M - 1 + VEC - 1) / VEC * VEC)
 
 #if FEATURE_MAP == 2
 #define PHI(x) fmax((x), 0.0f)
 #else
 /* elu(x) + 1; x is a plain variable, evaluated more than once. */
 #define PHI(x) ((x) > 0.0f ? (x) + 1.0f : exp(x))
+#endif
+
+/* What comparing two floatv gives, for select(). */
+#if VEC == 1
+typedef int maskv;
+#else
+typedef CLATTN_CAT(int, VEC) maskv;
 #endif
 
 /* The workspace is float whatever the storage dtype. */
@@ -152,6 +168,43 @@ clattn_lin_load(__global const store_t *p, floatv *dst, const int n) {
 #else
 #define KROW(d) (d)
 #endif
+#define VSTORE_PRIV_R(x, p) CLATTN_CAT(vstore, ROWS_D)((x), 0, (p))
+
+/* The ROWS_D elements d0 .. of a key row: one vector load when they are
+ * known to be consecutive, which beats a gather per row. */
+static inline __attribute__((always_inline)) void
+clattn_load_krow(__global const store_t *p, const int d0, float *dst) {
+#if HEAD_DIM % ROWS_D == 0 && (ROWS_D == 2 || ROWS_D == 4 || ROWS_D == 8 ||   \
+                               ROWS_D == 16)
+#if CLATTN_F16
+  VSTORE_PRIV_R(CLATTN_CAT(vload_half, ROWS_D)(0, p + d0), dst);
+#else
+  VSTORE_PRIV_R(CLATTN_CAT(vload, ROWS_D)(0, p + d0), dst);
+#endif
+#else
+#pragma unroll
+  for (int r = 0; r < ROWS_D; r++)
+    dst[r] = LOAD1(p, KROW(d0 + r));
+#endif
+}
+
+/* Asks the cache for part `part` of `parts` of the n bytes at p, one 64-byte
+ * line at a time. The work-items of a chunk each ask for their part of the
+ * next chunk, so that it streams in from memory while this one is computed;
+ * the hardware prefetchers alone leave the cores waiting once K and V no
+ * longer fit the last-level cache. Only where clang targets x86 (PoCL); a
+ * no-op elsewhere. */
+static inline __attribute__((always_inline)) void
+clattn_prefetch(__global const void *p, const size_t n, const int part,
+                const int parts) {
+#if defined(__clang__) && defined(__x86_64__)
+  __global const char *b = (__global const char *)p;
+  for (size_t off = (size_t)part * 64; off < n; off += (size_t)parts * 64)
+    __builtin_prefetch(b + off);
+#else
+  (void)p, (void)n, (void)part, (void)parts;
+#endif
+}
 
 /* (floatv)(0, 1, ..., VEC - 1). */
 static inline __attribute__((always_inline)) floatv clattn_iota(void) {
@@ -160,6 +213,105 @@ static inline __attribute__((always_inline)) floatv clattn_iota(void) {
   for (int i = 0; i < VEC; i++)
     t[i] = (float)i;
   return VLOAD_PRIV(t);
+}
+
+/* Stores a state: the FEAT_ROWS rows this work-item holds and their z. */
+static inline __attribute__((always_inline)) void
+clattn_store_state(__global float *st, const int d0,
+                   floatv (*acc)[ROWS_D][DVCH], floatv (*zv)[ROWS_D]) {
+#pragma unroll
+  for (int r = 0; r < ROWS_D; r++) {
+    if (d0 + r < HEAD_DIM) {
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+        const int f = cp * HEAD_DIM + d0 + r;
+#pragma unroll
+        for (int cc = 0; cc < DVCH; cc++)
+          FSTOREV(acc[cp][r][cc], st + (size_t)f * DVP + cc * VEC);
+        st[FEAT_ROWS * DVP + f] = HSUM(zv[cp][r]);
+      }
+    }
+  }
+}
+
+/* Adds the keys of chunk c to rows d0 .. d0 + ROWS_D - 1 (in every copy) of
+ * a state (acc, zv); when causal it keeps phi(K) of the chunk at st. Rows
+ * past D (in the last work-item) are summed but not stored, which keeps the
+ * inner loop free of guards; z is summed in vectors over the keys of a
+ * group. */
+static inline __attribute__((always_inline)) void
+clattn_state_chunk(__global const store_t *k, __global const store_t *v,
+                   __global float *st, const int nk, const int c,
+                   const int d0, const float hinv,
+                   floatv (*acc)[ROWS_D][DVCH], floatv (*zv)[ROWS_D]) {
+#if !CAUSAL
+  (void)st;
+#endif
+  const int j1 = min((c + 1) * CHUNK, nk);
+  for (int j0 = c * CHUNK; j0 < j1; j0 += KEY_GROUP) {
+    /* phi(k) of the group, row by row with keys along a vector; keys past
+     * the chunk are read from its last key and then zeroed. */
+    float kq[KEY_GROUP][ROWS_D], kt[ROWS_D][KEY_GROUP];
+#pragma unroll
+    for (int jj = 0; jj < KEY_GROUP; jj++)
+      clattn_load_krow(k + (size_t)min(j0 + jj, j1 - 1) * HEAD_DIM, d0,
+                       kq[jj]);
+#pragma unroll
+    for (int r = 0; r < ROWS_D; r++) {
+#pragma unroll
+      for (int jj = 0; jj < KEY_GROUP; jj++)
+        kt[r][jj] = kq[jj][r];
+      clattn_phi_row(kt[r], KEY_GROUP);
+    }
+#if POSITIONAL
+    const floatv pos1 = clattn_iota() + (float)(j0 + 1);
+    floatv wv[FEAT_COPIES];
+#pragma unroll
+    for (int cp = 0; cp < FEAT_COPIES; cp++)
+      wv[cp] = clattn_pos_weightv(cp, pos1, hinv);
+#else
+    (void)hinv;
+#endif
+    /* Keys past the chunk; small integers, exact as floats. */
+    const maskv live = clattn_iota() < (float)(j1 - j0);
+    float kw[FEAT_COPIES][ROWS_D][KEY_GROUP];
+#pragma unroll
+    for (int r = 0; r < ROWS_D; r++) {
+      const floatv x = select((floatv)(0.0f), VLOAD_PRIV(kt[r]), live);
+#if CAUSAL
+      /* Kept for the intra-chunk scores of clattn_linear_out. */
+      if (d0 + r < HEAD_DIM)
+        FSTOREV(x, st + STATE_SIZE + (size_t)(d0 + r) * CHUNKP +
+                       (j0 - c * CHUNK));
+#endif
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#if POSITIONAL
+        const floatv xw = x * wv[cp];
+#else
+        const floatv xw = x;
+#endif
+        zv[cp][r] += xw;
+        VSTORE_PRIV(xw, kw[cp][r]);
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < KEY_GROUP; jj++) {
+      floatv vr[DVCH];
+      clattn_lin_load(v + (size_t)min(j0 + jj, j1 - 1) * HEAD_DIM_V, vr,
+                      HEAD_DIM_V);
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#pragma unroll
+        for (int r = 0; r < ROWS_D; r++) {
+          const floatv x = (floatv)(kw[cp][r][jj]);
+#pragma unroll
+          for (int cc = 0; cc < DVCH; cc++)
+            acc[cp][r][cc] = fma(x, vr[cc], acc[cp][r][cc]);
+        }
+      }
+    }
+  }
 }
 
 __kernel void clattn_linear_state(__global const store_t *k,
@@ -173,12 +325,10 @@ __kernel void clattn_linear_state(__global const store_t *k,
     return; /* padding of the global size; no barriers follow */
   k += (size_t)bh * nk * HEAD_DIM;
   v += (size_t)bh * nk * HEAD_DIM_V;
-  __global float *st = ws + ((size_t)bh * nchunks + c) * STATE_SIZE;
+  __global float *st = ws + ((size_t)bh * nchunks + c) * CHUNK_BLOCK;
 
-  /* Rows past D (in the last work-item) are summed but not stored, which
-   * keeps the inner loop free of guards. */
   floatv acc[FEAT_COPIES][ROWS_D][DVCH];
-  float z[FEAT_COPIES][ROWS_D];
+  floatv zv[FEAT_COPIES][ROWS_D];
 #pragma unroll
   for (int cp = 0; cp < FEAT_COPIES; cp++) {
 #pragma unroll
@@ -186,65 +336,19 @@ __kernel void clattn_linear_state(__global const store_t *k,
 #pragma unroll
       for (int cc = 0; cc < DVCH; cc++)
         acc[cp][r][cc] = (floatv)(0.0f);
-      z[cp][r] = 0.0f;
+      zv[cp][r] = (floatv)(0.0f);
     }
   }
-
-  /* Keys past the chunk are read from its last key and get weight 0. */
-  const int j1 = min((c + 1) * CHUNK, nk);
-  for (int j0 = c * CHUNK; j0 < j1; j0 += KEY_GROUP) {
-    float kf[KEY_GROUP * ROWS_D];
-#pragma unroll
-    for (int jj = 0; jj < KEY_GROUP; jj++) {
-      const int j = min(j0 + jj, j1 - 1);
-#pragma unroll
-      for (int r = 0; r < ROWS_D; r++)
-        kf[jj * ROWS_D + r] = LOAD1(k, (size_t)j * HEAD_DIM + KROW(d0 + r));
-    }
-    clattn_phi_row(kf, KEY_GROUP * ROWS_D);
-#if POSITIONAL
-    float w[FEAT_COPIES][KEY_GROUP];
-    const floatv pos1 = clattn_iota() + (float)(j0 + 1);
-#pragma unroll
-    for (int cp = 0; cp < FEAT_COPIES; cp++)
-      VSTORE_PRIV(clattn_pos_weightv(cp, pos1, hinv), w[cp]);
-#define KEY_WEIGHT(cp, jj) w[cp][jj]
-#else
-#define KEY_WEIGHT(cp, jj) 1.0f
-#endif
-#pragma unroll
-    for (int jj = 0; jj < KEY_GROUP; jj++) {
-      const int j = min(j0 + jj, j1 - 1);
-      floatv vr[DVCH];
-      clattn_lin_load(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V);
-      const float valid = j0 + jj < j1 ? 1.0f : 0.0f;
-#pragma unroll
-      for (int r = 0; r < ROWS_D; r++) {
-#pragma unroll
-        for (int cp = 0; cp < FEAT_COPIES; cp++) {
-          const float x = kf[jj * ROWS_D + r] * KEY_WEIGHT(cp, jj) * valid;
-          z[cp][r] += x;
-#pragma unroll
-          for (int cc = 0; cc < DVCH; cc++)
-            acc[cp][r][cc] = fma((floatv)(x), vr[cc], acc[cp][r][cc]);
-        }
-      }
-    }
+  const int next = min((c + 2) * CHUNK, nk) - (c + 1) * CHUNK;
+  if (next > 0) {
+    const int part = d0 / ROWS_D, parts = (HEAD_DIM + ROWS_D - 1) / ROWS_D;
+    clattn_prefetch(k + (size_t)(c + 1) * CHUNK * HEAD_DIM,
+                    (size_t)next * HEAD_DIM * sizeof(store_t), part, parts);
+    clattn_prefetch(v + (size_t)(c + 1) * CHUNK * HEAD_DIM_V,
+                    (size_t)next * HEAD_DIM_V * sizeof(store_t), part, parts);
   }
-
-#pragma unroll
-  for (int r = 0; r < ROWS_D; r++) {
-    if (d0 + r < HEAD_DIM) {
-#pragma unroll
-      for (int cp = 0; cp < FEAT_COPIES; cp++) {
-        const int f = cp * HEAD_DIM + d0 + r;
-#pragma unroll
-        for (int cc = 0; cc < DVCH; cc++)
-          FSTOREV(acc[cp][r][cc], st + (size_t)f * DVP + cc * VEC);
-        st[FEAT_ROWS * DVP + f] = z[cp][r];
-      }
-    }
-  }
+  clattn_state_chunk(k, v, st, nk, c, d0, hinv, acc, zv);
+  clattn_store_state(st, d0, acc, zv);
   /* The prefix pass reads z by whole vectors: give the padding a value. */
   if (d0 == 0) {
     for (int f = FEAT_ROWS; f < ZPAD; f++)
@@ -257,10 +361,11 @@ __kernel void clattn_linear_prefix(__global float *ws, const int nchunks) {
   const int bh = (int)get_global_id(1);
   if (e >= STATE_SIZE / VEC)
     return; /* padding of the global size */
-  __global float *p = ws + (size_t)bh * nchunks * STATE_SIZE + (size_t)e * VEC;
+  __global float *p =
+      ws + (size_t)bh * nchunks * CHUNK_BLOCK + (size_t)e * VEC;
   floatv run = (floatv)(0.0f);
   for (int c = 0; c < nchunks; c++) {
-    __global float *pc = p + (size_t)c * STATE_SIZE;
+    __global float *pc = p + (size_t)c * CHUNK_BLOCK;
     const floatv x = FLOADV(pc);
 #if CAUSAL
     FSTOREV(run, pc);
@@ -273,7 +378,6 @@ __kernel void clattn_linear_prefix(__global float *ws, const int nchunks) {
 }
 
 __kernel void clattn_linear_out(__global const store_t *q,
-                                __global const store_t *k,
                                 __global const store_t *v,
                                 __global const float *ws, __global store_t *o,
                                 const int nq, const int nk, const int hq,
@@ -312,7 +416,7 @@ __kernel void clattn_linear_out(__global const store_t *q,
     return; /* padding of the global size */
   const int c = 0; /* the prefix pass left the total there */
 #endif
-  __global const float *st = ws + ((size_t)bh * nchunks + c) * STATE_SIZE;
+  __global const float *st = ws + ((size_t)bh * nchunks + c) * CHUNK_BLOCK;
 
   /* phi(q) of each row as scalars (zero-padded to whole vectors) and the
    * row's position weights. Rows outside the output repeat a valid row. */
@@ -368,59 +472,74 @@ __kernel void clattn_linear_out(__global const store_t *q,
   }
 
 #if CAUSAL
-  /* Keys of the block's own chunk up to each row's limit, one at a time:
-   * weight phi(q_i).phi(k_j), times the position weight of i - j. */
-  floatv qr[BLOCK_M][DCH];
-#pragma unroll
-  for (int r = 0; r < BLOCK_M; r++) {
-#pragma unroll
-    for (int cc = 0; cc < DCH; cc++)
-      qr[r][cc] = VLOAD_PRIV(qs[r] + cc * VEC);
-  }
+  /* Keys of the block's own chunk up to each row's limit: scores
+   * phi(q_i).phi(k_j) (times the position weight of i - j), VEC keys at a
+   * time against the transposed phi(K) the state kernel left, then P.V. */
   const int cs = c * CHUNK;
+  const int nkeys = min(l0 + BLOCK_M, nk) - cs;
+  __global const float *kt = st + STATE_SIZE;
+  v += (size_t)bh * nk * HEAD_DIM_V;
+  const int next = min(cs + 2 * CHUNK, nk) - (cs + CHUNK);
+  if (next > 0) {
+    const int part = (l0 - cs) / BLOCK_M, parts = CHUNK / BLOCK_M;
+    clattn_prefetch(st + CHUNK_BLOCK, CHUNK_BLOCK * sizeof(float), part,
+                    parts);
+    clattn_prefetch(v + (size_t)(cs + CHUNK) * HEAD_DIM_V,
+                    (size_t)next * HEAD_DIM_V * sizeof(store_t), part, parts);
+  }
 #if POSITIONAL
-  /* Row r meets key j at distance i0 + r - j, in [dlo, dlo + REL_TAB) as the
-   * block's keys lie in [cs, l0 + BLOCK_M) within the chunk. */
-  const int dlo = i0 - cs - CHUNK + 1;
+  /* The weight of row r and key cs + u - (BLOCK_M - 1) + r, so that one
+   * row's weights for a group of keys are consecutive. */
   float rel[REL_TAB];
 #pragma unroll
   for (int t = 0; t < REL_TAB; t += VEC)
-    VSTORE_PRIV(clattn_rel_weightv(clattn_iota() + (float)(dlo + t), hinv),
+    VSTORE_PRIV(clattn_rel_weightv(
+                    (float)(i0 - cs + BLOCK_M - 1 - t) - clattn_iota(), hinv),
                 rel + t);
 #endif
-  k += (size_t)bh * nk * HEAD_DIM;
-  v += (size_t)bh * nk * HEAD_DIM_V;
-  const int jend = min(l0 + BLOCK_M, nk);
-  for (int j = cs; j < jend; j++) {
-    /* phi of k's zero padding may be 1 (elu); q's padding is 0. */
-    floatv kr[DCH];
-    clattn_lin_load(k + (size_t)j * HEAD_DIM, kr, HEAD_DIM);
+  float sc[BLOCK_M][CHUNKP];
+  floatv denv[BLOCK_M];
 #pragma unroll
-    for (int cc = 0; cc < DCH; cc++) {
-      const floatv x = kr[cc];
-      kr[cc] = PHI(x);
+  for (int r = 0; r < BLOCK_M; r++)
+    denv[r] = (floatv)(0.0f);
+  for (int g = 0; g * VEC < nkeys; g++) {
+    floatv sv[BLOCK_M];
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++)
+      sv[r] = (floatv)(0.0f);
+    for (int d = 0; d < HEAD_DIM; d++) {
+      const floatv kv = FLOADV(kt + (size_t)d * CHUNKP + g * VEC);
+#pragma unroll
+      for (int r = 0; r < BLOCK_M; r++)
+        sv[r] = fma((floatv)(qs[r][d]), kv, sv[r]);
     }
-    floatv vr[DVCH];
-    clattn_lin_load(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V);
+    const floatv jrel = clattn_iota() + (float)(g * VEC);
 #pragma unroll
     for (int r = 0; r < BLOCK_M; r++) {
-      floatv dot = qr[r][0] * kr[0];
-#pragma unroll
-      for (int cc = 1; cc < DCH; cc++)
-        dot = fma(qr[r][cc], kr[cc], dot);
-      float s = HSUM(dot);
 #if POSITIONAL
-      s *= rel[i0 + r - j - dlo];
+      sv[r] *= VLOAD_PRIV(rel + g * VEC + BLOCK_M - 1 - r);
 #endif
-      s = j <= l0 + r ? s : 0.0f;
-      den[r] += s;
-#pragma unroll
-      for (int cc = 0; cc < DVCH; cc++)
-        acc[r][cc] = fma((floatv)(s), vr[cc], acc[r][cc]);
+      sv[r] = select((floatv)(0.0f), sv[r], jrel <= (float)(l0 + r - cs));
+      denv[r] += sv[r];
+      VSTORE_PRIV(sv[r], sc[r] + g * VEC);
     }
   }
+  for (int j = 0; j < nkeys; j++) {
+    floatv vr[DVCH];
+    clattn_lin_load(v + (size_t)(cs + j) * HEAD_DIM_V, vr, HEAD_DIM_V);
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++) {
+      const floatv sj = (floatv)(sc[r][j]);
+#pragma unroll
+      for (int cc = 0; cc < DVCH; cc++)
+        acc[r][cc] = fma(sj, vr[cc], acc[r][cc]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < BLOCK_M; r++)
+    den[r] += HSUM(denv[r]);
 #else
-  (void)k, (void)v;
+  (void)v;
 #endif
 
 #pragma unroll

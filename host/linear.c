@@ -8,67 +8,52 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <stdlib.h> /* TEMPDEBUG */
 
 #define NKERNELS 3
 
 static const char *const kernel_names[NKERNELS] = {
     "clattn_linear_state", "clattn_linear_prefix", "clattn_linear_out"};
 
-/* Widest vector in 16, 8, 4, 2, 1 that divides both head dimensions; wide
- * padded vectors beat narrow exact ones once D reaches 16. */
-static int pick_vec(size_t d, size_t dv, int widest) {
-  for (int v = widest; v > 1; v /= 2) {
-    if (d % (size_t)v == 0 && dv % (size_t)v == 0)
-      return v;
-  }
-  return d >= 16 && dv >= 16 && widest >= 8 ? 8 : 1;
-}
-
 /* The sizes the kernels derive from their macros (see cl/linear.cl). */
 typedef struct linear_dims {
   size_t feat_rows;  /* rows of the state: D, or 2 D for cosFormer */
   size_t state_size; /* floats per state, a multiple of VEC */
-  size_t block_size; /* floats per causal chunk entry: state and phi(K) */
+  size_t block_size; /* floats per chunk: the state, and phi(K) if causal */
   size_t nchunks;    /* chunks of keys */
-  size_t nseg;       /* segments of SCAN chunks */
-  size_t chunk0;     /* float offset of the chunk entries (causal) */
-  size_t floats;     /* the whole workspace */
 } linear_dims;
 
 static linear_dims dims_of(const clattn_plan_t plan) {
   const clattn__problem *p = &plan->p;
   size_t vec = (size_t)clattn__tiles_get(&plan->tiles, "VEC");
   size_t chunk = (size_t)clattn__tiles_get(&plan->tiles, "CHUNK");
-  size_t scan = (size_t)clattn__tiles_get(&plan->tiles, "SCAN");
-  size_t bhkv = p->batch * p->heads_kv;
   linear_dims d;
   d.feat_rows = (p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1) * p->dim;
   d.state_size = d.feat_rows * clattn__round_up(p->dim_v, vec) +
                  clattn__round_up(d.feat_rows, vec);
-  d.block_size = d.state_size + p->dim * clattn__round_up(chunk, vec);
+  d.block_size =
+      d.state_size + (p->causal ? p->dim * clattn__round_up(chunk, vec) : 0);
   d.nchunks = (p->seq_k + chunk - 1) / chunk;
-  d.nseg = (d.nchunks + scan - 1) / scan;
-  d.chunk0 = bhkv * d.nseg * d.state_size;
-  d.floats = d.chunk0 + (p->causal ? bhkv * d.nchunks * d.block_size : 0);
   return d;
 }
 
 static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
-  const clattn_device_profile *dev = &ctx->profile;
   clattn_status st = CLATTN_SUCCESS;
 
-  /* A CPU runtime wants long vector loops and several rows per work-item;
-   * a GPU wants many small work-items in groups. Register use grows with
-   * rows times Dv vectors, so fewer rows are held when Dv is wide. */
+  /* A CPU runtime wants long vector loops and several rows per work-item
+   * (cpu); a GPU wants many small work-items in groups (gpu). Both run the
+   * same kernels, which use no local memory. */
   clattn__tiles *t = &plan->tiles;
-  if (dev->is_cpu) {
+  int shape = 0;
+  CLATTN_CHECK(clattn__shape_choose(
+      ctx, spec, (1u << CLATTN__SHAPE_CPU) | (1u << CLATTN__SHAPE_GPU),
+      &shape));
+  if (shape == CLATTN__SHAPE_CPU) {
     /* About 16 vector accumulators fit the registers (AVX-512 has 32):
      * state rows (every copy) times Dv vectors, and query rows times Dv
      * vectors. ROWS_D dividing D lets a row group load as one vector. */
-    int vec = pick_vec(p->dim, p->dim_v, 16);
+    int vec = clattn__pick_vec(p->dim, p->dim_v, 16);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
     int rows = 16 / (copies * dvch);
@@ -78,34 +63,40 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
     int bm = 1;
     while (bm < 8 && 2 * bm * dvch <= 16)
       bm *= 2;
-    plan->shape = "cpu";
-    clattn__tiles_add(t, "CHUNK", 64);
-    clattn__tiles_add(t, "SCAN", 16);
+    /* Causal chunks trade the intra-chunk work (grows with CHUNK) against
+     * the states written, summed and read (shrink with it). */
+    clattn__tiles_add(t, "CHUNK", p->causal ? 64 : 128);
     clattn__tiles_add(t, "BLOCK_M", bm);
     clattn__tiles_add(t, "ROWS_D", rows);
-    clattn__tiles_add(t, "ROW_GROUPS", 1);
     clattn__tiles_add(t, "VEC", vec);
     clattn__tiles_add(t, "WG", 1);
   } else {
-    plan->shape = "gpu";
     clattn__tiles_add(t, "CHUNK", 64);
-    clattn__tiles_add(t, "SCAN", 1);
     clattn__tiles_add(t, "BLOCK_M", 1);
     clattn__tiles_add(t, "ROWS_D", 1);
-    clattn__tiles_add(t, "ROW_GROUPS", 1);
-    clattn__tiles_add(t, "VEC", pick_vec(p->dim, p->dim_v, 4));
+    clattn__tiles_add(t, "VEC", clattn__pick_vec(p->dim, p->dim_v, 4));
     clattn__tiles_add(t, "WG", 64);
   }
   t->source = "heuristic";
   CLATTN_CHECK(clattn__tiles_override(ctx, t, spec));
+  plan->shape = clattn__shape_name(shape);
+  plan->shape_id = shape;
   int vec = clattn__tiles_get(t, "VEC");
+  int chunk = clattn__tiles_get(t, "CHUNK");
+  int bm = clattn__tiles_get(t, "BLOCK_M");
+  int rows = clattn__tiles_get(t, "ROWS_D");
   if (vec != 1 && vec != 2 && vec != 4 && vec != 8 && vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "
                         "or 16");
+  /* Rows live in private arrays: keep them to sizes a compiler can hold. */
+  if (chunk < 1 || bm < 1 || bm > 64 || rows < 1 || rows > 64 ||
+      clattn__tiles_get(t, "WG") < 1)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: tiles: CHUNK and WG must be at "
+                        "least 1, BLOCK_M and ROWS_D 1..64");
   /* A causal query block must lie within one key chunk. */
-  if (p->causal &&
-      clattn__tiles_get(t, "CHUNK") % clattn__tiles_get(t, "BLOCK_M") != 0)
+  if (p->causal && chunk % bm != 0)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
@@ -150,9 +141,11 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   }
   clattn__tiles_add(t, "WG", wg);
 
-  /* Per (batch, kv head) one state per segment and, when causal, a state
-   * and phi(K) per chunk: linear in Nk. */
-  size_t bytes = dims_of(plan).floats * sizeof(cl_float);
+  /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
+   * in Nk. */
+  linear_dims d = dims_of(plan);
+  size_t bytes =
+      p->batch * p->heads_kv * d.nchunks * d.block_size * sizeof(cl_float);
   cl_int err = CL_SUCCESS;
   plan->workspace =
       clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
@@ -175,13 +168,11 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   const clattn__tiles *t = &plan->tiles;
   size_t wg = (size_t)clattn__tiles_get(t, "WG");
   size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
-  size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D") *
-                  (size_t)clattn__tiles_get(t, "ROW_GROUPS");
+  size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D");
   size_t vec = (size_t)clattn__tiles_get(t, "VEC");
   cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k;
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
-  cl_int nchunks = (cl_int)d.nchunks, nseg = (cl_int)d.nseg;
-  cl_ulong chunk0 = (cl_ulong)d.chunk0;
+  cl_int nchunks = (cl_int)d.nchunks;
   cl_float eps = p->eps;
   /* t = (pi/2) pos / M = pi * pos * hinv; unused by linear attention. */
   cl_float hinv = (cl_float)(0.5 / (double)p->cos_m);
@@ -195,14 +186,12 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   err |= clSetKernelArg(ks, a++, sizeof(cl_mem), &ws);
   err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nk);
   err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nchunks);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nseg);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_ulong), &chunk0);
   err |= clSetKernelArg(ks, a++, sizeof(cl_float), &hinv);
 
   cl_kernel kp = plan->kernels[1];
   a = 0;
   err |= clSetKernelArg(kp, a++, sizeof(cl_mem), &ws);
-  err |= clSetKernelArg(kp, a++, sizeof(cl_int), &nseg);
+  err |= clSetKernelArg(kp, a++, sizeof(cl_int), &nchunks);
 
   cl_kernel ko = plan->kernels[2];
   a = 0;
@@ -215,8 +204,6 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hq);
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hkv);
   err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nchunks);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nseg);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_ulong), &chunk0);
   err |= clSetKernelArg(ko, a++, sizeof(cl_float), &eps);
   err |= clSetKernelArg(ko, a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
@@ -224,7 +211,7 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
   size_t g_state[3] = {clattn__round_up((p->dim + rows_d - 1) / rows_d, wg),
-                       d.nseg, bhkv};
+                       d.nchunks, bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
    * block to Nk - 1, after the blocks that zero the rows seeing no key. */
@@ -244,23 +231,6 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
       clattn__enqueue(plan, kp, 2, g_prefix, local, 1, &ev[0], &ev[1]));
   CLATTN_CHECK(clattn__enqueue(plan, ko, 3, g_out, local, 1, &ev[1],
                                event ? event : &ev[2]));
-  if (getenv("LINPROF")) { /* TEMPDEBUG */
-    cl_event e3 = event ? *event : ev[2];
-    clWaitForEvents(1, &e3);
-    cl_event es[3] = {ev[0], ev[1], e3};
-    for (int i = 0; i < 3; i++) {
-      cl_ulong s0 = 0, s1 = 0;
-      clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_START, 8, &s0, NULL);
-      clGetEventProfilingInfo(es[i], CL_PROFILING_COMMAND_END, 8, &s1, NULL);
-      fprintf(stderr, " k%d %.2fms", i, (s1 - s0) * 1e-6);
-      static cl_ulong first;
-      if (i == 0)
-        first = s0;
-      if (i == 2)
-        fprintf(stderr, " span %.2fms", (s1 - first) * 1e-6);
-    }
-    fprintf(stderr, "\n");
-  }
 cleanup:
   for (size_t i = 0; i < NKERNELS; i++) {
     if (ev[i])
@@ -269,5 +239,44 @@ cleanup:
   return st;
 }
 
+/* The device's own shape over a grid of chunk sizes and state rows, a few
+ * query-row counts, then the other shape at its defaults. */
+static int linear_candidate(const clattn__problem *p,
+                            const clattn_device_profile *dev, size_t index,
+                            char *buf, size_t size) {
+  static const int causal_chunks[] = {32, 64, 128};
+  static const int chunks[] = {64, 128, 256, 512};
+  static const int rows[] = {2, 4, 8};
+  static const int cpu_bm[] = {2, 8};
+  static const int gpu_wg[] = {32, 64, 128, 256};
+  const int *ch = p->causal ? causal_chunks : chunks;
+  size_t nch = p->causal ? 3 : 4;
+  size_t n = 0;
+  if (dev->is_cpu) {
+    for (size_t a = 0; a < nch; a++)
+      for (size_t b = 0; b < 3; b++)
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=cpu,CHUNK=%d,ROWS_D=%d", ch[a],
+                          rows[b]) > 0;
+    for (size_t b = 0; b < 2; b++)
+      if (n++ == index)
+        return snprintf(buf, size, "SHAPE=cpu,BLOCK_M=%d", cpu_bm[b]) > 0;
+    if (n++ == index)
+      return snprintf(buf, size, "SHAPE=gpu") > 0;
+  } else {
+    for (size_t a = 0; a < nch; a++)
+      for (size_t b = 0; b < 4; b++) {
+        if ((size_t)gpu_wg[b] > dev->max_work_group_size)
+          continue;
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=gpu,CHUNK=%d,WG=%d", ch[a],
+                          gpu_wg[b]) > 0;
+      }
+    if (n++ == index)
+      return snprintf(buf, size, "SHAPE=cpu") > 0;
+  }
+  return 0;
+}
+
 const clattn__family clattn__linear_family = {linear_create, linear_enqueue,
-                                              NULL};
+                                              linear_candidate};

@@ -132,6 +132,8 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   }
   if (plan->workspace)
     clReleaseMemObject(plan->workspace);
+  if (plan->last)
+    clReleaseEvent(plan->last);
   if (plan->lock_ok)
     mtx_destroy(&plan->lock);
   free(plan);
@@ -200,9 +202,37 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
   CLATTN_CHECK(check_buffer(plan, o, "o", bytes[3]));
   if (lse)
     CLATTN_CHECK(check_buffer(plan, lse, "lse", bytes[4]));
+  /* Runs of one plan share its workspace: each run waits for the previous
+   * one, so they stay ordered even on an out-of-order queue. */
+  cl_event waits[CLATTN_MAX_WAIT];
+  const cl_event *wl = wait_list;
+  cl_uint nw = num_events;
+  cl_event done = NULL;
   mtx_lock(&plan->lock);
-  st = plan->family->enqueue(plan, q, k, v, o, lse, num_events, wait_list,
-                             event);
+  if (plan->last && plan->workspace) {
+    if (num_events + 1 > CLATTN_MAX_WAIT) {
+      mtx_unlock(&plan->lock);
+      st = clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_run: at most %d events in the wait list",
+                        CLATTN_MAX_WAIT - 1);
+      goto cleanup;
+    }
+    for (cl_uint i = 0; i < num_events; i++)
+      waits[i] = wait_list[i];
+    waits[num_events] = plan->last;
+    wl = waits;
+    nw = num_events + 1;
+  }
+  st = plan->family->enqueue(plan, q, k, v, o, lse, nw, wl, &done);
+  if (st == CLATTN_SUCCESS) {
+    if (plan->last)
+      clReleaseEvent(plan->last);
+    plan->last = done;
+    if (event) {
+      clRetainEvent(done);
+      *event = done;
+    }
+  }
   mtx_unlock(&plan->lock);
 cleanup:
   return st;

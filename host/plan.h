@@ -9,6 +9,7 @@
 
 #define CLATTN_MAX_TILES 8
 #define CLATTN_MAX_KERNELS 4
+#define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
 
 /* Tile parameters of a plan: names, values and where they came from. */
 typedef struct clattn__tiles {
@@ -59,6 +60,7 @@ struct clattn_plan {
   size_t nkernels;
   cl_mem workspace;
   size_t workspace_bytes;
+  cl_event last;     /* the previous run's output event (guarded by lock) */
   char warning[512]; /* why a tuning source was passed over, or "" */
 };
 

@@ -258,7 +258,9 @@ void clattn_plan_destroy(clattn_plan_t plan);
  * descriptor's dtype; lse (float32) is optional and only for softmax. The
  * buffers' sizes are checked against the shapes. Kernels wait for
  * `wait_list`; if `event` is not NULL it receives an event that completes
- * when the output is written (release it). */
+ * when the output is written (release it). Runs of one plan that uses a
+ * workspace are ordered one after another, also on an out-of-order queue;
+ * the wait list may then hold at most 63 events. */
 clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v,
                               cl_mem o, cl_mem lse, cl_uint num_events,
                               const cl_event *wait_list, cl_event *event);

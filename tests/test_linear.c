@@ -3,7 +3,7 @@
  * double-precision reference: both feature maps, causal (bottom-right) and
  * not, Nq != Nk with rows that see no key (exactly 0), GQA, head dims that are
  * not powers of two, a custom eps, f32 and f16 storage, and sequences long
- * enough that the causal prefix crosses many chunks and segments. Every case
+ * enough that the causal prefix crosses many chunks. Every case
  * runs with the device's tiles and with the other shape forced.
  *
  * Errors are max |O - ref| / max |ref| over the whole output tensor.
@@ -96,8 +96,8 @@ static void test_linear_f16(void **state) {
 }
 
 static void test_linear_long_causal(void **state) {
-  /* 4099 keys: the causal prefix crosses 65 chunks of 64 (and segments of
-   * them), with a partial last chunk. */
+  /* 4099 keys: the causal prefix crosses 65 chunks of 64, with a partial
+   * last chunk. */
   (void)state;
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 4099, 4099, 64, 64);
   check_desc(d, 60);
@@ -108,7 +108,7 @@ static void test_linear_long_causal(void **state) {
 }
 
 static void test_linear_small_chunks(void **state) {
-  /* Chunks of 8 keys: many chunks and segments even at small N. */
+  /* Chunks of 8 keys: many chunks even at small N. */
   (void)state;
   static const char *const tiles[] = {"SHAPE=cpu,CHUNK=8", "SHAPE=gpu,CHUNK=8"};
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 203, 190, 12, 20);
