@@ -33,6 +33,10 @@ void clattn_softmax_store(__global store_t *o, __global float *lse,
   }
 }
 
+#ifndef RESCALE_SLACK
+#define RESCALE_SLACK 8.0f // cpu shape: log2 headroom before a rescale
+#endif
+
 #if SHAPE == 0
 
 __kernel void clattn_softmax_fwd(__global const store_t *q,
@@ -114,13 +118,20 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
   clattn_load_q_scalars(q + qrow0 * HEAD_DIM, i0, nq, scale_log2, qs);
   floatv acc[BLOCK_M][DVCH];
   float m[BLOCK_M], l[BLOCK_M];
+  floatk lv[BLOCK_M]; /* row sums, one lane per key of a block */
   for (int r = 0; r < BLOCK_M; r++) {
     for (int c = 0; c < DVCH; c++)
       acc[r][c] = (floatv)(0.0f);
     m[r] = -INFINITY;
-    l[r] = 0.0f;
+    lv[r] = (floatk)(0.0f);
   }
 
+  /* Conditional rescaling: a row's max m is raised (and acc and the sums
+   * rescaled) only when a block holds a score more than RESCALE_SLACK above
+   * it, which after the first blocks is rare. Weights are then exp2(s - m)
+   * <= 2^RESCALE_SLACK, far from overflow in float; the vector compare that
+   * detects it is cheaper than a horizontal max and a scalar exp2 per block,
+   * and the row sums stay vectors until the end. */
   CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
   for (int j0 = 0; j0 < kend; j0 += KEYS_VEC) {
     floatk s[BLOCK_M];
@@ -128,17 +139,21 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
     if (j0 + KEYS_VEC > kfree)
       clattn_mask_keys(s, j0, nk, CAUSAL ? i0 + nk - nq : nk);
     for (int r = 0; r < BLOCK_M; r++) {
-      const float mx = fmax(m[r], KMAX(s[r]));
-      const float mu = mx == -INFINITY ? 0.0f : mx;
-      const float alpha = exp2(m[r] - mu);
-      s[r] = exp2(s[r] - mu);
-      l[r] = l[r] * alpha + KSUM(s[r]);
-      m[r] = mx;
-      for (int c = 0; c < DVCH; c++)
-        acc[r][c] *= alpha;
+      if (any(s[r] > (floatk)(m[r] + RESCALE_SLACK))) {
+        const float mx = fmax(m[r], KMAX(s[r]));
+        const float alpha = exp2(m[r] - mx); /* 0 while m is -inf */
+        lv[r] *= alpha;
+        for (int c = 0; c < DVCH; c++)
+          acc[r][c] *= alpha;
+        m[r] = mx;
+      }
+      s[r] = exp2(s[r] - (m[r] == -INFINITY ? 0.0f : m[r]));
+      lv[r] += s[r];
     }
     clattn_pv_keys(s, v, j0, nk, acc);
   }
+  for (int r = 0; r < BLOCK_M; r++)
+    l[r] = KSUM(lv[r]);
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
 

@@ -42,9 +42,14 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
     clattn__tiles_add(t, "VEC", vec);
   }
   if (shape == CLATTN__SHAPE_CPU) {
+    /* Rows per work-item: as many as keep the accumulators (BLOCK_M x Dv
+     * floats) near 64 vectors of 16, from 2 to 16. */
+    int vec = clattn__pick_vec(p->dim, p->dim_v, 16);
+    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec) * vec / 16;
+    int rows = dvch > 0 ? 64 / dvch : 16;
     clattn__tiles_add(t, "KEYS_VEC", 16);
-    clattn__tiles_add(t, "BLOCK_M", 8);
-    clattn__tiles_add(t, "VEC", clattn__pick_vec(p->dim, p->dim_v, 16));
+    clattn__tiles_add(t, "BLOCK_M", rows < 2 ? 2 : rows > 16 ? 16 : rows);
+    clattn__tiles_add(t, "VEC", vec);
     clattn__tiles_add(t, "WG", 1);
   } else if (shape == CLATTN__SHAPE_ROW) {
     t->count = 0;
