@@ -6,7 +6,8 @@
 #                       the device list, the API example checked against a
 #                       CPU reference, and a benchmark of every variant.
 #   ./clattn.sh test    install, build and run the whole test suite, including
-#                       the Oclgrind checks.
+#                       the Oclgrind checks, after the kernel tests with the gpu
+#                       tile shape forced.
 #
 # BUILD_DIR (default: build) and CLATTN_DEVICE (a device selector) are read
 # from the environment.
@@ -54,6 +55,11 @@ build
 case "${1:-run}" in
 run) main_job ;;
 test)
+  # The kernel tests run twice: with the tiles chosen for this device, and
+  # with the gpu shape forced (cases that name their own tiles keep them),
+  # so that both shapes are checked on every device.
+  CLATTN_TUNE=SHAPE=gpu ctest --test-dir "$BUILD_DIR" --output-on-failure \
+    --timeout 1200 -R "^test_(softmax|sigmoid|linear|cosformer|tiny)$"
   ctest --test-dir "$BUILD_DIR" -L "unit|oclgrind" --output-on-failure \
     --timeout 1200
   ;;
