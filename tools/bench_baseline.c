@@ -176,6 +176,14 @@ static cl_int bl_to_float(bl_case *c, cl_mem src, cl_mem dst, size_t n,
   return bl_enqueue_1d(c->b->queue, kern, (n + 63) / 64 * 64, 64);
 }
 
+/* A sub-buffer of bytes [origin, origin + size) of mem. */
+static cl_int bl_view(cl_mem mem, size_t origin, size_t size, cl_mem *out) {
+  cl_buffer_region region = {origin, size};
+  cl_int e = CL_SUCCESS;
+  *out = clCreateSubBuffer(mem, 0, CL_BUFFER_CREATE_TYPE_REGION, &region, &e);
+  return e;
+}
+
 /* Enqueues the whole baseline once, between two markers. */
 static int bl_enqueue(bl_case *c, cl_event *begin, cl_event *end, char *err,
                       size_t errlen, int *resource) {
@@ -203,11 +211,41 @@ static int bl_enqueue(bl_case *c, cl_event *begin, cl_event *end, char *err,
     size_t nb = c->batches - b0 < c->chunk ? c->batches - b0 : c->chunk;
     /* S = scale Q K^T for nb (batch, kv head) pairs: the g query heads of a
      * kv head are contiguous in Q, so they form one (g Nq x D) matrix. */
+    /* Later rounds pass sub-buffers rather than element offsets: with
+     * nonzero offsets CLBlast 1.5.3 on PoCL gave wrong results (N=16384,
+     * one head per round), while the same heads as whole buffers agree. */
+    cl_mem view[4] = {NULL, NULL, NULL, NULL};
+    cl_mem qv = c->qf, kv = c->kf, vv = c->vf, ov = c->of;
+    if (b0 > 0) {
+      const size_t fs = sizeof(float);
+      e = bl_view(c->qf, b0 * c->rows * c->d * fs, nb * c->rows * c->d * fs,
+                  &view[0]);
+      if (e == CL_SUCCESS)
+        e = bl_view(c->kf, b0 * c->nk * c->d * fs, nb * c->nk * c->d * fs,
+                    &view[1]);
+      if (e == CL_SUCCESS)
+        e = bl_view(c->vf, b0 * c->nk * c->dv * fs, nb * c->nk * c->dv * fs,
+                    &view[2]);
+      if (e == CL_SUCCESS)
+        e = bl_view(c->of, b0 * c->rows * c->dv * fs, nb * c->rows * c->dv * fs,
+                    &view[3]);
+      if (e != CL_SUCCESS) {
+        for (int i = 0; i < 4; i++)
+          if (view[i])
+            clReleaseMemObject(view[i]);
+        snprintf(err, errlen,
+                 "a round of S needs sub-buffers the device refuses (%d)", e);
+        return 1;
+      }
+      qv = view[0];
+      kv = view[1];
+      vv = view[2];
+      ov = view[3];
+    }
     CLBlastStatusCode st = CLBlastSgemmStridedBatched(
         CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, c->rows,
-        c->nk, c->d, c->scale, c->qf, b0 * c->rows * c->d, c->d, c->rows * c->d,
-        c->kf, b0 * c->nk * c->d, c->d, c->nk * c->d, 0.0f, c->s, 0, c->nk,
-        s_one, nb, &queue, NULL);
+        c->nk, c->d, c->scale, qv, 0, c->d, c->rows * c->d, kv, 0, c->d,
+        c->nk * c->d, 0.0f, c->s, 0, c->nk, s_one, nb, &queue, NULL);
     if (st != CLBlastSuccess) {
       snprintf(err, errlen, "CLBlastSgemmStridedBatched (Q K^T) failed (%d)",
                (int)st);
@@ -237,9 +275,11 @@ static int bl_enqueue(bl_case *c, cl_event *begin, cl_event *end, char *err,
     /* O = P V. */
     st = CLBlastSgemmStridedBatched(
         CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, c->rows,
-        c->dv, c->nk, 1.0f, c->s, 0, c->nk, s_one, c->vf, b0 * c->nk * c->dv,
-        c->dv, c->nk * c->dv, 0.0f, c->of, b0 * c->rows * c->dv, c->dv,
-        c->rows * c->dv, nb, &queue, NULL);
+        c->dv, c->nk, 1.0f, c->s, 0, c->nk, s_one, vv, 0, c->dv, c->nk * c->dv,
+        0.0f, ov, 0, c->dv, c->rows * c->dv, nb, &queue, NULL);
+    for (int i = 0; i < 4; i++)
+      if (view[i])
+        clReleaseMemObject(view[i]);
     if (st != CLBlastSuccess) {
       snprintf(err, errlen, "CLBlastSgemmStridedBatched (P V) failed (%d)",
                (int)st);
@@ -388,7 +428,13 @@ int bench_baseline_time(bench_baseline *b, const clattn_desc *d, cl_mem q,
    * what the device has left. */
   double s_bytes = (double)c.rows * (double)c.nk * sizeof(float);
   double left = (double)b->global_mem - (double)bytes_in_use - (double)copies;
-  double fit_alloc = floor((double)b->max_alloc / s_bytes);
+  /* One buffer stays below 2^31 bytes: with a 2 GiB S (8 heads at N=16384)
+   * on PoCL the baseline's output was wrong (every variant, relative error
+   * above 1) while one head per round agreed; 32-bit byte offsets overflow
+   * somewhere below the GEMMs. */
+  double max_one =
+      (double)b->max_alloc < 2147483647.0 ? (double)b->max_alloc : 2147483647.0;
+  double fit_alloc = floor(max_one / s_bytes);
   double fit_mem = left > 0 ? floor(0.5 * left / s_bytes) : 0;
   double fit = fit_alloc < fit_mem ? fit_alloc : fit_mem;
   if (fit < 1.0) {
