@@ -21,22 +21,7 @@
 
 static const char *const shapes[] = {NULL, "SHAPE=cpu", "SHAPE=gpu"};
 
-static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
-                             size_t hq, size_t hkv, size_t nq, size_t nk,
-                             size_t d, size_t dv) {
-  clattn_desc desc;
-  clattn_desc_init(&desc, CLATTN_VARIANT_COSFORMER);
-  desc.dtype = dtype;
-  desc.causal = causal;
-  desc.batch = b;
-  desc.heads_q = hq;
-  desc.heads_kv = hkv;
-  desc.seq_q = nq;
-  desc.seq_k = nk;
-  desc.dim = d;
-  desc.dim_v = dv;
-  return desc;
-}
+#define make_desc(...) clattn_test_desc(CLATTN_VARIANT_COSFORMER, __VA_ARGS__)
 
 static void check_desc(clattn_desc desc, uint64_t seed, double tol) {
   assert_true(clattn_test_check_tiles(clattn_test_shared_context(), desc, seed,

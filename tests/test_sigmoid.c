@@ -29,22 +29,7 @@ static const char *const shapes[] = {
     "SHAPE=gpu,BLOCK_M=16,BLOCK_N=8",  /* K/V tiles in local memory */
 };
 
-static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
-                             size_t hq, size_t hkv, size_t nq, size_t nk,
-                             size_t d, size_t dv) {
-  clattn_desc desc;
-  clattn_desc_init(&desc, CLATTN_VARIANT_SIGMOID);
-  desc.dtype = dtype;
-  desc.causal = causal;
-  desc.batch = b;
-  desc.heads_q = hq;
-  desc.heads_kv = hkv;
-  desc.seq_q = nq;
-  desc.seq_k = nk;
-  desc.dim = d;
-  desc.dim_v = dv;
-  return desc;
-}
+#define make_desc(...) clattn_test_desc(CLATTN_VARIANT_SIGMOID, __VA_ARGS__)
 
 /* Runs desc with every tile shape and compares with the reference. */
 static void check_desc(clattn_desc desc, uint64_t seed) {

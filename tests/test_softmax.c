@@ -34,22 +34,7 @@
  * tile whose rescaling is wrong (errors of order 1). */
 #define TOL_LARGE_SCORES 1e-3
 
-static clattn_desc make_desc(clattn_dtype dtype, int causal, size_t b,
-                             size_t hq, size_t hkv, size_t nq, size_t nk,
-                             size_t d, size_t dv) {
-  clattn_desc desc;
-  clattn_desc_init(&desc, CLATTN_VARIANT_SOFTMAX);
-  desc.dtype = dtype;
-  desc.causal = causal;
-  desc.batch = b;
-  desc.heads_q = hq;
-  desc.heads_kv = hkv;
-  desc.seq_q = nq;
-  desc.seq_k = nk;
-  desc.dim = d;
-  desc.dim_v = dv;
-  return desc;
-}
+#define make_desc(...) clattn_test_desc(CLATTN_VARIANT_SOFTMAX, __VA_ARGS__)
 
 /* Rows with no visible key must be exactly zero with LSE exactly -inf, not
  * merely close: a consumer merging partial results relies on it. */

@@ -326,3 +326,20 @@ int clattn_test_check_tiles(clattn_context_t ctx, clattn_desc desc,
   clattn_test_problem_free(&p);
   return all;
 }
+
+clattn_desc clattn_test_desc(clattn_variant variant, clattn_dtype dtype,
+                             int causal, size_t b, size_t hq, size_t hkv,
+                             size_t nq, size_t nk, size_t d, size_t dv) {
+  clattn_desc desc;
+  clattn_desc_init(&desc, variant);
+  desc.dtype = dtype;
+  desc.causal = causal;
+  desc.batch = b;
+  desc.heads_q = hq;
+  desc.heads_kv = hkv;
+  desc.seq_q = nq;
+  desc.seq_k = nk;
+  desc.dim = d;
+  desc.dim_v = dv;
+  return desc;
+}

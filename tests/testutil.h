@@ -111,6 +111,12 @@ clattn_status clattn_test_problem_run_host(clattn_test_problem *p,
                                            clattn_context_t ctx);
 void clattn_test_problem_free(clattn_test_problem *p);
 
+/* A descriptor of the variant with the given storage, masking and shapes
+ * (heads_kv and dim_v may be 0 for their defaults). */
+clattn_desc clattn_test_desc(clattn_variant variant, clattn_dtype dtype,
+                             int causal, size_t b, size_t hq, size_t hkv,
+                             size_t nq, size_t nk, size_t d, size_t dv);
+
 /* Causal rows that see no key (the first Nq - Nk when Nq > Nk) must be
  * exactly 0 in every variant. Returns 1 when they are. */
 int clattn_test_check_empty_rows(const clattn_test_problem *p);
