@@ -22,8 +22,46 @@ function(clattn_embed_kernels output)
     VERBATIM)
 endfunction()
 
-# Script mode: do the embedding.
-if(CMAKE_SCRIPT_MODE_FILE AND DEFINED CLATTN_EMBED_OUTPUT)
+# clattn_embed_file(OUTPUT SYMBOL source) embeds one file as
+# `const unsigned char SYMBOL[]` (NUL-terminated) and `const size_t
+# SYMBOL_size` (its length without the NUL), for programs outside the library.
+function(clattn_embed_file output symbol src)
+  set(input "${CMAKE_CURRENT_SOURCE_DIR}/${src}")
+  add_custom_command(OUTPUT "${output}"
+    COMMAND ${CMAKE_COMMAND} "-DCLATTN_EMBED_OUTPUT=${output}"
+            "-DCLATTN_EMBED_INPUTS=${input}" "-DCLATTN_EMBED_SYMBOL=${symbol}"
+            -P "${CLATTN_EMBED_SCRIPT}"
+    DEPENDS "${input}" "${CLATTN_EMBED_SCRIPT}"
+    COMMENT "Embedding ${src}"
+    VERBATIM)
+endfunction()
+
+# Bytes of a file as a C initialiser, 16 to a line.
+function(clattn_embed_bytes path out_bytes out_size)
+  file(READ "${path}" hex HEX)
+  string(LENGTH "${hex}" hexlen)
+  math(EXPR nbytes "${hexlen} / 2")
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(REGEX REPLACE "((0x[0-9a-f][0-9a-f],){16})" "\\1\n" bytes "${bytes}")
+  set(${out_bytes} "${bytes}" PARENT_SCOPE)
+  set(${out_size} "${nbytes}" PARENT_SCOPE)
+endfunction()
+
+# Script mode, one file under a symbol.
+if(CMAKE_SCRIPT_MODE_FILE AND DEFINED CLATTN_EMBED_SYMBOL)
+  clattn_embed_bytes("${CLATTN_EMBED_INPUTS}" bytes nbytes)
+  get_filename_component(name "${CLATTN_EMBED_INPUTS}" NAME)
+  set(s "${CLATTN_EMBED_SYMBOL}")
+  file(WRITE "${CLATTN_EMBED_OUTPUT}.tmp"
+    "/* Generated from ${name} by cmake/EmbedKernels.cmake. Do not edit. */\n"
+    "#include <stddef.h>\n\n"
+    "extern const unsigned char ${s}[];\n"
+    "extern const size_t ${s}_size;\n"
+    "const unsigned char ${s}[] = {\n${bytes}0x00};\n"
+    "const size_t ${s}_size = ${nbytes};\n")
+  file(RENAME "${CLATTN_EMBED_OUTPUT}.tmp" "${CLATTN_EMBED_OUTPUT}")
+# Script mode: the library's table of kernel files.
+elseif(CMAKE_SCRIPT_MODE_FILE AND DEFINED CLATTN_EMBED_OUTPUT)
   string(REPLACE "|" ";" inputs "${CLATTN_EMBED_INPUTS}")
   set(body "/* Generated from the cl/ kernels by cmake/EmbedKernels.cmake. Do not edit. */\n")
   string(APPEND body "#include \"program.h\"\n\n")
@@ -31,12 +69,7 @@ if(CMAKE_SCRIPT_MODE_FILE AND DEFINED CLATTN_EMBED_OUTPUT)
   set(i 0)
   foreach(path IN LISTS inputs)
     get_filename_component(name "${path}" NAME)
-    file(READ "${path}" hex HEX)
-    string(LENGTH "${hex}" hexlen)
-    math(EXPR nbytes "${hexlen} / 2")
-    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-    # Break the initialiser into lines of 16 bytes.
-    string(REGEX REPLACE "((0x[0-9a-f][0-9a-f],){16})" "\\1\n" bytes "${bytes}")
+    clattn_embed_bytes("${path}" bytes nbytes)
     string(APPEND body "static const char clattn__src_${i}[] = {\n${bytes}0x00};\n\n")
     string(APPEND table "  {\"${name}\", clattn__src_${i}, ${nbytes}},\n")
     math(EXPR i "${i} + 1")

@@ -22,7 +22,7 @@
 #endif
 
 /* bench_baseline.cl, embedded by tools/CMakeLists.txt. */
-extern const unsigned char bench_baseline_cl_source[];
+extern const unsigned char bench_baseline_cl[];
 extern const size_t bench_baseline_cl_size;
 
 enum {
@@ -104,7 +104,7 @@ int bench_baseline_create(clattn_context_t ctx, bench_baseline **out, char *err,
   b->vw = prof.preferred_vector_width_float;
   if (b->vw != 2 && b->vw != 4 && b->vw != 8 && b->vw != 16)
     b->vw = 1;
-  const char *src = (const char *)bench_baseline_cl_source;
+  const char *src = (const char *)bench_baseline_cl;
   size_t len = bench_baseline_cl_size;
   b->program = clCreateProgramWithSource(b->cl, 1, &src, &len, &e);
   if (e != CL_SUCCESS) {
