@@ -23,7 +23,9 @@
 static char g_dir[256];
 
 static void fresh_dir(void) {
-  snprintf(g_dir, sizeof g_dir, "/tmp/clattn-cache-test-XXXXXX");
+  const char *base = getenv("TMPDIR");
+  snprintf(g_dir, sizeof g_dir, "%s/clattn-cache-test-XXXXXX",
+           base && *base ? base : "/tmp");
   assert_non_null(mkdtemp(g_dir));
   setenv("CLATTN_CACHE_DIR", g_dir, 1);
   unsetenv("CLATTN_CACHE");
