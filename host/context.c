@@ -21,25 +21,17 @@ static clattn_context_t context_alloc(void) {
   return ctx;
 }
 
-/* Reads the profile and the queue's ordering; shared by both constructors. */
+/* Reads the profile; shared by both constructors. */
 static clattn_status context_finish(clattn_context_t ctx,
                                     cl_platform_id platform) {
-  clattn_status st = CLATTN_SUCCESS;
   if (!ctx->lock_ok)
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
                         "could not create the context's mutex");
-  st = clattn__profile_read(platform, ctx->device, &ctx->profile);
+  clattn_status st = clattn__profile_read(platform, ctx->device, &ctx->profile);
   if (st != CLATTN_SUCCESS)
     return clattn__fail(ctx, st, "could not read the device's profile");
   ctx->has_profile = 1;
-  cl_command_queue_properties props = 0;
-  CLATTN_CL_CHECK(ctx,
-                  clGetCommandQueueInfo(ctx->queue, CL_QUEUE_PROPERTIES,
-                                        sizeof props, &props, NULL),
-                  "clGetCommandQueueInfo");
-  ctx->queue_in_order = !(props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE);
-cleanup:
-  return st;
+  return CLATTN_SUCCESS;
 }
 
 CLATTN_API clattn_status clattn_context_create(clattn_context_t *out,

@@ -173,10 +173,10 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
 
   if (keys) {
     cl_kernel tk = plan->kernels[1];
-    err |= clSetKernelArg(tk, 0, sizeof(cl_mem), &k);
-    err |= clSetKernelArg(tk, 1, sizeof(cl_mem), &plan->workspace);
-    err |= clSetKernelArg(tk, 2, sizeof(cl_int), &nk);
-    err |= clSetKernelArg(tk, 3, sizeof(cl_int), &nkp);
+    CLATTN_SET_ARG(err, tk, 0, sizeof(cl_mem), &k);
+    CLATTN_SET_ARG(err, tk, 1, sizeof(cl_mem), &plan->workspace);
+    CLATTN_SET_ARG(err, tk, 2, sizeof(cl_int), &nk);
+    CLATTN_SET_ARG(err, tk, 3, sizeof(cl_int), &nkp);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t tglobal[2] = {(size_t)nkp, p->batch * p->heads_kv};
     CLATTN_CHECK(
@@ -184,26 +184,26 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
     nwait = 1;
     wait = &transposed;
   }
-  err |= clSetKernelArg(kern, a++, sizeof(cl_mem), &q);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &q);
   err |=
       clSetKernelArg(kern, a++, sizeof(cl_mem), keys ? &plan->workspace : &k);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_mem), &v);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_mem), &o);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &v);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &o);
   if (p->variant == CLATTN_VARIANT_SOFTMAX) {
     cl_int write_lse = lse != NULL;
-    err |= clSetKernelArg(kern, a++, sizeof(cl_mem), lse ? &lse : NULL);
-    err |= clSetKernelArg(kern, a++, sizeof(cl_int), &write_lse);
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), lse ? &lse : NULL);
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &write_lse);
   }
-  err |= clSetKernelArg(kern, a++, sizeof(cl_int), &nq);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &nq);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &nk);
   if (keys)
-    err |= clSetKernelArg(kern, a++, sizeof(cl_int), &nkp);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_int), &hq);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_int), &hkv);
-  err |= clSetKernelArg(kern, a++, sizeof(cl_float), &scale_log2);
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &nkp);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &hq);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &hkv);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &scale_log2);
   if (p->variant == CLATTN_VARIANT_SIGMOID) {
     cl_float bias_log2 = p->bias * log2e;
-    err |= clSetKernelArg(kern, a++, sizeof(cl_float), &bias_log2);
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &bias_log2);
   }
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t bm = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_M");

@@ -26,7 +26,6 @@ struct clattn_context {
   cl_context context;
   cl_device_id device;
   cl_command_queue queue;
-  int queue_in_order;
   clattn_device_profile profile;
   int has_profile;
   mtx_t lock;          /* guards error */

@@ -181,31 +181,31 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
 
   cl_kernel ks = plan->kernels[0];
   cl_uint a = 0;
-  err |= clSetKernelArg(ks, a++, sizeof(cl_mem), &k);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_mem), &v);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_mem), &ws);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nk);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_int), &nchunks);
-  err |= clSetKernelArg(ks, a++, sizeof(cl_float), &hinv);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &k);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &v);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &nchunks);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_float), &hinv);
 
   cl_kernel kp = plan->kernels[1];
   a = 0;
-  err |= clSetKernelArg(kp, a++, sizeof(cl_mem), &ws);
-  err |= clSetKernelArg(kp, a++, sizeof(cl_int), &nchunks);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nchunks);
 
   cl_kernel ko = plan->kernels[2];
   a = 0;
-  err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &q);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &v);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &ws);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_mem), &o);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nq);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nk);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hq);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &hkv);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_int), &nchunks);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_float), &eps);
-  err |= clSetKernelArg(ko, a++, sizeof(cl_float), &hinv);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), &q);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), &v);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), &o);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &nq);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &hq);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &hkv);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &nchunks);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_float), &eps);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
 
   size_t bhkv = p->batch * p->heads_kv;

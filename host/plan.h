@@ -121,6 +121,13 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);
 
+/* Sets a kernel argument unless an earlier one failed, so err keeps the
+ * first failing OpenCL code (an OR of codes would name none of them). */
+#define CLATTN_SET_ARG(err, kernel, index, size, value)                        \
+  ((err) = (err) != CL_SUCCESS                                                 \
+               ? (err)                                                         \
+               : clSetKernelArg((kernel), (index), (size), (value)))
+
 /* Rounds n up to a multiple of m. */
 static inline size_t clattn__round_up(size_t n, size_t m) {
   return (n + m - 1) / m * m;
