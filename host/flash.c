@@ -15,7 +15,9 @@ static size_t padded_keys(const clattn_plan_t plan) {
   return clattn__round_up(plan->p.seq_k, (size_t)(kv > 0 ? kv : 1));
 }
 
-static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
+/* Chooses the shape and tiles and checks them; builds nothing, so that
+ * clattn_desc_check can ask it too. */
+static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
   const clattn_device_profile *dev = &ctx->profile;
@@ -80,6 +82,18 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                         "invalid descriptor: tiles: BLOCK_M must be 1..64 "
                         "(1..1024 for the gpu shape), BLOCK_N and WG at least "
                         "1");
+cleanup:
+  return st;
+}
+
+static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn__tiles *t = &plan->tiles;
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(flash_choose(plan, spec));
+  const int shape = plan->shape_id;
+  const int bm = clattn__tiles_get(t, "BLOCK_M");
 
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
@@ -256,5 +270,5 @@ static int flash_candidate(const clattn__problem *p,
   return 0;
 }
 
-const clattn__family clattn__flash_family = {flash_create, flash_enqueue,
-                                             flash_candidate};
+const clattn__family clattn__flash_family = {flash_choose, flash_create,
+                                             flash_enqueue, flash_candidate};

@@ -36,7 +36,9 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   return d;
 }
 
-static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
+/* Chooses the shape and tiles and checks them; builds nothing, so that
+ * clattn_desc_check can ask it too. */
+static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
   clattn_status st = CLATTN_SUCCESS;
@@ -100,6 +102,16 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
+cleanup:
+  return st;
+}
+
+static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn__tiles *t = &plan->tiles;
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(linear_choose(plan, spec));
 
   int cosformer = p->variant == CLATTN_VARIANT_COSFORMER;
   char options[512];
@@ -278,5 +290,5 @@ static int linear_candidate(const clattn__problem *p,
   return 0;
 }
 
-const clattn__family clattn__linear_family = {linear_create, linear_enqueue,
-                                              linear_candidate};
+const clattn__family clattn__linear_family = {linear_choose, linear_create,
+                                              linear_enqueue, linear_candidate};

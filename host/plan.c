@@ -100,6 +100,58 @@ cleanup:
   return st;
 }
 
+CLATTN_API clattn_status clattn_desc_check(clattn_context_t ctx,
+                                           const clattn_desc *desc, char *msg,
+                                           size_t size) {
+  clattn__copy_out(msg, size, "");
+  if (!desc) {
+    clattn__copy_out(msg, size, "clattn_desc_check: desc must not be NULL");
+    return CLATTN_ERROR_INVALID_VALUE;
+  }
+  if (ctx && !ctx->has_profile) {
+    clattn__copy_out(msg, size,
+                     "clattn_desc_check: the context was not created "
+                     "successfully");
+    return CLATTN_ERROR_INVALID_VALUE;
+  }
+  /* The checks write their message on a context; a private one with only
+   * the device's profile keeps the caller's context and its message
+   * untouched, and has no OpenCL object to build with by mistake. */
+  struct clattn_context *scratch = calloc(1, sizeof *scratch);
+  clattn_plan_t plan = calloc(1, sizeof *plan);
+  clattn_status st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+  if (!scratch || !plan) {
+    clattn__copy_out(msg, size, "out of memory checking a descriptor");
+    goto cleanup;
+  }
+  plan->ctx = scratch;
+  st = clattn__problem_resolve(scratch, desc, &plan->p);
+  if (st == CLATTN_SUCCESS && ctx) {
+    /* The same spec clattn_plan_create would insist on: the descriptor's,
+     * else CLATTN_TUNE. Tuning-file and built-in specs are passed over when
+     * they do not fit, so they cannot make a descriptor invalid. */
+    const char *spec = desc->tiles;
+    plan->tiles.origin = "override";
+    if (!spec) {
+      spec = getenv("CLATTN_TUNE");
+      plan->tiles.origin = "CLATTN_TUNE";
+      if (spec && !*spec)
+        spec = NULL;
+    }
+    scratch->profile = ctx->profile;
+    scratch->has_profile = 1;
+    st = family_of(plan->p.variant)->choose(plan, spec);
+  }
+  clattn__copy_out(
+      msg, size, st != CLATTN_SUCCESS && scratch->error ? scratch->error : "");
+cleanup:
+  if (scratch)
+    free(scratch->error);
+  free(scratch);
+  free(plan);
+  return st;
+}
+
 CLATTN_API clattn_status clattn_tune_candidate(clattn_context_t ctx,
                                                const clattn_desc *desc,
                                                size_t index, char *buf,

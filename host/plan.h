@@ -33,8 +33,12 @@ typedef struct clattn__problem {
 struct clattn_plan;
 
 typedef struct clattn__family {
-  /* Chooses tiles (defaults first, then clattn__tiles_override), builds the
-   * program, creates the kernels and allocates the workspace. */
+  /* Chooses the shape and tiles (defaults first, then
+   * clattn__tiles_override) and checks them against the problem and the
+   * device, touching no OpenCL object. */
+  clattn_status (*choose)(struct clattn_plan *plan, const char *tiles);
+  /* choose(), then builds the program, creates the kernels and allocates the
+   * workspace. */
   clattn_status (*create)(struct clattn_plan *plan, const char *tiles);
   /* Sets arguments and enqueues; called with the plan's lock held. The last
    * kernel's event goes to *event when event is not NULL. */

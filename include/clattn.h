@@ -250,6 +250,22 @@ void clattn_desc_init(clattn_desc *desc, clattn_variant variant);
 clattn_status clattn_plan_create(clattn_context_t ctx, const clattn_desc *desc,
                                  clattn_plan_t *out);
 
+/* Checks a descriptor as clattn_plan_create does, without building or
+ * allocating anything on a device, so that a program can ask which problems
+ * clattn takes before it commits to one (like ggml's supports_op). Every
+ * field is checked; with a context, also the tiles clattn_plan_create would
+ * insist on (desc.tiles, else CLATTN_TUNE) against the context's device.
+ * ctx may be NULL: the tiles are then not checked, since the shapes and their
+ * parameters depend on the device.
+ *
+ * Returns CLATTN_SUCCESS when clattn_plan_create would accept the problem
+ * (it can still fail for want of device memory or when a build fails), else
+ * the status it would return, with the reason in msg: always terminated, ""
+ * on success; msg may be NULL or size 0. The context is only read: its
+ * message is left as it was. */
+clattn_status clattn_desc_check(clattn_context_t ctx, const clattn_desc *desc,
+                                char *msg, size_t size);
+
 /* NULL does nothing. Waits for nothing: finish the queue first if kernels of
  * this plan may still be running. */
 void clattn_plan_destroy(clattn_plan_t plan);
