@@ -7,6 +7,8 @@
 
 #include "internal.h"
 
+#include <stdio.h>
+
 #define CLATTN_MAX_TILES 8
 #define CLATTN_MAX_KERNELS 4
 #define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
@@ -76,6 +78,13 @@ void clattn__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int clattn__tune_lookup(const clattn_device_profile *dev,
                         const clattn__problem *p, char *spec, size_t size,
                         char *warn, size_t wsize);
+
+/* The body of clattn__tune_lookup: reads an open tuning file (named path in
+ * the warning). Separate so that the parser can be fuzzed from memory. */
+int clattn__tune_scan(FILE *f, const char *path,
+                      const clattn_device_profile *dev,
+                      const clattn__problem *p, char *spec, size_t size,
+                      char *warn, size_t wsize);
 
 /* The built-in table's spec for this problem on this device (1), or 0. */
 int clattn__builtin_lookup(const clattn_device_profile *dev,
