@@ -281,8 +281,13 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
       clReleaseEvent(plan->last);
     plan->last = done;
     if (event) {
-      clRetainEvent(done);
-      *event = done;
+      /* Without its own reference the caller's release would free the
+       * event the next run waits on. */
+      cl_int err = clRetainEvent(done);
+      if (err == CL_SUCCESS)
+        *event = done;
+      else
+        st = clattn__fail_cl(ctx, err, "clRetainEvent");
     }
   }
   mtx_unlock(&plan->lock);

@@ -122,7 +122,7 @@ typedef struct clattn_device_profile {
 } clattn_device_profile;
 
 /* Number of devices over all platforms. 0 with CLATTN_SUCCESS when there is
- * no platform at all. */
+ * no platform at all; CLATTN_ERROR_OPENCL when listing them fails. */
 clattn_status clattn_device_count(cl_uint *count);
 
 /* Profile of the device with global index `index`. */
