@@ -234,15 +234,22 @@ static int match_type(cl_device_id dev, cl_device_type want) {
   return (t & want) != 0;
 }
 
+/* 1 or 0; -1 when a name cannot be read, as match_type. */
 static int match_name(const device_list *list, cl_uint i, const char *sel) {
   char buf[256];
-  platform_string(list->platform[i], CL_PLATFORM_NAME, buf, sizeof buf);
+  if (platform_string(list->platform[i], CL_PLATFORM_NAME, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   if (clattn__contains_ci(buf, sel))
     return 1;
-  info_string(list->device[i], CL_DEVICE_VENDOR, buf, sizeof buf);
+  if (info_string(list->device[i], CL_DEVICE_VENDOR, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   if (clattn__contains_ci(buf, sel))
     return 1;
-  info_string(list->device[i], CL_DEVICE_NAME, buf, sizeof buf);
+  if (info_string(list->device[i], CL_DEVICE_NAME, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   return clattn__contains_ci(buf, sel);
 }
 
@@ -313,7 +320,10 @@ CLATTN_API clattn_status clattn_device_find(const char *selector,
     return CLATTN_ERROR_DEVICE_NOT_FOUND;
   }
   for (cl_uint i = 0; i < list.count; i++) {
-    if (match_name(&list, i, selector)) {
+    int m = match_name(&list, i, selector);
+    if (m < 0)
+      return CLATTN_ERROR_OPENCL;
+    if (m) {
       *index = i;
       return CLATTN_SUCCESS;
     }

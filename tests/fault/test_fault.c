@@ -3,7 +3,8 @@
  * entry point of fault_cl.h and each N up to the number of its calls, the
  * Nth call fails during context creation, plan creation and runs (with
  * buffers and through the host call) of a small softmax and a small causal
- * linear plan, on a context clattn creates and on one it adopts.
+ * linear plan, on a context clattn creates (by default and by device name)
+ * and on one it adopts.
  *
  * Each injected failure must either give a non-success status with a
  * message, or be absorbed with correct output (the disk cache only costs a
@@ -43,6 +44,7 @@ typedef struct outcome {
 
 static clattn_test_problem problems[NKINDS];
 static char cache_dir[1024];
+static const char *selector; /* of clattn_context_create; NULL: default */
 
 __attribute__((format(printf, 2, 3))) static void defect(outcome *o,
                                                          const char *fmt, ...) {
@@ -167,7 +169,7 @@ static void own_cl_release(own_cl *c) {
 
 static clattn_status context_create(clattn_context_t *ctx, ctx_mode mode,
                                     const own_cl *own) {
-  return mode == CTX_OWN ? clattn_context_create(ctx, NULL, 0)
+  return mode == CTX_OWN ? clattn_context_create(ctx, selector, 0)
                          : clattn_context_create_from_cl(
                                ctx, own->context, own->device, own->queue);
 }
@@ -429,11 +431,26 @@ static void test_fault_adopted_context(void **state) {
   sweep("adopted context", CTX_ADOPTED, 1, 0, NULL, 0);
 }
 
+/* A selector by name goes through every name query of the devices before
+ * the one it finds; the context alone is enough. */
+static void test_fault_selector_by_name(void **state) {
+  clattn_device_profile prof;
+  cl_uint index = 0;
+  (void)state;
+  fault_counting(0);
+  assert_int_equal(clattn_device_find(NULL, &index), CLATTN_SUCCESS);
+  assert_int_equal(clattn_device_profile_get(index, &prof), CLATTN_SUCCESS);
+  selector = prof.name;
+  sweep("context by device name", CTX_OWN, 0, 0, NULL, 0);
+  selector = NULL;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fault_warm_cache),
       cmocka_unit_test(test_fault_cold_cache),
       cmocka_unit_test(test_fault_adopted_context),
+      cmocka_unit_test(test_fault_selector_by_name),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
