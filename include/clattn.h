@@ -280,6 +280,37 @@ size_t clattn_plan_device_bytes(clattn_plan_t plan);
  * full length. */
 size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
 
+/* ---- Merging partial attention ---------------------------------------- */
+
+/* Combines `parts` partial softmax attentions of the same query rows, each
+ * over a disjoint range of keys, into the attention over all those keys:
+ *   lse = log sum_p exp(lse_p),   o = sum_p exp(lse_p - lse) o_p.
+ * Merging the results of split key ranges (clattn_plan_run with lse, one run
+ * per range) equals one run over the whole range, up to rounding; it is the
+ * building block for attention split over devices or machines.
+ *
+ * o_parts holds the parts one after another, [parts, rows, dim_v] in dtype
+ * storage, and lse_parts is float32 [parts, rows] (natural log, as
+ * clattn_plan_run writes it; rows = B * Hq * Nq for a [B, Hq, Nq, Dv]
+ * output). A part whose lse is -inf (it saw no key of that row) carries no
+ * weight, whatever its o holds; a row that no part saw gives o = 0 and
+ * lse = -inf. o is [rows, dim_v] in dtype and lse float32 [rows], or NULL.
+ * The merge is enqueued on the context's queue after wait_list; event, when
+ * not NULL, receives an event that completes when o (and lse) are written.
+ * o and lse must not overlap the parts. */
+clattn_status clattn_merge(clattn_context_t ctx, clattn_dtype dtype,
+                           size_t parts, size_t rows, size_t dim_v,
+                           cl_mem o_parts, cl_mem lse_parts, cl_mem o,
+                           cl_mem lse, cl_uint num_events,
+                           const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays in and out (converted to dtype on the way
+ * to the device), blocking. lse may be NULL. */
+clattn_status clattn_merge_host(clattn_context_t ctx, clattn_dtype dtype,
+                                size_t parts, size_t rows, size_t dim_v,
+                                const float *o_parts, const float *lse_parts,
+                                float *o, float *lse);
+
 /* ---- Tuning ----------------------------------------------------------- */
 
 /* The tuning file plans read when no tiles are given: CLATTN_TUNE_FILE, else
