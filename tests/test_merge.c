@@ -157,9 +157,8 @@ static void test_merge_reference_parts(void **state) {
     check_ref_parts(clattn_test_desc(CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32,
                                      0, 2, 4, 2, 37, 133, 40, 24),
                     counts[a], 10 + a);
-    /* Causal with Nq > Nk: the first rows see no key at all, and early
-     * parts see none of the later rows' ... later parts none of the early
-     * rows' keys. */
+    /* Causal with Nq > Nk: the first rows see no key at all, and the
+     * later key ranges are invisible to the earlier rows. */
     check_ref_parts(clattn_test_desc(CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32,
                                      1, 1, 3, 1, 45, 31, 17, 9),
                     counts[a], 20 + a);
