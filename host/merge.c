@@ -25,7 +25,7 @@ static clattn_status merge_sizes(clattn_context_t ctx, clattn_dtype dtype,
                                  size_t parts, size_t rows, size_t dim_v,
                                  size_t bytes[4]) {
   size_t es = clattn__dtype_size(dtype);
-  if (dtype != CLATTN_DTYPE_F32 && dtype != CLATTN_DTYPE_F16)
+  if (es == 0)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
                         "clattn_merge: dtype %d is not a storage dtype",
                         (int)dtype);
@@ -75,8 +75,8 @@ CLATTN_API clattn_status clattn_merge(clattn_context_t ctx, clattn_dtype dtype,
    * sharing the context never share its arguments. */
   static const char *const files[] = {"common.cl", "merge.cl"};
   char options[64];
-  snprintf(options, sizeof options, "-D CLATTN_F16=%d -D VEC=1",
-           dtype == CLATTN_DTYPE_F16);
+  snprintf(options, sizeof options, "%s -D VEC=1",
+           clattn__dtype_options(dtype));
   cl_program program = NULL;
   CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
   cl_int err = CL_SUCCESS;
@@ -136,10 +136,10 @@ CLATTN_API clattn_status clattn_merge_host(clattn_context_t ctx,
   CLATTN_CHECK(clattn_merge(ctx, dtype, parts, rows, dim_v, bop, blp, bo, bl, 0,
                             NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
-  CLATTN_CHECK(clattn__download(ctx, bo, bytes[2] / es, es, o));
+  CLATTN_CHECK(clattn__download(ctx, bo, bytes[2] / es, dtype, o));
   if (lse)
     CLATTN_CHECK(clattn__download(ctx, bl, bytes[3] / sizeof(float),
-                                  sizeof(float), lse));
+                                  CLATTN_DTYPE_F32, lse));
 cleanup:
   if (done)
     clReleaseEvent(done);

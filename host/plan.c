@@ -140,7 +140,13 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
 }
 
 size_t clattn__dtype_size(clattn_dtype dtype) {
-  return dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  return clattn_dtype_size(dtype);
+}
+
+const char *clattn__dtype_options(clattn_dtype dtype) {
+  return dtype == CLATTN_DTYPE_F16    ? "-D CLATTN_F16=1"
+         : dtype == CLATTN_DTYPE_BF16 ? "-D CLATTN_BF16=1"
+                                      : "-D CLATTN_F16=0";
 }
 
 /* Bytes of each tensor: q, k, v, o, lse. */
@@ -254,12 +260,13 @@ clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
   size_t es = clattn__dtype_size(dtype);
   void *tmp = NULL;
   const void *host = src;
-  if (dtype == CLATTN_DTYPE_F16) {
+  if (dtype != CLATTN_DTYPE_F32) {
     tmp = malloc(count * es);
     if (!tmp)
       return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                          "out of memory converting to f16");
-    clattn_f32_to_f16(src, tmp, count);
+                          "out of memory converting to %s",
+                          clattn_dtype_name(dtype));
+    clattn_convert_from_f32(dtype, src, tmp, count);
     host = tmp;
   }
   cl_int err = CL_SUCCESS;
@@ -274,15 +281,17 @@ clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
 }
 
 clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
-                               size_t es, float *dst) {
-  void *tmp = es == sizeof(float) ? (void *)dst : malloc(count * es);
+                               clattn_dtype dtype, float *dst) {
+  size_t es = clattn__dtype_size(dtype);
+  void *tmp = dtype == CLATTN_DTYPE_F32 ? (void *)dst : malloc(count * es);
   if (!tmp)
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory converting from f16");
+                        "out of memory converting from %s",
+                        clattn_dtype_name(dtype));
   cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0, count * es, tmp,
                                    0, NULL, NULL);
   if (err == CL_SUCCESS && tmp != (void *)dst)
-    clattn_f16_to_f32(tmp, dst, count);
+    clattn_convert_to_f32(dtype, tmp, dst, count);
   if (tmp != (void *)dst)
     free(tmp);
   if (err != CL_SUCCESS)
@@ -320,10 +329,10 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   }
   CLATTN_CHECK(clattn_plan_run(plan, bq, bk, bv, bo, bl, 0, NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
-  CLATTN_CHECK(clattn__download(ctx, bo, bytes[3] / es, es, o));
+  CLATTN_CHECK(clattn__download(ctx, bo, bytes[3] / es, p->dtype, o));
   if (lse)
     CLATTN_CHECK(clattn__download(ctx, bl, bytes[4] / sizeof(float),
-                                  sizeof(float), lse));
+                                  CLATTN_DTYPE_F32, lse));
 cleanup:
   if (done)
     clReleaseEvent(done);

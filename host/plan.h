@@ -130,10 +130,12 @@ clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
 clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
                              const float *src, size_t count, cl_mem *out);
 
-/* Reads count elements of es bytes (4: float32, 2: f16) into float32 dst,
- * blocking. */
+/* Reads count elements of dtype into float32 dst, blocking. */
 clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
-                               size_t es, float *dst);
+                               clattn_dtype dtype, float *dst);
+
+/* The -D options that select a dtype's loads and stores in common.cl. */
+const char *clattn__dtype_options(clattn_dtype dtype);
 
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);

@@ -84,6 +84,10 @@ const char *clattn_version_string(void);
  * overflow to infinity), for filling and reading f16 buffers. */
 void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n);
 void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n);
+/* The same for bfloat16 (the upper 16 bits of a float32): round to nearest
+ * even, NaN stays NaN (quiet), infinities and signed zeros kept. */
+void clattn_f32_to_bf16(const float *src, cl_ushort *dst, size_t n);
+void clattn_bf16_to_f32(const cl_ushort *src, float *dst, size_t n);
 
 /* ---- Devices ---------------------------------------------------------- */
 
@@ -193,7 +197,8 @@ typedef enum clattn_variant {
 
 typedef enum clattn_dtype {
   CLATTN_DTYPE_F32 = 0, /* float storage */
-  CLATTN_DTYPE_F16      /* half storage, float arithmetic */
+  CLATTN_DTYPE_F16,     /* half storage, float arithmetic */
+  CLATTN_DTYPE_BF16     /* bfloat16 storage, float arithmetic */
 } clattn_dtype;
 
 typedef enum clattn_feature_map {
@@ -201,6 +206,19 @@ typedef enum clattn_feature_map {
   CLATTN_FEATURE_MAP_ELU1,        /* elu(x) + 1 */
   CLATTN_FEATURE_MAP_RELU         /* max(x, 0) */
 } clattn_feature_map;
+
+/* Bytes per element of a storage dtype (4, 2, 2); 0 for a value out of
+ * range. */
+size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* Converts n float32 values into dtype storage at dst (clattn_dtype_size
+ * bytes each), or n dtype elements at src into float32, with the conversions
+ * above; CLATTN_ERROR_INVALID_VALUE for an unknown dtype or a NULL pointer
+ * with n > 0. */
+clattn_status clattn_convert_from_f32(clattn_dtype dtype, const float *src,
+                                      void *dst, size_t n);
+clattn_status clattn_convert_to_f32(clattn_dtype dtype, const void *src,
+                                    float *dst, size_t n);
 
 /* "softmax", "f16", "elu1"; NULL for a value out of range. */
 const char *clattn_variant_name(clattn_variant variant);
