@@ -98,9 +98,8 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
   snprintf(options, sizeof options,
-           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
-           "-D SHAPE=%d",
-           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal, shape);
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SHAPE=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, shape);
   /* WG is a launch parameter, not a kernel macro; SHAPE is passed above. */
   clattn__tiles kt = *t;
   kt.count = 0;

@@ -116,9 +116,9 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   int cosformer = p->variant == CLATTN_VARIANT_COSFORMER;
   char options[512];
   snprintf(options, sizeof options,
-           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
            "-D FEATURE_MAP=%d",
-           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal,
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
            p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1);
   /* WG is a launch parameter, not a kernel macro. */
   clattn__tiles kt = *t;

@@ -191,13 +191,19 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   free(plan);
 }
 
-static size_t dtype_size(clattn_dtype dtype) {
-  return dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+size_t clattn__dtype_size(clattn_dtype dtype) {
+  return clattn_dtype_size(dtype);
+}
+
+const char *clattn__dtype_options(clattn_dtype dtype) {
+  return dtype == CLATTN_DTYPE_F16    ? "-D CLATTN_F16=1"
+         : dtype == CLATTN_DTYPE_BF16 ? "-D CLATTN_BF16=1"
+                                      : "-D CLATTN_F16=0";
 }
 
 /* Bytes of each tensor: q, k, v, o, lse. */
 static void tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
-  size_t es = dtype_size(p->dtype);
+  size_t es = clattn__dtype_size(p->dtype);
   bytes[0] = p->batch * p->heads_q * p->seq_q * p->dim * es;
   bytes[1] = p->batch * p->heads_kv * p->seq_k * p->dim * es;
   bytes[2] = p->batch * p->heads_kv * p->seq_k * p->dim_v * es;
@@ -205,22 +211,22 @@ static void tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
   bytes[4] = p->batch * p->heads_q * p->seq_q * sizeof(float);
 }
 
-static clattn_status check_buffer(clattn_plan_t plan, cl_mem mem,
-                                  const char *name, size_t need) {
+clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
+                                   const char *name, size_t need) {
   size_t have = 0;
   cl_context mctx = NULL;
   cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof have, &have, NULL);
   if (err == CL_SUCCESS)
     err = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof mctx, &mctx, NULL);
   if (err != CL_SUCCESS)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
                         "%s is not a valid buffer: %s (%d)", name,
                         clattn__cl_error_name(err), (int)err);
-  if (mctx != plan->ctx->context)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
+  if (mctx != ctx->context)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
                         "%s belongs to another OpenCL context", name);
   if (have < need)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_BUFFER_SIZE,
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_BUFFER_SIZE,
                         "%s holds %zu bytes; the shapes need %zu", name, have,
                         need);
   return CLATTN_SUCCESS;
@@ -248,12 +254,12 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
   size_t bytes[5];
   tensor_bytes(&plan->p, bytes);
   clattn_status st = CLATTN_SUCCESS;
-  CLATTN_CHECK(check_buffer(plan, q, "q", bytes[0]));
-  CLATTN_CHECK(check_buffer(plan, k, "k", bytes[1]));
-  CLATTN_CHECK(check_buffer(plan, v, "v", bytes[2]));
-  CLATTN_CHECK(check_buffer(plan, o, "o", bytes[3]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, q, "q", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, k, "k", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, v, "v", bytes[2]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
   if (lse)
-    CLATTN_CHECK(check_buffer(plan, lse, "lse", bytes[4]));
+    CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
   /* Runs of one plan share its workspace: each run waits for the previous
    * one, so they stay ordered even on an out-of-order queue. */
   cl_event waits[CLATTN_MAX_WAIT];
@@ -306,19 +312,18 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
   return CLATTN_SUCCESS;
 }
 
-/* Uploads a float32 host array as the plan's dtype. */
-static clattn_status upload(clattn_plan_t plan, const float *src, size_t count,
-                            cl_mem *out) {
-  clattn_context_t ctx = plan->ctx;
-  size_t es = dtype_size(plan->p.dtype);
+clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
+                             const float *src, size_t count, cl_mem *out) {
+  size_t es = clattn__dtype_size(dtype);
   void *tmp = NULL;
   const void *host = src;
-  if (plan->p.dtype == CLATTN_DTYPE_F16) {
+  if (dtype != CLATTN_DTYPE_F32) {
     tmp = malloc(count * es);
     if (!tmp)
       return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                          "out of memory converting to f16");
-    clattn_f32_to_f16(src, tmp, count);
+                          "out of memory converting to %s",
+                          clattn_dtype_name(dtype));
+    clattn_convert_from_f32(dtype, src, tmp, count);
     host = tmp;
   }
   cl_int err = CL_SUCCESS;
@@ -332,18 +337,18 @@ static clattn_status upload(clattn_plan_t plan, const float *src, size_t count,
   return CLATTN_SUCCESS;
 }
 
-/* Reads a buffer of count elements (size es each) into float32 dst. */
-static clattn_status download(clattn_plan_t plan, cl_mem mem, size_t count,
-                              size_t es, float *dst) {
-  clattn_context_t ctx = plan->ctx;
-  void *tmp = es == sizeof(float) ? (void *)dst : malloc(count * es);
+clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
+                               clattn_dtype dtype, float *dst) {
+  size_t es = clattn__dtype_size(dtype);
+  void *tmp = dtype == CLATTN_DTYPE_F32 ? (void *)dst : malloc(count * es);
   if (!tmp)
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory converting from f16");
+                        "out of memory converting from %s",
+                        clattn_dtype_name(dtype));
   cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0, count * es, tmp,
                                    0, NULL, NULL);
   if (err == CL_SUCCESS && tmp != (void *)dst)
-    clattn_f16_to_f32(tmp, dst, count);
+    clattn_convert_to_f32(dtype, tmp, dst, count);
   if (tmp != (void *)dst)
     free(tmp);
   if (err != CL_SUCCESS)
@@ -363,16 +368,16 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
                         "clattn_plan_run_host: q, k, v and o must not be "
                         "NULL");
   const clattn__problem *p = &plan->p;
-  size_t es = dtype_size(p->dtype);
+  size_t es = clattn__dtype_size(p->dtype);
   size_t bytes[5];
   tensor_bytes(p, bytes);
   clattn_status st = CLATTN_SUCCESS;
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, bl = NULL;
   cl_event done = NULL;
   cl_int err = CL_SUCCESS;
-  CLATTN_CHECK(upload(plan, q, bytes[0] / es, &bq));
-  CLATTN_CHECK(upload(plan, k, bytes[1] / es, &bk));
-  CLATTN_CHECK(upload(plan, v, bytes[2] / es, &bv));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, q, bytes[0] / es, &bq));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, k, bytes[1] / es, &bk));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, v, bytes[2] / es, &bv));
   bo = clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[3], NULL, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
   if (lse) {
@@ -381,10 +386,10 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   }
   CLATTN_CHECK(clattn_plan_run(plan, bq, bk, bv, bo, bl, 0, NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
-  CLATTN_CHECK(download(plan, bo, bytes[3] / es, es, o));
+  CLATTN_CHECK(clattn__download(ctx, bo, bytes[3] / es, p->dtype, o));
   if (lse)
-    CLATTN_CHECK(
-        download(plan, bl, bytes[4] / sizeof(float), sizeof(float), lse));
+    CLATTN_CHECK(clattn__download(ctx, bl, bytes[4] / sizeof(float),
+                                  CLATTN_DTYPE_F32, lse));
 cleanup:
   if (done)
     clReleaseEvent(done);

@@ -131,6 +131,25 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
                               const size_t *local, cl_uint nwait,
                               const cl_event *wait, cl_event *event);
 
+/* Bytes per element of a storage dtype. */
+size_t clattn__dtype_size(clattn_dtype dtype);
+
+/* Checks that mem is a buffer of ctx's OpenCL context holding at least need
+ * bytes; the message names the argument. */
+clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
+                                   const char *name, size_t need);
+
+/* Uploads count float32 values as dtype into a new read-only buffer. */
+clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
+                             const float *src, size_t count, cl_mem *out);
+
+/* Reads count elements of dtype into float32 dst, blocking. */
+clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
+                               clattn_dtype dtype, float *dst);
+
+/* The -D options that select a dtype's loads and stores in common.cl. */
+const char *clattn__dtype_options(clattn_dtype dtype);
+
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);
 

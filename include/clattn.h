@@ -84,6 +84,10 @@ const char *clattn_version_string(void);
  * overflow to infinity), for filling and reading f16 buffers. */
 void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n);
 void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n);
+/* The same for bfloat16 (the upper 16 bits of a float32): round to nearest
+ * even, NaN stays NaN (quiet), infinities and signed zeros kept. */
+void clattn_f32_to_bf16(const float *src, cl_ushort *dst, size_t n);
+void clattn_bf16_to_f32(const cl_ushort *src, float *dst, size_t n);
 
 /* ---- Devices ---------------------------------------------------------- */
 
@@ -193,7 +197,8 @@ typedef enum clattn_variant {
 
 typedef enum clattn_dtype {
   CLATTN_DTYPE_F32 = 0, /* float storage */
-  CLATTN_DTYPE_F16      /* half storage, float arithmetic */
+  CLATTN_DTYPE_F16,     /* half storage, float arithmetic */
+  CLATTN_DTYPE_BF16     /* bfloat16 storage, float arithmetic */
 } clattn_dtype;
 
 typedef enum clattn_feature_map {
@@ -201,6 +206,19 @@ typedef enum clattn_feature_map {
   CLATTN_FEATURE_MAP_ELU1,        /* elu(x) + 1 */
   CLATTN_FEATURE_MAP_RELU         /* max(x, 0) */
 } clattn_feature_map;
+
+/* Bytes per element of a storage dtype (4, 2, 2); 0 for a value out of
+ * range. */
+size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* Converts n float32 values into dtype storage at dst (clattn_dtype_size
+ * bytes each), or n dtype elements at src into float32, with the conversions
+ * above; CLATTN_ERROR_INVALID_VALUE for an unknown dtype or a NULL pointer
+ * with n > 0. */
+clattn_status clattn_convert_from_f32(clattn_dtype dtype, const float *src,
+                                      void *dst, size_t n);
+clattn_status clattn_convert_to_f32(clattn_dtype dtype, const void *src,
+                                    float *dst, size_t n);
 
 /* "softmax", "f16", "elu1"; NULL for a value out of range. */
 const char *clattn_variant_name(clattn_variant variant);
@@ -295,6 +313,37 @@ size_t clattn_plan_device_bytes(clattn_plan_t plan);
  * ("builtin", "heuristic", "override", ...). Always terminated; returns the
  * full length. */
 size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
+
+/* ---- Merging partial attention ---------------------------------------- */
+
+/* Combines `parts` partial softmax attentions of the same query rows, each
+ * over a disjoint range of keys, into the attention over all those keys:
+ *   lse = log sum_p exp(lse_p),   o = sum_p exp(lse_p - lse) o_p.
+ * Merging the results of split key ranges (clattn_plan_run with lse, one run
+ * per range) equals one run over the whole range, up to rounding; it is the
+ * building block for attention split over devices or machines.
+ *
+ * o_parts holds the parts one after another, [parts, rows, dim_v] in dtype
+ * storage, and lse_parts is float32 [parts, rows] (natural log, as
+ * clattn_plan_run writes it; rows = B * Hq * Nq for a [B, Hq, Nq, Dv]
+ * output). A part whose lse is -inf (it saw no key of that row) carries no
+ * weight, whatever its o holds; a row that no part saw gives o = 0 and
+ * lse = -inf. o is [rows, dim_v] in dtype and lse float32 [rows], or NULL.
+ * The merge is enqueued on the context's queue after wait_list; event, when
+ * not NULL, receives an event that completes when o (and lse) are written.
+ * o and lse must not overlap the parts. */
+clattn_status clattn_merge(clattn_context_t ctx, clattn_dtype dtype,
+                           size_t parts, size_t rows, size_t dim_v,
+                           cl_mem o_parts, cl_mem lse_parts, cl_mem o,
+                           cl_mem lse, cl_uint num_events,
+                           const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays in and out (converted to dtype on the way
+ * to the device), blocking. lse may be NULL. */
+clattn_status clattn_merge_host(clattn_context_t ctx, clattn_dtype dtype,
+                                size_t parts, size_t rows, size_t dim_v,
+                                const float *o_parts, const float *lse_parts,
+                                float *o, float *lse);
 
 /* ---- Tuning ----------------------------------------------------------- */
 

@@ -130,7 +130,7 @@ static void test_api_names_out_of_range(void **state) {
   (void)state;
   assert_null(clattn_variant_name(CLATTN_VARIANT_COUNT));
   assert_null(clattn_variant_name((clattn_variant)-1));
-  assert_null(clattn_dtype_name((clattn_dtype)2));
+  assert_null(clattn_dtype_name((clattn_dtype)3));
   assert_null(clattn_dtype_name((clattn_dtype)-1));
   assert_null(clattn_feature_map_name((clattn_feature_map)3));
   assert_null(clattn_feature_map_name((clattn_feature_map)-1));

@@ -44,40 +44,41 @@ typedef struct options {
 } options;
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: clattn-bench [--variant V[,V...]|all] [--batch B] "
-          "[--heads H] [--kv-heads H]\n"
-          "                    [--seq N[,N...]] [--seq-k N] [--dim D] "
-          "[--dim-v D] [--causal|--causal-both]\n"
-          "                    [--dtype f32|f16] [--device SEL] [--repeat R] "
-          "[--warmup W]\n"
-          "                    [--max-seconds S] [--max-case-seconds S] "
-          "[--tiles SPEC] [--json]\n"
-          "                    [--baseline naive] [--clblast-defaults] "
-          "[--ceiling] [--ceiling-size N] [--sweep]\n"
-          "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
-          "2 warm-up runs;\n"
-          "a case stops repeating (after 3 runs) once it has taken "
-          "--max-seconds (10).\n"
-          "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
-          "P V (CLBlast)\n"
-          "                     on the same inputs, and check that it agrees "
-          "with clattn.\n"
-          "--clblast-defaults   keep CLBlast's own SGEMM parameters on a CPU "
-          "device too (by\n"
-          "                     default a CPU gets parameters suited to it, "
-          "4-6x faster).\n"
-          "--ceiling            measure the device's SGEMM rate (size "
-          "--ceiling-size, 2048)\n"
-          "                     once and report each case as a fraction of "
-          "it.\n"
-          "--sweep              lengths 256, 512, ..., 32768, every variant, "
-          "causal and not\n"
-          "                     (--seq, --variant, --causal narrow it).\n"
-          "Lengths run in increasing order; a variant (per causal mode) stops "
-          "at the length\n"
-          "where it runs out of memory or one run would take longer than "
-          "--max-case-seconds (60).\n");
+  fprintf(
+      f,
+      "usage: clattn-bench [--variant V[,V...]|all] [--batch B] "
+      "[--heads H] [--kv-heads H]\n"
+      "                    [--seq N[,N...]] [--seq-k N] [--dim D] "
+      "[--dim-v D] [--causal|--causal-both]\n"
+      "                    [--dtype f32|f16|bf16] [--device SEL] [--repeat R] "
+      "[--warmup W]\n"
+      "                    [--max-seconds S] [--max-case-seconds S] "
+      "[--tiles SPEC] [--json]\n"
+      "                    [--baseline naive] [--clblast-defaults] "
+      "[--ceiling] [--ceiling-size N] [--sweep]\n"
+      "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
+      "2 warm-up runs;\n"
+      "a case stops repeating (after 3 runs) once it has taken "
+      "--max-seconds (10).\n"
+      "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
+      "P V (CLBlast)\n"
+      "                     on the same inputs, and check that it agrees "
+      "with clattn.\n"
+      "--clblast-defaults   keep CLBlast's own SGEMM parameters on a CPU "
+      "device too (by\n"
+      "                     default a CPU gets parameters suited to it, "
+      "4-6x faster).\n"
+      "--ceiling            measure the device's SGEMM rate (size "
+      "--ceiling-size, 2048)\n"
+      "                     once and report each case as a fraction of "
+      "it.\n"
+      "--sweep              lengths 256, 512, ..., 32768, every variant, "
+      "causal and not\n"
+      "                     (--seq, --variant, --causal narrow it).\n"
+      "Lengths run in increasing order; a variant (per causal mode) stops "
+      "at the length\n"
+      "where it runs out of memory or one run would take longer than "
+      "--max-case-seconds (60).\n");
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -356,7 +357,9 @@ static double max_rel_error(const float *a, const float *b, size_t n) {
  * both compute in float, in different orders; f16 adds the output's
  * rounding. */
 static double agree_tolerance(clattn_dtype dtype) {
-  return dtype == CLATTN_DTYPE_F16 ? 1e-2 : 1e-4;
+  return dtype == CLATTN_DTYPE_BF16  ? 2e-2
+         : dtype == CLATTN_DTYPE_F16 ? 1e-2
+                                     : 1e-4;
 }
 
 /* Runs the baseline on the case's buffers; fills the base_ fields of r.
@@ -366,7 +369,7 @@ static int baseline_case(bench_baseline *bl, cl_command_queue queue,
                          cl_context cl, const bench_limits *lim,
                          const clattn_desc *d, cl_mem *bufs, size_t out_count,
                          size_t in_use, result *r) {
-  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  size_t es = clattn_dtype_size(d->dtype);
   float *ours = NULL, *theirs = NULL;
   cl_mem o2 = NULL;
   cl_int e = CL_SUCCESS;
@@ -423,7 +426,7 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   cl_context cl = clattn_context_cl(ctx);
   cl_command_queue queue = clattn_context_queue(ctx);
   clattn_device_profile prof;
-  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  size_t es = clattn_dtype_size(d->dtype);
   size_t hkv = d->heads_kv ? d->heads_kv : d->heads_q;
   size_t dv = d->dim_v ? d->dim_v : d->dim;
   size_t counts[4] = {d->batch * d->heads_q * d->seq_q * d->dim,

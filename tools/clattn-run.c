@@ -124,7 +124,7 @@ static void usage(FILE *out) {
       "                      (default 1e-6)\n"
       "  --cos-m M           cosformer: the M of t_i = (pi/2) i / M, > 0\n"
       "                      (default max(Nq, Nk))\n"
-      "  --dtype f32|f16     storage type on the device (default f32); the\n"
+      "  --dtype f32|f16|bf16  storage type on the device (default f32); the\n"
       "                      files stay float32\n"
       "  --device SEL        device index, P:D, cpu, gpu, accelerator or a\n"
       "                      name substring (default: $CLATTN_DEVICE, else\n"
@@ -421,7 +421,7 @@ int main(int argc, char **argv) {
   desc.causal = seen[OPT_CAUSAL];
   if (seen[OPT_DTYPE] &&
       clattn_dtype_parse(values[OPT_DTYPE], &desc.dtype) != CLATTN_SUCCESS) {
-    errorf("unknown --dtype '%s' (f32 or f16)", values[OPT_DTYPE]);
+    errorf("unknown --dtype '%s' (f32, f16 or bf16)", values[OPT_DTYPE]);
     goto done;
   }
   if (seen[OPT_FEATURE_MAP] &&

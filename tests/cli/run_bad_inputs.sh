@@ -390,6 +390,7 @@ good "softmax with LSE" "1, 4, 8, 8" "1, 4, 8" --variant softmax $QKV \
 good "softmax causal f16" "1, 4, 8, 8" "" --variant softmax $QKV --causal \
   --dtype f16 --scale 0.125
 good "sigmoid" "1, 4, 8, 8" "" --variant sigmoid $QKV --bias -2.5 --scale 0.25
+good "linear bf16" "1, 4, 8, 8" "" --variant linear $QKV --dtype bf16
 good "linear" "1, 4, 8, 8" "" --variant linear $QKV --feature-map relu \
   --eps 1e-5
 good "cosformer causal" "1, 4, 8, 8" "" --variant cosformer $QKV --causal \
