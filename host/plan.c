@@ -184,6 +184,12 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   }
   if (plan->workspace)
     clReleaseMemObject(plan->workspace);
+  for (size_t i = 0; i < plan->nbwd; i++) {
+    if (plan->bwd_kernels[i])
+      clReleaseKernel(plan->bwd_kernels[i]);
+  }
+  if (plan->bwd_workspace)
+    clReleaseMemObject(plan->bwd_workspace);
   if (plan->last)
     clReleaseEvent(plan->last);
   if (plan->lock_ok)
@@ -201,8 +207,7 @@ const char *clattn__dtype_options(clattn_dtype dtype) {
                                       : "-D CLATTN_F16=0";
 }
 
-/* Bytes of each tensor: q, k, v, o, lse. */
-static void tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
+void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
   size_t es = clattn__dtype_size(p->dtype);
   bytes[0] = p->batch * p->heads_q * p->seq_q * p->dim * es;
   bytes[1] = p->batch * p->heads_kv * p->seq_k * p->dim * es;
@@ -232,6 +237,57 @@ clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
   return CLATTN_SUCCESS;
 }
 
+/* Enqueues a forward (backward = 0, bufs = q, k, v, o, lse) or backward run
+ * (bufs as clattn__backward_enqueue takes them) after the caller's events.
+ * Runs of one plan share its workspaces: a run waits for the previous one
+ * when a workspace exists, so they stay ordered even on an out-of-order
+ * queue. */
+static clattn_status run_ordered(clattn_plan_t plan, const char *who,
+                                 int backward, const cl_mem *bufs,
+                                 cl_uint num_events, const cl_event *wait_list,
+                                 cl_event *event) {
+  clattn_status st = CLATTN_SUCCESS;
+  cl_event waits[CLATTN_MAX_WAIT];
+  const cl_event *wl = wait_list;
+  cl_uint nw = num_events;
+  cl_event done = NULL;
+  mtx_lock(&plan->lock);
+  if (plan->last && (plan->workspace || backward)) {
+    if (num_events + 1 > CLATTN_MAX_WAIT) {
+      mtx_unlock(&plan->lock);
+      return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_VALUE,
+                          "%s: at most %d events in the wait list", who,
+                          CLATTN_MAX_WAIT - 1);
+    }
+    for (cl_uint i = 0; i < num_events; i++)
+      waits[i] = wait_list[i];
+    waits[num_events] = plan->last;
+    wl = waits;
+    nw = num_events + 1;
+  }
+  if (backward)
+    st = clattn__backward_enqueue(plan, bufs, nw, wl, &done);
+  else
+    st = plan->family->enqueue(plan, bufs[0], bufs[1], bufs[2], bufs[3],
+                               bufs[4], nw, wl, &done);
+  if (st == CLATTN_SUCCESS) {
+    if (plan->last)
+      clReleaseEvent(plan->last);
+    plan->last = done;
+    if (event) {
+      /* Without its own reference the caller's release would free the
+       * event the next run waits on. */
+      cl_int err = clRetainEvent(done);
+      if (err == CL_SUCCESS)
+        *event = done;
+      else
+        st = clattn__fail_cl(plan->ctx, err, "clRetainEvent");
+    }
+  }
+  mtx_unlock(&plan->lock);
+  return st;
+}
+
 CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
                                          cl_mem v, cl_mem o, cl_mem lse,
                                          cl_uint num_events,
@@ -252,7 +308,7 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
                         "%s",
                         clattn_variant_name(plan->p.variant));
   size_t bytes[5];
-  tensor_bytes(&plan->p, bytes);
+  clattn__tensor_bytes(&plan->p, bytes);
   clattn_status st = CLATTN_SUCCESS;
   CLATTN_CHECK(clattn__check_buffer(ctx, q, "q", bytes[0]));
   CLATTN_CHECK(clattn__check_buffer(ctx, k, "k", bytes[1]));
@@ -260,43 +316,62 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
   CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
   if (lse)
     CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
-  /* Runs of one plan share its workspace: each run waits for the previous
-   * one, so they stay ordered even on an out-of-order queue. */
-  cl_event waits[CLATTN_MAX_WAIT];
-  const cl_event *wl = wait_list;
-  cl_uint nw = num_events;
-  cl_event done = NULL;
-  mtx_lock(&plan->lock);
-  if (plan->last && plan->workspace) {
-    if (num_events + 1 > CLATTN_MAX_WAIT) {
-      mtx_unlock(&plan->lock);
-      st = clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
-                        "clattn_plan_run: at most %d events in the wait list",
-                        CLATTN_MAX_WAIT - 1);
-      goto cleanup;
-    }
-    for (cl_uint i = 0; i < num_events; i++)
-      waits[i] = wait_list[i];
-    waits[num_events] = plan->last;
-    wl = waits;
-    nw = num_events + 1;
+  const cl_mem bufs[5] = {q, k, v, o, lse};
+  st = run_ordered(plan, "clattn_plan_run", 0, bufs, num_events, wait_list,
+                   event);
+cleanup:
+  return st;
+}
+
+/* What a backward run of the plan needs besides q, k, v, dout, dq, dk and
+ * dv: softmax needs the forward's o and lse. */
+static int backward_needs_forward(const clattn_plan_t plan) {
+  return plan->p.variant == CLATTN_VARIANT_SOFTMAX;
+}
+
+CLATTN_API clattn_status clattn_plan_backward(
+    clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v, cl_mem o, cl_mem lse,
+    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_events,
+    const cl_event *wait_list, cl_event *event) {
+  if (!plan)
+    return CLATTN_ERROR_INVALID_VALUE;
+  clattn_context_t ctx = plan->ctx;
+  if (!q || !k || !v || !dout || !dq || !dk || !dv)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: q, k, v, dout, dq, dk and dv "
+                        "must not be NULL");
+  if (backward_needs_forward(plan) && (!o || !lse))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: %s backward needs the "
+                        "forward's o and lse",
+                        clattn_variant_name(plan->p.variant));
+  if ((num_events > 0) != (wait_list != NULL))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: num_events and wait_list "
+                        "disagree");
+  if (plan->p.variant == CLATTN_VARIANT_LINEAR ||
+      plan->p.variant == CLATTN_VARIANT_COSFORMER)
+    return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "clattn_plan_backward: the backward pass of %s "
+                        "attention is not available yet",
+                        clattn_variant_name(plan->p.variant));
+  size_t bytes[5];
+  clattn__tensor_bytes(&plan->p, bytes);
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(clattn__check_buffer(ctx, q, "q", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, k, "k", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, v, "v", bytes[2]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dout, "dout", bytes[3]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dq, "dq", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dk, "dk", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dv, "dv", bytes[2]));
+  if (backward_needs_forward(plan)) {
+    CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
+    CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
   }
-  st = plan->family->enqueue(plan, q, k, v, o, lse, nw, wl, &done);
-  if (st == CLATTN_SUCCESS) {
-    if (plan->last)
-      clReleaseEvent(plan->last);
-    plan->last = done;
-    if (event) {
-      /* Without its own reference the caller's release would free the
-       * event the next run waits on. */
-      cl_int err = clRetainEvent(done);
-      if (err == CL_SUCCESS)
-        *event = done;
-      else
-        st = clattn__fail_cl(ctx, err, "clRetainEvent");
-    }
-  }
-  mtx_unlock(&plan->lock);
+  const cl_mem bufs[9] = {q, k, v, o, lse, dout, dq, dk, dv};
+  st = run_ordered(plan, "clattn_plan_backward", 1, bufs, num_events, wait_list,
+                   event);
 cleanup:
   return st;
 }
@@ -370,7 +445,7 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   const clattn__problem *p = &plan->p;
   size_t es = clattn__dtype_size(p->dtype);
   size_t bytes[5];
-  tensor_bytes(p, bytes);
+  clattn__tensor_bytes(p, bytes);
   clattn_status st = CLATTN_SUCCESS;
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, bl = NULL;
   cl_event done = NULL;
@@ -405,7 +480,12 @@ cleanup:
 }
 
 CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
-  return plan ? plan->workspace_bytes : 0;
+  if (!plan)
+    return 0;
+  mtx_lock(&plan->lock);
+  size_t bytes = plan->workspace_bytes + plan->bwd_workspace_bytes;
+  mtx_unlock(&plan->lock);
+  return bytes;
 }
 
 CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
@@ -428,4 +508,60 @@ CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
       snprintf(line + n, sizeof line - (size_t)n, "; %s", plan->warning);
   }
   return clattn__copy_out(buf, size, line);
+}
+
+CLATTN_API clattn_status
+clattn_plan_backward_host(clattn_plan_t plan, const float *q, const float *k,
+                          const float *v, const float *o, const float *lse,
+                          const float *dout, float *dq, float *dk, float *dv) {
+  if (!plan)
+    return CLATTN_ERROR_INVALID_VALUE;
+  clattn_context_t ctx = plan->ctx;
+  if (!q || !k || !v || !dout || !dq || !dk || !dv)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward_host: q, k, v, dout, dq, dk and "
+                        "dv must not be NULL");
+  if (backward_needs_forward(plan) && (!o || !lse))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward_host: %s backward needs the "
+                        "forward's o and lse",
+                        clattn_variant_name(plan->p.variant));
+  const clattn__problem *p = &plan->p;
+  size_t es = clattn__dtype_size(p->dtype);
+  size_t bytes[5];
+  clattn__tensor_bytes(p, bytes);
+  clattn_status st = CLATTN_SUCCESS;
+  cl_mem b[9] = {NULL};
+  cl_event done = NULL;
+  cl_int err = CL_SUCCESS;
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, q, bytes[0] / es, &b[0]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, k, bytes[1] / es, &b[1]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, v, bytes[2] / es, &b[2]));
+  if (o)
+    CLATTN_CHECK(clattn__upload(ctx, p->dtype, o, bytes[3] / es, &b[3]));
+  if (lse)
+    CLATTN_CHECK(clattn__upload(ctx, CLATTN_DTYPE_F32, lse,
+                                bytes[4] / sizeof(float), &b[4]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, dout, bytes[3] / es, &b[5]));
+  for (int i = 0; i < 3; i++) {
+    b[6 + i] =
+        clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[i], NULL, &err);
+    CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
+  }
+  CLATTN_CHECK(clattn_plan_backward(plan, b[0], b[1], b[2], b[3], b[4], b[5],
+                                    b[6], b[7], b[8], 0, NULL, &done));
+  CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
+  CLATTN_CHECK(clattn__download(ctx, b[6], bytes[0] / es, p->dtype, dq));
+  CLATTN_CHECK(clattn__download(ctx, b[7], bytes[1] / es, p->dtype, dk));
+  CLATTN_CHECK(clattn__download(ctx, b[8], bytes[2] / es, p->dtype, dv));
+cleanup:
+  if (done)
+    clReleaseEvent(done);
+  if (st != CLATTN_SUCCESS && ctx->queue)
+    clFinish(ctx->queue);
+  for (size_t i = 0; i < 9; i++) {
+    if (b[i])
+      clReleaseMemObject(b[i]);
+  }
+  return st;
 }

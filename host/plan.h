@@ -66,7 +66,13 @@ struct clattn_plan {
   size_t nkernels;
   cl_mem workspace;
   size_t workspace_bytes;
-  cl_event last;     /* the previous run's output event (guarded by lock) */
+  cl_event last; /* the previous run's output event (guarded by lock) */
+  /* Backward kernels and workspace, made by the first backward run (guarded
+   * by lock), so that forward-only plans never build them. */
+  cl_kernel bwd_kernels[CLATTN_MAX_KERNELS];
+  size_t nbwd;
+  cl_mem bwd_workspace;
+  size_t bwd_workspace_bytes;
   char warning[512]; /* why a tuning source was passed over, or "" */
 };
 
@@ -130,6 +136,15 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
                               cl_uint work_dim, const size_t *global,
                               const size_t *local, cl_uint nwait,
                               const cl_event *wait, cl_event *event);
+
+/* Bytes of each tensor of a problem: q, k, v, o, lse. */
+void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]);
+
+/* Enqueues the backward pass (backward.c); called with the plan's lock
+ * held, with buffers already checked. */
+clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
+                                       cl_uint nwait, const cl_event *wait,
+                                       cl_event *event);
 
 /* Bytes per element of a storage dtype. */
 size_t clattn__dtype_size(clattn_dtype dtype);

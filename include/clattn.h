@@ -314,6 +314,33 @@ size_t clattn_plan_device_bytes(clattn_plan_t plan);
  * full length. */
 size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
 
+/* ---- Backward ---------------------------------------------------------- */
+
+/* Enqueues the gradients of a loss L with respect to q, k and v, given
+ * dout = dL/dO of a forward run of this plan on the same q, k and v:
+ * dq, dk and dv receive dL/dQ, dL/dK and dL/dV with the shapes of q, k and
+ * v, in the plan's dtype (accumulated in float). With grouped-query
+ * attention, the gradient of a kv head is summed over its query heads in a
+ * fixed order, without atomics, so results are deterministic. Nothing of size
+ * Nq x Nk is stored: softmax recomputes its weights from the forward's lse
+ * and needs the forward's o too; sigmoid needs neither (o and lse may be
+ * NULL). Rows with no visible key give zero gradients. The backward kernels
+ * are built by the first call on a plan. Events as in clattn_plan_run; runs
+ * and backward runs of one plan are ordered one after another. */
+clattn_status clattn_plan_backward(clattn_plan_t plan, cl_mem q, cl_mem k,
+                                   cl_mem v, cl_mem o, cl_mem lse, cl_mem dout,
+                                   cl_mem dq, cl_mem dk, cl_mem dv,
+                                   cl_uint num_events,
+                                   const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays, blocking. o and lse are the forward's
+ * outputs (from clattn_plan_run_host), as clattn_plan_backward needs them. */
+clattn_status clattn_plan_backward_host(clattn_plan_t plan, const float *q,
+                                        const float *k, const float *v,
+                                        const float *o, const float *lse,
+                                        const float *dout, float *dq, float *dk,
+                                        float *dv);
+
 /* ---- Merging partial attention ---------------------------------------- */
 
 /* Combines `parts` partial softmax attentions of the same query rows, each
