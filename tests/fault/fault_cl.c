@@ -388,6 +388,15 @@ cl_int clEnqueueReadBuffer(cl_command_queue queue, cl_mem buffer,
   return err;
 }
 
+cl_int clEnqueueMarkerWithWaitList(cl_command_queue queue, cl_uint nwait,
+                                   const cl_event *wait, cl_event *event) {
+  FAIL_INT(clEnqueueMarkerWithWaitList);
+  cl_int err = real(queue, nwait, wait, event);
+  if (err == CL_SUCCESS && event)
+    track_new(*event, "event");
+  return err;
+}
+
 cl_int clWaitForEvents(cl_uint num_events, const cl_event *events) {
   FAIL_INT(clWaitForEvents);
   return real(num_events, events);

@@ -37,6 +37,7 @@
   X(clReleaseKernel)                                                           \
   X(clEnqueueNDRangeKernel)                                                    \
   X(clEnqueueReadBuffer)                                                       \
+  X(clEnqueueMarkerWithWaitList)                                               \
   X(clWaitForEvents)                                                           \
   X(clRetainEvent)                                                             \
   X(clReleaseEvent)                                                            \
