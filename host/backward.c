@@ -14,6 +14,27 @@
 
 enum { BWD_DELTA = 0, BWD_DKDV = 1, BWD_DQ = 2 };
 
+/* Enqueues a backward kernel whose work-items are independent and guarded
+ * past the end of dimension 0. Work-groups are explicit: a CPU runtime left
+ * to choose makes groups of thousands of work-items, each with its own
+ * private arrays on one thread's stack (PoCL overflows it); a CPU runs one
+ * work-item per group, a GPU 64 (dimension 0 rounded up to them). */
+static clattn_status bwd_enqueue(clattn_plan_t plan, cl_kernel kernel,
+                                 cl_uint dims, const size_t *global,
+                                 cl_uint nwait, const cl_event *wait,
+                                 cl_event *event) {
+  size_t g[3] = {1, 1, 1}, l[3] = {1, 1, 1};
+  for (cl_uint i = 0; i < dims; i++)
+    g[i] = global[i];
+  if (!plan->ctx->profile.is_cpu) {
+    l[0] = plan->ctx->profile.max_work_group_size < 64
+               ? plan->ctx->profile.max_work_group_size
+               : 64;
+    g[0] = clattn__round_up(g[0], l[0]);
+  }
+  return clattn__enqueue(plan, kernel, dims, g, l, nwait, wait, event);
+}
+
 /* The widest float vector the device runs natively, at most 16. */
 static int native_width(const clattn_device_profile *dev) {
   cl_uint w = dev->native_vector_width_float;
@@ -80,8 +101,7 @@ static clattn_status flash_backward_enqueue(clattn_plan_t plan,
     CLATTN_SET_ARG(err, kd, 3, sizeof(cl_ulong), &rows);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t global = (size_t)rows;
-    CLATTN_CHECK(
-        clattn__enqueue(plan, kd, 1, &global, NULL, nwait, wait, &ev[0]));
+    CLATTN_CHECK(bwd_enqueue(plan, kd, 1, &global, nwait, wait, &ev[0]));
     nwait = 1;
     wait = &ev[0];
   }
@@ -120,8 +140,7 @@ static clattn_status flash_backward_enqueue(clattn_plan_t plan,
     size_t global[3] = {which == BWD_DKDV ? (p->seq_k + block - 1) / block
                                           : (p->seq_q + block - 1) / block,
                         which == BWD_DKDV ? p->heads_kv : p->heads_q, p->batch};
-    CLATTN_CHECK(
-        clattn__enqueue(plan, kern, 3, global, NULL, nwait, wait, &ev[which]));
+    CLATTN_CHECK(bwd_enqueue(plan, kern, 3, global, nwait, wait, &ev[which]));
   }
   CLATTN_CL_CHECK(ctx,
                   clEnqueueMarkerWithWaitList(ctx->queue, 2, &ev[1], event),
@@ -237,15 +256,13 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 5, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t g1[3] = {feat, kc, bhk};
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_KSTATE], 3, g1, NULL, nwait, wait, &ev[0]));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, nwait, wait, &ev[0]));
   size_t gs[2] = {feat * (p->dim_v + 1), bhk};
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &ikc);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 2, sizeof(cl_int), &fwd);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_SCAN], 2, gs, NULL, 1, &ev[0], &ev[1]));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[0], &ev[1]));
   /* 3: per query row. */
   const cl_mem qargs[] = {bufs[0], bufs[1], bufs[2], bufs[5], ks, gc, bufs[6]};
   for (a = 0; a < 7; a++)
@@ -259,8 +276,7 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t g3[3] = {p->seq_q, p->heads_q, p->batch};
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_QUERY], 3, g3, NULL, 1, &ev[1], &ev[2]));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QUERY], 3, g3, 1, &ev[1], &ev[2]));
   /* 4: query chunk sums per kv head; 5: their exclusive suffix. */
   a = 0;
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &bufs[0]);
@@ -274,14 +290,12 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t g4[3] = {feat, qc, bhk};
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_QSTATE], 3, g4, NULL, 1, &ev[2], &ev[3]));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QSTATE], 3, g4, 1, &ev[2], &ev[3]));
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &iqc);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 2, sizeof(cl_int), &rev);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_SCAN], 2, gs, NULL, 1, &ev[3], &ev[4]));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[3], &ev[4]));
   /* 6: per key row. */
   const cl_mem kargs[] = {bufs[0], bufs[1], bufs[2], gc, qs, bufs[7], bufs[8]};
   for (a = 0; a < 7; a++)
@@ -294,8 +308,7 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t g6[3] = {p->seq_k, p->heads_kv, p->batch};
-  CLATTN_CHECK(
-      clattn__enqueue(plan, kn[LB_KEY], 3, g6, NULL, 1, &ev[4], event));
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KEY], 3, g6, 1, &ev[4], event));
 cleanup:
   for (int i = 0; i < 6; i++) {
     if (ev[i])
