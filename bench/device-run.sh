@@ -128,7 +128,9 @@ if [ -n "$deps" ]; then
     done
     export CMAKE_PREFIX_PATH=$deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
     export CMAKE_LIBRARY_PATH=$libdir${CMAKE_LIBRARY_PATH:+:$CMAKE_LIBRARY_PATH}
-    export CPATH=$deps/usr/include${CPATH:+:$CPATH}
+    # Include folders as system ones (-isystem), as /usr/include is: their
+    # headers are not held to clattn's warning flags.
+    export C_INCLUDE_PATH=$deps/usr/include${C_INCLUDE_PATH:+:$C_INCLUDE_PATH}
     export LIBRARY_PATH=$libdir${LIBRARY_PATH:+:$LIBRARY_PATH}
     export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     # pkg-config from the folder only when the system has none.
@@ -191,11 +193,19 @@ fi
 # --- build ------------------------------------------------------------------
 t0=$SECONDS
 lim=$(limit "$build_cap")
+# A build folder made against other dependencies starts afresh: CMake keeps
+# the paths it found, and objects built against other headers would stay.
+if [ -f "$build/CMakeCache.txt" ] &&
+  [ "$(cat "$build/deps-used" 2>/dev/null)" != "$deps" ]; then
+  cmake --build "$build" --target clean >/dev/null 2>&1
+  rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+fi
+echo "$deps" >"$build/deps-used"
 generator=()
 command -v ninja >/dev/null && [ ! -f "$build/Makefile" ] && generator=(-G Ninja)
 {
   echo "== environment"
-  for v in CLATTN_DEVICE CMAKE_PREFIX_PATH CPATH LIBRARY_PATH LD_LIBRARY_PATH \
+  for v in CLATTN_DEVICE CMAKE_PREFIX_PATH C_INCLUDE_PATH LIBRARY_PATH LD_LIBRARY_PATH \
     PKG_CONFIG_PATH PKG_CONFIG_LIBDIR OCL_ICD_VENDORS; do
     echo "$v=${!v:-}"
   done
