@@ -188,8 +188,10 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
     if (plan->bwd_kernels[i])
       clReleaseKernel(plan->bwd_kernels[i]);
   }
-  if (plan->bwd_workspace)
-    clReleaseMemObject(plan->bwd_workspace);
+  for (size_t i = 0; i < 3; i++) {
+    if (plan->bwd_workspace[i])
+      clReleaseMemObject(plan->bwd_workspace[i]);
+  }
   if (plan->last)
     clReleaseEvent(plan->last);
   if (plan->lock_ok)
@@ -349,12 +351,6 @@ CLATTN_API clattn_status clattn_plan_backward(
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
                         "clattn_plan_backward: num_events and wait_list "
                         "disagree");
-  if (plan->p.variant == CLATTN_VARIANT_LINEAR ||
-      plan->p.variant == CLATTN_VARIANT_COSFORMER)
-    return clattn__fail(ctx, CLATTN_ERROR_UNSUPPORTED,
-                        "clattn_plan_backward: the backward pass of %s "
-                        "attention is not available yet",
-                        clattn_variant_name(plan->p.variant));
   size_t bytes[5];
   clattn__tensor_bytes(&plan->p, bytes);
   clattn_status st = CLATTN_SUCCESS;

@@ -69,11 +69,11 @@ struct clattn_plan {
   cl_event last; /* the previous run's output event (guarded by lock) */
   /* Backward kernels and workspace, made by the first backward run (guarded
    * by lock), so that forward-only plans never build them. */
-  cl_kernel bwd_kernels[CLATTN_MAX_KERNELS];
+  cl_kernel bwd_kernels[8];
   size_t nbwd;
-  cl_mem bwd_workspace;
-  size_t bwd_workspace_bytes;
-  char warning[512]; /* why a tuning source was passed over, or "" */
+  cl_mem bwd_workspace[3];
+  size_t bwd_workspace_bytes; /* all of them */
+  char warning[512];          /* why a tuning source was passed over, or "" */
 };
 
 /* Prints "clattn: ..." on stderr when CLATTN_LOG=1; silent otherwise. */
