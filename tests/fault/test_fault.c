@@ -2,8 +2,8 @@
  * test_fault.c - every OpenCL call clattn makes, failed in turn: for each
  * entry point of fault_cl.h and each N up to the number of its calls, the
  * Nth call fails during context creation, plan creation and runs (with
- * buffers and through the host call; the softmax plan's backward too) of a
- * small softmax and a small causal linear plan, on a context clattn creates (by
+ * buffers and through the host call, forward and backward) of a small
+ * softmax and a small causal linear plan, on a context clattn creates (by
  * default and by device name) and on one it adopts.
  *
  * Each injected failure must either give a non-success status with a
@@ -45,10 +45,13 @@ typedef struct outcome {
 } outcome;
 
 static clattn_test_problem problems[NKINDS];
-/* The softmax problem's backward: dO, the forward's outputs as float, and
- * the reference gradients. */
-static float *bwd_dout, *bwd_o, *bwd_lse;
-static double *bwd_ref[3];
+/* Each problem's backward: dO, the forward's outputs as float (softmax needs
+ * them), and the reference gradients. */
+typedef struct bwd_data {
+  float *dout, *o, *lse;
+  double *ref[3];
+} bwd_data;
+static bwd_data bwd[NKINDS];
 static char cache_dir[1024];
 static const char *selector; /* of clattn_context_create; NULL: default */
 
@@ -146,21 +149,22 @@ static clattn_status run_host(clattn_plan_t plan, const clattn_test_problem *p,
   return st;
 }
 
-/* clattn_plan_backward_host of the softmax problem. */
-static clattn_status run_backward(clattn_plan_t plan, int *wrong) {
-  const clattn_test_problem *p = &problems[0];
+/* clattn_plan_backward_host of a problem. */
+static clattn_status run_backward(clattn_plan_t plan, int kind, int *wrong) {
+  const clattn_test_problem *p = &problems[kind];
+  const bwd_data *b = &bwd[kind];
   float *g[3] = {calloc(p->n.q, sizeof(float)), calloc(p->n.k, sizeof(float)),
                  calloc(p->n.v, sizeof(float))};
   const size_t n[3] = {p->n.q, p->n.k, p->n.v};
   assert_true(g[0] && g[1] && g[2]);
   clattn_status st = clattn_plan_backward_host(
-      plan, p->q, p->k, p->v, bwd_o, bwd_lse, bwd_dout, g[0], g[1], g[2]);
+      plan, p->q, p->k, p->v, b->o, b->lse, b->dout, g[0], g[1], g[2]);
   if (st == CLATTN_SUCCESS)
     for (int i = 0; i < 3; i++)
       *wrong |= !clattn_test_check(i == 0   ? "dq"
                                    : i == 1 ? "dk"
                                             : "dv",
-                                   g[i], bwd_ref[i], n[i], TOL_BWD_F32);
+                                   g[i], b->ref[i], n[i], TOL_BWD_F32);
   for (int i = 0; i < 3; i++)
     free(g[i]);
   return st;
@@ -228,15 +232,14 @@ static int plan_and_run(clattn_context_t ctx, int kind, clattn_plan_t *plan,
   if (wrong)
     defect(o, "clattn_plan_run_host succeeded with wrong output (%s)",
            clattn_variant_name(p->desc.variant));
-  if (kind == 0) {
-    st = run_backward(*plan, &wrong);
-    if (st != CLATTN_SUCCESS) {
-      note_failure(o, "clattn_plan_backward_host", st, ctx);
-      return 0;
-    }
-    if (wrong)
-      defect(o, "clattn_plan_backward_host succeeded with wrong gradients");
+  st = run_backward(*plan, kind, &wrong);
+  if (st != CLATTN_SUCCESS) {
+    note_failure(o, "clattn_plan_backward_host", st, ctx);
+    return 0;
   }
+  if (wrong)
+    defect(o, "clattn_plan_backward_host succeeded with wrong gradients (%s)",
+           clattn_variant_name(p->desc.variant));
   return 1;
 }
 
@@ -276,8 +279,8 @@ static void scenario(ctx_mode mode, size_t kinds, outcome *o) {
       /* Plans made before the failure still work... */
       if (plans[k]) {
         st = run_host(plans[k], &problems[k], &wrong);
-        if (st == CLATTN_SUCCESS && k == 0)
-          st = run_backward(plans[k], &wrong);
+        if (st == CLATTN_SUCCESS)
+          st = run_backward(plans[k], (int)k, &wrong);
         if (st != CLATTN_SUCCESS || wrong)
           defect(o, "the %s plan made before the failure: %s %s",
                  clattn_variant_name(problems[k].desc.variant),
@@ -289,8 +292,8 @@ static void scenario(ctx_mode mode, size_t kinds, outcome *o) {
       st = clattn_plan_create(ctx, &problems[k].desc, &fresh);
       if (st == CLATTN_SUCCESS)
         st = run_host(fresh, &problems[k], &wrong);
-      if (st == CLATTN_SUCCESS && k == 0)
-        st = run_backward(fresh, &wrong);
+      if (st == CLATTN_SUCCESS)
+        st = run_backward(fresh, (int)k, &wrong);
       if (!o->defect && (st != CLATTN_SUCCESS || wrong))
         defect(o, "a fresh %s plan after the failure: %s %s",
                clattn_variant_name(problems[k].desc.variant),
@@ -427,22 +430,27 @@ static int setup(void **state) {
                                    1, 2, 1, 9, 6, 8, 4);
   clattn_test_problem_init(&problems[0], &s, 11);
   clattn_test_problem_init(&problems[1], &l, 12);
-  const clattn_test_problem *p = &problems[0];
-  bwd_dout = malloc(p->n.o * sizeof(float));
-  bwd_o = malloc(p->n.o * sizeof(float));
-  bwd_lse = malloc(p->n.lse * sizeof(float));
-  bwd_ref[0] = malloc(p->n.q * sizeof(double));
-  bwd_ref[1] = malloc(p->n.k * sizeof(double));
-  bwd_ref[2] = malloc(p->n.v * sizeof(double));
-  assert_true(bwd_dout && bwd_o && bwd_lse && bwd_ref[0] && bwd_ref[1] &&
-              bwd_ref[2]);
-  clattn_test_fill_normal(bwd_dout, p->n.o, 13, 0.0f, 1.0f);
-  for (size_t i = 0; i < p->n.o; i++)
-    bwd_o[i] = (float)p->ref_o[i];
-  for (size_t i = 0; i < p->n.lse; i++)
-    bwd_lse[i] = (float)p->ref_lse[i];
-  clattn_ref_attention_backward(&p->desc, p->q, p->k, p->v, bwd_dout,
-                                bwd_ref[0], bwd_ref[1], bwd_ref[2]);
+  for (int k = 0; k < NKINDS; k++) {
+    const clattn_test_problem *p = &problems[k];
+    bwd_data *b = &bwd[k];
+    b->dout = malloc(p->n.o * sizeof(float));
+    b->ref[0] = malloc(p->n.q * sizeof(double));
+    b->ref[1] = malloc(p->n.k * sizeof(double));
+    b->ref[2] = malloc(p->n.v * sizeof(double));
+    assert_true(b->dout && b->ref[0] && b->ref[1] && b->ref[2]);
+    clattn_test_fill_normal(b->dout, p->n.o, 13 + (uint64_t)k, 0.0f, 1.0f);
+    if (p->ref_lse) {
+      b->o = malloc(p->n.o * sizeof(float));
+      b->lse = malloc(p->n.lse * sizeof(float));
+      assert_true(b->o && b->lse);
+      for (size_t i = 0; i < p->n.o; i++)
+        b->o[i] = (float)p->ref_o[i];
+      for (size_t i = 0; i < p->n.lse; i++)
+        b->lse[i] = (float)p->ref_lse[i];
+    }
+    clattn_ref_attention_backward(&p->desc, p->q, p->k, p->v, b->dout,
+                                  b->ref[0], b->ref[1], b->ref[2]);
+  }
   return 0;
 }
 
@@ -450,11 +458,13 @@ static int teardown(void **state) {
   (void)state;
   clattn_test_problem_free(&problems[0]);
   clattn_test_problem_free(&problems[1]);
-  free(bwd_dout);
-  free(bwd_o);
-  free(bwd_lse);
-  for (int i = 0; i < 3; i++)
-    free(bwd_ref[i]);
+  for (int k = 0; k < NKINDS; k++) {
+    free(bwd[k].dout);
+    free(bwd[k].o);
+    free(bwd[k].lse);
+    for (int i = 0; i < 3; i++)
+      free(bwd[k].ref[i]);
+  }
   empty_cache();
   rmdir(cache_dir);
   return 0;
