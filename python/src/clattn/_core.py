@@ -829,8 +829,8 @@ def attention(
             + ", ".join(type(a).__name__ for a in arrays)
         )
     kind = kinds.pop()
-    shape = _shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
     input_dtype = _common_dtype(arrays)
+    shape = _shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
     opts = _make_options(variant, causal, scale, bias, feature_map, eps, cos_m, tiles)
     if return_lse and opts.variant != "softmax":
         raise ValueError(f"clattn: return_lse is for softmax only, not {opts.variant}")

@@ -55,18 +55,24 @@ def attention(arrays, shape, opts, storage: str, return_lse: bool, device: Any,
         raise ValueError("clattn: out belongs to another OpenCL context")
 
     np_storage = _core._STORAGE_NP[storage]
+    if arrays[0].dtype != np_storage:
+        # pyopencl converts to and from half only on devices with
+        # cl_khr_fp16, so clattn does not convert device arrays at all.
+        raise ValueError(
+            f"clattn: pyopencl arrays of {arrays[0].dtype} run with "
+            f"{arrays[0].dtype} storage; dtype={storage!r} would need a "
+            "device-side conversion, so convert the arrays first"
+        )
     dev = []
     for a in arrays:
-        if a.dtype != np_storage:
-            a = a.astype(np_storage, queue=queue)
-        elif a.offset:
+        if a.offset:
             # clattn takes whole buffers; a view that starts inside one is
             # copied to its own.
             a = a.copy(queue=queue)
         dev.append(a)
     plan = _core._plan_for(ctx, opts, shape, storage)
     out_shape = (shape.batch, shape.heads_q, shape.seq_q, shape.dim_v)
-    direct = out is not None and out.dtype == np_storage and not out.offset
+    direct = out is not None and not out.offset
     o = out if direct else cla.empty(queue, out_shape, np_storage)
     lse = (cla.empty(queue, out_shape[:3], np.float32) if return_lse else None)
     waits = [e.int_ptr for a in (*dev, o, lse) if a is not None for e in a.events]
@@ -88,20 +94,11 @@ def attention(arrays, shape, opts, storage: str, return_lse: bool, device: Any,
     o.add_event(evt)
     if lse is not None:
         lse.add_event(evt)
-    input_dtype = arrays[0].dtype
     if out is not None and not direct:
-        _copy_into(out, o, queue)
+        # out is a view that starts inside its buffer: copy into it.
+        evt = cl.enqueue_copy(queue, out.base_data, o.base_data,
+                              byte_count=out.nbytes, dst_offset=out.offset,
+                              wait_for=list(o.events) + list(out.events))
+        out.add_event(evt)
         o = out
-    elif o.dtype != input_dtype:
-        o = o.astype(input_dtype, queue=queue)
     return (o, lse) if return_lse else o
-
-
-def _copy_into(out: cla.Array, src: cla.Array, queue: Any) -> None:
-    converted = src.astype(out.dtype, queue=queue) if src.dtype != out.dtype else src
-    evt = cl.enqueue_copy(
-        queue, out.base_data, converted.base_data,
-        byte_count=out.nbytes, dst_offset=out.offset,
-        wait_for=list(converted.events) + list(out.events),
-    )
-    out.add_event(evt)
