@@ -8,6 +8,12 @@ process times clattn.attention on numpy float32 arrays of the same shape
 host arrays in to the host output out. Prints the median per round and the
 ratio of the medians.
 
+On a busy machine the rounds drift; the second measure alternates, call by
+call in this process, clattn_plan_run_host on the cached plan (through
+ctypes, about a microsecond of its own) with clattn.attention, and reports
+the median of the per-pair ratios. The third gives the overhead in
+microseconds on a tiny shape, where the device work is negligible.
+
     python python/bench/overhead.py [--shape B,H,N,D] [--variant V] [--causal]
                                     [--reps R] [--rounds K]
 """
@@ -87,6 +93,29 @@ def build_timer(tmp):
     return exe
 
 
+def paired(x, variant, causal, reps):
+    """Alternates the C call on the cached plan and clattn.attention."""
+    from clattn._lib import lib
+
+    plan = clattn.get_plan(x.shape, x.shape, x.shape, variant=variant, causal=causal)
+    o = np.empty_like(x)
+    ptr = x.__array_interface__["data"][0]
+    optr = o.__array_interface__["data"][0]
+    clattn.attention(x, x, x, variant=variant, causal=causal)
+    a_t, b_t, ratios = [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        if lib.clattn_plan_run_host(plan.handle, ptr, ptr, ptr, optr, None):
+            raise RuntimeError("clattn_plan_run_host failed")
+        t1 = time.perf_counter()
+        clattn.attention(x, x, x, variant=variant, causal=causal)
+        t2 = time.perf_counter()
+        a_t.append(t1 - t0)
+        b_t.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return a_t, b_t, ratios
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="1,8,1024,64")
@@ -119,6 +148,12 @@ def main():
     c, p = statistics.median(c_med), statistics.median(py_med)
     print(f"median of rounds: C clattn_plan_run_host {c * 1e3:.3f} ms, "
           f"Python clattn.attention {p * 1e3:.3f} ms, ratio {p / c:.4f}")
+    for label, arr in (("shape", x), ("tiny 1x1x16x16", x[:1, :1, :16, :16].copy())):
+        a_t, b_t, ratios = paired(arr, a.variant, a.causal, a.reps * a.rounds)
+        print(f"paired, {label} {arr.shape}: C {statistics.median(a_t) * 1e3:.3f} ms, "
+              f"Python {statistics.median(b_t) * 1e3:.3f} ms, median ratio "
+              f"{statistics.median(ratios):.4f}, median difference "
+              f"{(statistics.median(b_t) - statistics.median(a_t)) * 1e6:.1f} us")
     info = clattn.cache_info()
     print(f"plan cache: {info.misses} built, {info.hits} hits; device "
           f"{clattn.devices()[clattn.find_device()].name}")

@@ -223,6 +223,16 @@ _proto(
     c_void_p,
     c_void_p,
 )
+_proto(
+    "clattn_plan_run_host",
+    c_int,
+    c_plan,
+    c_void_p,
+    c_void_p,
+    c_void_p,
+    c_void_p,
+    c_void_p,
+)
 _proto("clattn_plan_device_bytes", c_size_t, c_plan)
 _proto("clattn_plan_describe", c_size_t, c_plan, c_char_p, c_size_t)
 # The OpenCL calls the package needs itself come through the loader the
