@@ -32,8 +32,13 @@ from ._lib import lib
 
 # ---- Names, dtypes ---------------------------------------------------------
 
-#: Storage dtypes the C library has, by clattn's name.
-_STORAGE_NP = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
+#: Storage dtypes the C library has, by clattn's name, as numpy holds them on
+#: the host: bf16 as its raw bits (numpy has no bfloat16).
+_STORAGE_NP = {
+    "f32": np.dtype(np.float32),
+    "f16": np.dtype(np.float16),
+    "bf16": np.dtype(np.uint16),
+}
 _DTYPE_ALIASES = {
     "f32": "f32",
     "float32": "f32",
@@ -68,11 +73,10 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _storage_for(input_dtype: str, requested: Any) -> str:
-    """The device storage dtype of a call.
-
-    By default the input's own dtype. bfloat16 data is stored as float32
-    until the C library has bf16 storage (its values are exactly
-    representable, so only memory traffic differs)."""
+    """The device storage dtype of a call: by default the input's own.
+    Should a library without bf16 storage be loaded, bfloat16 data is stored
+    as float32 (every bfloat16 is a float32, so only memory traffic
+    differs)."""
     name = input_dtype if requested is None else _dtype_name(requested)
     if name == "bf16" and "bf16" not in _lib.DTYPES:
         if requested is not None:
@@ -738,9 +742,28 @@ def run_host(
 
 
 def _host_array(a: np.ndarray, storage: str) -> np.ndarray:
-    # Copies only when the array is not C-contiguous, aligned, native-endian
-    # data of the storage dtype.
-    return np.ascontiguousarray(a, dtype=_STORAGE_NP[storage])
+    """a as C-contiguous host data in the storage dtype. Copies only when a
+    is not C-contiguous, aligned, native-endian data of that dtype. For bf16
+    storage, a uint16 array is taken as bf16 bits already (a bfloat16
+    tensor's), and float data is rounded to nearest even by the C library's
+    converter."""
+    if storage != "bf16":
+        return np.ascontiguousarray(a, dtype=_STORAGE_NP[storage])
+    if a.dtype == np.uint16:
+        return np.ascontiguousarray(a)
+    f = np.ascontiguousarray(a, dtype=np.float32)
+    bits = np.empty(f.shape, np.uint16)
+    _check(lib.clattn_convert_from_f32(_lib.DTYPES["bf16"], _ptr(f), _ptr(bits), f.size))
+    return bits
+
+
+def _widen(o: np.ndarray, storage: str) -> np.ndarray:
+    """Host output in the storage dtype as float data numpy can hold."""
+    if storage != "bf16":
+        return o
+    f = np.empty(o.shape, np.float32)
+    _check(lib.clattn_convert_to_f32(_lib.DTYPES["bf16"], _ptr(o), _ptr(f), o.size))
+    return f
 
 
 def _check_out(out: Any, kind: str, shape: Tuple[int, ...], dtype: Any) -> None:
@@ -794,9 +817,8 @@ def attention(
             (default relu).
         eps: denominator epsilon of linear and cosformer (default 1e-6).
         cos_m: cosFormer's M (default max(Nq, Nk)).
-        dtype: storage dtype on the device, "f32" or "f16" (or a numpy or
-            torch dtype); default the inputs' own. bfloat16 inputs are stored
-            as float32 (the C library has no bf16 storage yet). Arithmetic is
+        dtype: storage dtype on the device, "f32", "f16" or "bf16" (or a
+            numpy or torch dtype); default the inputs' own. Arithmetic is
             float32 either way.
         return_lse: also return the log-sum-exp of each query row (softmax
             only; float32 [B, Hq, Nq], -inf for a row that sees no key).
@@ -812,8 +834,9 @@ def attention(
     Returns:
         The output, of the inputs' kind and dtype; with return_lse, the pair
         (output, lse). For PyTorch tensors that require grad the call is a
-        torch.autograd.Function; its backward raises NotImplementedError
-        until the C library has a backward pass.
+        torch.autograd.Function: gradients flow for softmax and sigmoid;
+        the backward of linear and cosformer raises UnsupportedError (a
+        NotImplementedError) until the C library has it.
 
     Raises:
         TypeError, ValueError: bad inputs (kind, rank, dtype, shapes, options),
@@ -847,8 +870,9 @@ def attention(
         return _ctorch._attention(arrays, shape, opts, storage, return_lse, device)
     plan = _plan_for(_context_for(device), opts, shape, storage)
     hq, hk, hv = (_host_array(a, storage) for a in arrays)
-    direct = out is not None and out.dtype == _STORAGE_NP[storage]
+    direct = out is not None and storage != "bf16" and out.dtype == _STORAGE_NP[storage]
     o, lse = run_host(plan, hq, hk, hv, return_lse, out if direct else None)
+    o = _widen(o, storage)
     if out is not None and not direct:
         out[...] = o
         o = out

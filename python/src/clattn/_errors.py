@@ -3,8 +3,9 @@
 A failing C call raises the subclass of its status, carrying the status
 name and the context's message (with the compiler's build log when a kernel
 failed to build). Statuses that mean "the caller passed something wrong"
-also derive from ValueError, and running out of host memory from
-MemoryError, so that ordinary ``except`` clauses catch them.
+also derive from ValueError, running out of host memory from MemoryError,
+and "not supported" from NotImplementedError, so that ordinary ``except``
+clauses catch them.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ class InvalidDescriptorError(Error, ValueError):
     """The problem (shapes, options) is not valid; the message names the field."""
 
 
-class UnsupportedError(Error):
-    """Not supported on this device."""
+class UnsupportedError(Error, NotImplementedError):
+    """Not supported (on this device, or by this clattn yet: the backward
+    pass of linear attention, for one)."""
 
 
 class IOFailedError(Error):

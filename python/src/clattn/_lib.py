@@ -48,7 +48,7 @@ STATUSES = (
 )
 
 VARIANTS = {"softmax": 0, "sigmoid": 1, "linear": 2, "cosformer": 3}
-DTYPES = {"f32": 0, "f16": 1}
+DTYPES = {"f32": 0, "f16": 1, "bf16": 2}
 FEATURE_MAPS = {"default": 0, "elu1": 1, "relu": 2}
 
 CONTEXT_PROFILING = 1
@@ -233,6 +233,14 @@ _proto(
     c_void_p,
     c_void_p,
 )
+_proto(
+    "clattn_plan_backward_host",
+    c_int,
+    c_plan,
+    *([c_void_p] * 9),
+)
+_proto("clattn_convert_from_f32", c_int, c_int, c_void_p, c_void_p, c_size_t)
+_proto("clattn_convert_to_f32", c_int, c_int, c_void_p, c_void_p, c_size_t)
 _proto("clattn_plan_device_bytes", c_size_t, c_plan)
 _proto("clattn_plan_describe", c_size_t, c_plan, c_char_p, c_size_t)
 # The OpenCL calls the package needs itself come through the loader the

@@ -3,9 +3,10 @@ torch.autograd.Function, and scaled_dot_product_attention with PyTorch's
 argument names as a drop-in for the cases clattn supports.
 
 Tensors run through the host path (numpy views of their memory, no copy for
-contiguous float32 or float16 tensors). The Function saves what a backward
-pass needs (q, k, v, the output and, for softmax, the LSE); its backward
-raises NotImplementedError until the C library has one.
+contiguous tensors whose dtype is the storage dtype). The Function saves q,
+k, v, the output and, for softmax, the LSE, and its backward runs the C
+library's backward pass (softmax and sigmoid; linear and cosformer raise
+clattn.UnsupportedError, a NotImplementedError, until it has theirs).
 """
 from __future__ import annotations
 
@@ -17,44 +18,50 @@ import torch
 
 from . import _core
 
-_BACKWARD_MISSING = (
-    "clattn has no backward pass yet: the clattn C library computes the "
-    "forward only, so gradients cannot flow through clattn.attention (or "
-    "clattn.torch.scaled_dot_product_attention). Run it under "
-    "torch.no_grad(), or use PyTorch's own attention for training."
-)
-
-
 def _to_host(t: torch.Tensor, storage: str) -> np.ndarray:
     t = t.detach()
     if t.dtype == torch.bfloat16:
-        # numpy has no bfloat16; widening is exact.
-        t = t.float()
+        if storage == "bf16":
+            # The bits as they are: no rounding, no copy when contiguous.
+            return t.contiguous().view(torch.int16).numpy().view(np.uint16)
+        t = t.float()  # numpy has no bfloat16; widening is exact
     return _core._host_array(t.contiguous().numpy(), storage)
 
 
+def _from_host(a: np.ndarray, storage: str, dtype: torch.dtype) -> torch.Tensor:
+    if storage == "bf16":
+        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(a)
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _float_host(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().float().numpy())
+
+
 def _forward(arrays, shape, opts, storage, want_lse, device):
-    q = arrays[0]
     plan = _core._plan_for(_core._context_for(device), opts, shape, storage)
     hq, hk, hv = (_to_host(t, storage) for t in arrays)
     o, lse = _core.run_host(plan, hq, hk, hv, want_lse)
-    out = torch.from_numpy(o)
-    if out.dtype != q.dtype:
-        out = out.to(q.dtype)
-    return out, (torch.from_numpy(lse) if lse is not None else None)
+    out = _from_host(o, storage, arrays[0].dtype)
+    return plan, out, (torch.from_numpy(lse) if lse is not None else None)
 
 
 class AttentionFunction(torch.autograd.Function):
     """clattn.attention as an autograd node. ``apply(q, k, v, call)`` where
     call is (shape, options, storage, device); returns (out, lse), lse being
-    None for variants other than softmax."""
+    None for variants other than softmax. The backward runs the plan's
+    clattn_plan_backward_host (softmax recomputes its weights from the saved
+    LSE); for variants the C library has no backward for, it raises
+    clattn.UnsupportedError, a NotImplementedError."""
 
     @staticmethod
     def forward(ctx, q, k, v, call):  # type: ignore[override]
         shape, opts, storage, device = call
         want_lse = opts.variant == "softmax"
-        out, lse = _forward((q, k, v), shape, opts, storage, want_lse, device)
-        ctx.call = call
+        plan, out, lse = _forward((q, k, v), shape, opts, storage, want_lse, device)
+        ctx.plan = plan
         if lse is not None:
             ctx.mark_non_differentiable(lse)
             ctx.save_for_backward(q, k, v, out, lse)
@@ -63,8 +70,22 @@ class AttentionFunction(torch.autograd.Function):
         return out, None
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
-        raise NotImplementedError(_BACKWARD_MISSING)
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, *unused):  # type: ignore[override]
+        q, k, v, out, *rest = ctx.saved_tensors
+        plan = ctx.plan
+        fq, fk, fv, fo, fd = (_float_host(t) for t in (q, k, v, out, grad_out))
+        flse = _float_host(rest[0]) if rest else None
+        dq, dk, dv = (np.empty(a.shape, np.float32) for a in (fq, fk, fv))
+        p = _core._ptr
+        status = _core.lib.clattn_plan_backward_host(
+            plan.handle, p(fq), p(fk), p(fv), p(fo),
+            p(flse) if flse is not None else None,
+            p(fd), p(dq), p(dk), p(dv),
+        )
+        _core._check(status, plan.context)
+        grads = [torch.from_numpy(g).to(t.dtype) for g, t in ((dq, q), (dk, k), (dv, v))]
+        return grads[0], grads[1], grads[2], None
 
 
 def _check_tensors(arrays: Tuple[torch.Tensor, ...]) -> None:
@@ -84,7 +105,7 @@ def _attention(arrays, shape, opts, storage, return_lse, device):
     if grad:
         out, lse = AttentionFunction.apply(*arrays, (shape, opts, storage, device))
     else:
-        out, lse = _forward(arrays, shape, opts, storage, return_lse, device)
+        _, out, lse = _forward(arrays, shape, opts, storage, return_lse, device)
     return (out, lse) if return_lse else out
 
 
