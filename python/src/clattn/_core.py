@@ -834,9 +834,8 @@ def attention(
     Returns:
         The output, of the inputs' kind and dtype; with return_lse, the pair
         (output, lse). For PyTorch tensors that require grad the call is a
-        torch.autograd.Function: gradients flow for softmax and sigmoid;
-        the backward of linear and cosformer raises UnsupportedError (a
-        NotImplementedError) until the C library has it.
+        torch.autograd.Function whose backward runs the C library's
+        backward pass.
 
     Raises:
         TypeError, ValueError: bad inputs (kind, rank, dtype, shapes, options),

@@ -77,8 +77,7 @@ class InvalidDescriptorError(Error, ValueError):
 
 
 class UnsupportedError(Error, NotImplementedError):
-    """Not supported (on this device, or by this clattn yet: the backward
-    pass of linear attention, for one)."""
+    """Not supported (on this device, or by this clattn)."""
 
 
 class IOFailedError(Error):

@@ -71,6 +71,7 @@ def attention(arrays, shape, opts, storage: str, return_lse: bool, device: Any,
             a = a.copy(queue=queue)
         dev.append(a)
     plan = _core._plan_for(ctx, opts, shape, storage)
+    ctx._async = True  # its plans finish the queue before they go
     out_shape = (shape.batch, shape.heads_q, shape.seq_q, shape.dim_v)
     direct = out is not None and not out.offset
     o = out if direct else cla.empty(queue, out_shape, np_storage)

@@ -5,8 +5,7 @@ argument names as a drop-in for the cases clattn supports.
 Tensors run through the host path (numpy views of their memory, no copy for
 contiguous tensors whose dtype is the storage dtype). The Function saves q,
 k, v, the output and, for softmax, the LSE, and its backward runs the C
-library's backward pass (softmax and sigmoid; linear and cosformer raise
-clattn.UnsupportedError, a NotImplementedError, until it has theirs).
+library's backward pass.
 """
 from __future__ import annotations
 
@@ -53,8 +52,8 @@ class AttentionFunction(torch.autograd.Function):
     call is (shape, options, storage, device); returns (out, lse), lse being
     None for variants other than softmax. The backward runs the plan's
     clattn_plan_backward_host (softmax recomputes its weights from the saved
-    LSE); for variants the C library has no backward for, it raises
-    clattn.UnsupportedError, a NotImplementedError."""
+    LSE). A failing call raises clattn.Error (UnsupportedError, a
+    NotImplementedError, for a backward the library does not have)."""
 
     @staticmethod
     def forward(ctx, q, k, v, call):  # type: ignore[override]
