@@ -427,17 +427,47 @@ clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
   return CLATTN_SUCCESS;
 }
 
-CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
-                                              const float *q, const float *k,
-                                              const float *v, float *o,
-                                              float *lse) {
+/* Host arrays to and from the plan's buffers: converted from or to float32
+ * when convert is set, else copied as they are (already in dtype). */
+static clattn_status upload_host(clattn_context_t ctx, clattn_dtype dtype,
+                                 int convert, const void *src, size_t count,
+                                 cl_mem *out) {
+  if (convert)
+    return clattn__upload(ctx, dtype, src, count, out);
+  cl_int err = CL_SUCCESS;
+  *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                        count * clattn__dtype_size(dtype), (void *)src, &err);
+  if (err != CL_SUCCESS) {
+    *out = NULL;
+    return clattn__fail_cl(ctx, err, "clCreateBuffer");
+  }
+  return CLATTN_SUCCESS;
+}
+
+static clattn_status download_host(clattn_context_t ctx, cl_mem mem,
+                                   size_t count, clattn_dtype dtype,
+                                   int convert, void *dst) {
+  if (convert)
+    return clattn__download(ctx, mem, count, dtype, dst);
+  cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0,
+                                   count * clattn__dtype_size(dtype), dst, 0,
+                                   NULL, NULL);
+  if (err != CL_SUCCESS)
+    return clattn__fail_cl(ctx, err, "clEnqueueReadBuffer");
+  return CLATTN_SUCCESS;
+}
+
+/* The host-pointer calls: convert says whether q, k, v and o are float32
+ * (converted to and from the plan's dtype) or already in the plan's dtype. */
+static clattn_status run_host(clattn_plan_t plan, const char *fn, int convert,
+                              const void *q, const void *k, const void *v,
+                              void *o, float *lse) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
   if (!q || !k || !v || !o)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
-                        "clattn_plan_run_host: q, k, v and o must not be "
-                        "NULL");
+                        "%s: q, k, v and o must not be NULL", fn);
   const clattn__problem *p = &plan->p;
   size_t es = clattn__dtype_size(p->dtype);
   size_t bytes[5];
@@ -446,9 +476,9 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, bl = NULL;
   cl_event done = NULL;
   cl_int err = CL_SUCCESS;
-  CLATTN_CHECK(clattn__upload(ctx, p->dtype, q, bytes[0] / es, &bq));
-  CLATTN_CHECK(clattn__upload(ctx, p->dtype, k, bytes[1] / es, &bk));
-  CLATTN_CHECK(clattn__upload(ctx, p->dtype, v, bytes[2] / es, &bv));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, q, bytes[0] / es, &bq));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, k, bytes[1] / es, &bk));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, v, bytes[2] / es, &bv));
   bo = clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[3], NULL, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
   if (lse) {
@@ -457,7 +487,7 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   }
   CLATTN_CHECK(clattn_plan_run(plan, bq, bk, bv, bo, bl, 0, NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
-  CLATTN_CHECK(clattn__download(ctx, bo, bytes[3] / es, p->dtype, o));
+  CLATTN_CHECK(download_host(ctx, bo, bytes[3] / es, p->dtype, convert, o));
   if (lse)
     CLATTN_CHECK(clattn__download(ctx, bl, bytes[4] / sizeof(float),
                                   CLATTN_DTYPE_F32, lse));
@@ -473,6 +503,20 @@ cleanup:
       clReleaseMemObject(all[i]);
   }
   return st;
+}
+
+CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
+                                              const float *q, const float *k,
+                                              const float *v, float *o,
+                                              float *lse) {
+  return run_host(plan, "clattn_plan_run_host", 1, q, k, v, o, lse);
+}
+
+CLATTN_API clattn_status clattn_plan_run_host_raw(clattn_plan_t plan,
+                                                  const void *q, const void *k,
+                                                  const void *v, void *o,
+                                                  float *lse) {
+  return run_host(plan, "clattn_plan_run_host_raw", 0, q, k, v, o, lse);
 }
 
 CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {

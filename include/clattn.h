@@ -305,6 +305,14 @@ clattn_status clattn_plan_run_host(clattn_plan_t plan, const float *q,
                                    const float *k, const float *v, float *o,
                                    float *lse);
 
+/* Like clattn_plan_run_host, but q, k, v and o are host arrays in the plan's
+ * own dtype (cl_half for f16, as clattn_f32_to_f16 writes it), copied as they
+ * are with no conversion on the host: for callers whose data is already
+ * stored that way. lse (float32) may be NULL. Blocking. */
+clattn_status clattn_plan_run_host_raw(clattn_plan_t plan, const void *q,
+                                       const void *k, const void *v, void *o,
+                                       float *lse);
+
 /* Device bytes the plan itself holds (workspace), not counting the caller's
  * q, k, v, o and lse buffers. */
 size_t clattn_plan_device_bytes(clattn_plan_t plan);
