@@ -21,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 INTEL_OCL=${CLATTN_INTEL_OCL:-1}
+INTEL_OCL_VERSION=2026.2.0
 
 PACKAGES=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers
   ocl-icd-libopencl1 pocl-opencl-icd libclblast-dev libopenblas-dev
@@ -59,16 +60,28 @@ install_intel_runtime() {
   fi
   if ! find "$venv" -name libintelocl.so -print -quit | grep -q .; then
     echo "clattn.sh: installing Intel's OpenCL CPU runtime from PyPI into $venv"
+    # Pinned: the version the suite was last run on; a newer runtime is a
+    # change to test, not something to pick up unnoticed.
     "$venv/bin/pip" install -q --disable-pip-version-check \
-      intel-opencl-rt intel-cmplr-lib-rt
+      "intel-opencl-rt==$INTEL_OCL_VERSION" \
+      "intel-cmplr-lib-rt==$INTEL_OCL_VERSION"
   fi
   lib=$(find "$(cd "$venv" && pwd)" -name libintelocl.so -print -quit)
   [ -n "$lib" ] || return 1
   rm -rf "$vendors"
   mkdir -p "$vendors"
-  # Copies, not the system folder itself: OCL_ICD_VENDORS replaces it.
-  for icd in /etc/OpenCL/vendors/*.icd; do
-    [ -e "$icd" ] && cp "$icd" "$vendors/"
+  # Copies of the vendors already seen (OCL_ICD_VENDORS when it names a
+  # folder, else the system's), since OCL_ICD_VENDORS replaces that folder.
+  # Another Intel CPU runtime among them would show its platform twice.
+  local system=/etc/OpenCL/vendors icd
+  if [ -d "${OCL_ICD_VENDORS:-}" ] &&
+    [ "$(cd "$OCL_ICD_VENDORS" && pwd)" != "$(cd "$vendors" && pwd)" ]; then
+    system=$OCL_ICD_VENDORS
+  fi
+  for icd in "$system"/*.icd; do
+    if [ -e "$icd" ] && ! grep -q libintelocl "$icd"; then
+      cp "$icd" "$vendors/"
+    fi
   done
   echo "$lib" >"$vendors/intel-cpu.icd"
   export OCL_ICD_VENDORS
