@@ -43,6 +43,189 @@ static int native_width(const clattn_device_profile *dev) {
   return w >= 16 ? 16 : w >= 8 ? 8 : 4;
 }
 
+/* The cpu shape's tiles and workspace layout (floats), derived from the
+ * problem and the device alone so that create and enqueue agree. */
+typedef struct {
+  int keys_vec, mr, bm, bn, s_vecs, o_vecs, jr, t_vecs, vec, splits;
+  size_t nkp, dp, dvp, vt_off, kr_off, scr_off, dq_off, total;
+} cpu_bwd_tiles;
+
+/* A CPU whose forward runs the cpu shape gets the single-pass backward;
+ * other devices (and SHAPE=gpu or row) keep the dkdv and dq kernels. */
+static int use_cpu_shape(const clattn_plan_t plan) {
+  return plan->ctx->profile.is_cpu && plan->shape_id == CLATTN__SHAPE_CPU;
+}
+
+/* Like the forward's cpu shape: 16-float vectors (AVX-512) come with 32
+ * vector registers, narrower ones with 16. The score micro-tile holds
+ * MR x S_VECS accumulators plus S_VECS key vectors and a broadcast; the
+ * dK/dV micro-tile JR x T_VECS accumulators plus T_VECS row vectors and a
+ * broadcast; the dQ micro-tile MR x O_VECS plus O_VECS. A query block is two
+ * score micro-tiles high, so that the dK/dV accumulators are reloaded once
+ * per 2 MR rows. Key blocks of 64 keep the packed blocks and the scratch
+ * inside L2 up to D = 256. Splits give every compute unit two work-items. */
+static void cpu_bwd_tiles_get(const clattn_plan_t plan, cpu_bwd_tiles *t) {
+  const clattn__problem *p = &plan->p;
+  const clattn_device_profile *dev = &plan->ctx->profile;
+  cl_uint w = dev->native_vector_width_float;
+  if (w < dev->preferred_vector_width_float)
+    w = dev->preferred_vector_width_float;
+  const int wide = w >= 16;
+  const int regs = wide ? 32 : 16;
+  t->keys_vec = wide ? 16 : 8;
+  t->vec = wide ? 16 : 8;
+  while (t->vec > 1 && (size_t)t->vec / 2 >= p->dim &&
+         (size_t)t->vec / 2 >= p->dim_v)
+    t->vec /= 2;
+  size_t dch = (p->dim + (size_t)t->vec - 1) / (size_t)t->vec;
+  size_t dvch = (p->dim_v + (size_t)t->vec - 1) / (size_t)t->vec;
+  t->dp = dch * (size_t)t->vec;
+  t->dvp = dvch * (size_t)t->vec;
+  t->mr = wide ? 8 : 6;
+  t->bm = 2 * t->mr;
+  t->s_vecs = 2;
+  t->o_vecs = (regs - 1) / (t->mr + 1);
+  if ((size_t)t->o_vecs > dch)
+    t->o_vecs = (int)dch;
+  size_t nch = dch > dvch ? dch : dvch;
+  t->t_vecs = nch < 4 ? (int)nch : 4;
+  t->jr = (regs - 1 - t->t_vecs) / t->t_vecs;
+  t->jr = t->jr >= 4 ? 4 : t->jr >= 2 ? 2 : 1;
+  size_t ktile = (size_t)(t->s_vecs * t->keys_vec);
+  t->bn = (int)clattn__round_up(64, ktile);
+  t->nkp = clattn__round_up(p->seq_k, (size_t)t->bn);
+  size_t blocks = t->nkp / (size_t)t->bn, items = p->batch * p->heads_kv;
+  size_t want = (2 * (size_t)dev->compute_units + items - 1) / items;
+  if (want > blocks)
+    want = blocks;
+  t->splits = want < 1 ? 1 : (int)want;
+  size_t bhk = p->batch * p->heads_kv;
+  t->vt_off = bhk * t->nkp * p->dim;
+  t->kr_off = t->vt_off + bhk * t->nkp * p->dim_v;
+  t->scr_off = t->kr_off + bhk * t->nkp * t->dp;
+  t->dq_off =
+      t->scr_off + bhk * (size_t)t->splits * (size_t)t->bn * (t->dp + t->dvp);
+  t->total =
+      t->dq_off + (size_t)t->splits * p->batch * p->heads_q * p->seq_q * t->dp;
+}
+
+static clattn_status cpu_backward_create(clattn_plan_t plan) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn_status st = CLATTN_SUCCESS;
+  cpu_bwd_tiles t;
+  cpu_bwd_tiles_get(plan, &t);
+  char options[512];
+  snprintf(options, sizeof options,
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SIGMOID=%d "
+           "-D SHAPE=1 -D VEC=%d -D KEYS_VEC=%d -D MR=%d -D BLOCK_M=%d "
+           "-D BLOCK_N=%d -D S_VECS=%d -D O_VECS=%d -D JR=%d -D T_VECS=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
+           p->variant == CLATTN_VARIANT_SIGMOID, t.vec, t.keys_vec, t.mr, t.bm,
+           t.bn, t.s_vecs, t.o_vecs, t.jr, t.t_vecs);
+  static const char *const files[] = {"common.cl", "flash_bwd.cl"};
+  static const char *const names[] = {"clattn_bwd_pack", "clattn_bwd_cpu",
+                                      "clattn_bwd_dq_sum"};
+  cl_program program = NULL;
+  CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
+  for (size_t i = 0; i < 3; i++) {
+    cl_int err = CL_SUCCESS;
+    plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);
+    CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
+    plan->nbwd = i + 1;
+  }
+  if (t.total > SIZE_MAX / sizeof(float))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: the backward workspace of these "
+                        "shapes overflows the address space");
+  cl_int err = CL_SUCCESS;
+  plan->bwd_workspace[0] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                                          t.total * sizeof(float), NULL, &err);
+  CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
+  plan->bwd_workspace_bytes = t.total * sizeof(float);
+cleanup:
+  return st;
+}
+
+/* bufs: q, k, v, o, lse, dout, dq, dk, dv. */
+static clattn_status cpu_backward_enqueue(clattn_plan_t plan,
+                                          const cl_mem *bufs, cl_uint nwait,
+                                          const cl_event *wait,
+                                          cl_event *event) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn_status st = CLATTN_SUCCESS;
+  cl_event ev[2] = {NULL, NULL};
+  cl_int err = CL_SUCCESS;
+  cpu_bwd_tiles t;
+  cpu_bwd_tiles_get(plan, &t);
+  const cl_mem ws = plan->bwd_workspace[0], none = NULL;
+  int softmax = p->variant == CLATTN_VARIANT_SOFTMAX;
+  cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k, nkp = (cl_int)t.nkp;
+  cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
+  cl_int splits = t.splits;
+  const float log2e = 1.4426950408889634f;
+  cl_float scale = p->scale, scale_log2 = p->scale * log2e;
+  cl_float bias_log2 = softmax ? 0.0f : p->bias * log2e;
+  cl_ulong vt_off = t.vt_off, kr_off = t.kr_off, scr_off = t.scr_off;
+  cl_ulong dq_off = t.dq_off;
+  cl_ulong rows = (cl_ulong)(p->batch * p->heads_q * p->seq_q);
+  size_t bhk = p->batch * p->heads_kv;
+  cl_kernel kp = plan->bwd_kernels[0], kc = plan->bwd_kernels[1];
+  cl_kernel ksum = plan->bwd_kernels[2];
+  cl_uint a = 0;
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &bufs[1]);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &bufs[2]);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nkp);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &vt_off);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &kr_off);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gp[2] = {t.nkp / (size_t)t.bn, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kp, 2, gp, nwait, wait, &ev[0]));
+  a = 0;
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[0]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), softmax ? &bufs[3] : &none);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[5]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), softmax ? &bufs[4] : &none);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[7]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[8]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nq);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nkp);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &hq);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &hkv);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &splits);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &scale_log2);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &scale);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &bias_log2);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &vt_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &kr_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &scr_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &dq_off);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gc[2] = {(size_t)t.splits, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kc, 2, gc, 1, &ev[0], &ev[1]));
+  a = 0;
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_mem), &bufs[6]);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_ulong), &dq_off);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_ulong), &rows);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_int), &splits);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_float), &scale);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gs = (size_t)((rows + 63) / 64);
+  CLATTN_CHECK(bwd_enqueue(plan, ksum, 1, &gs, 1, &ev[1], event));
+cleanup:
+  for (int i = 0; i < 2; i++) {
+    if (ev[i])
+      clReleaseEvent(ev[i]);
+  }
+  return st;
+}
+
 static clattn_status flash_backward_create(clattn_plan_t plan) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -323,8 +506,9 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   int linear = plan->p.variant == CLATTN_VARIANT_LINEAR ||
                plan->p.variant == CLATTN_VARIANT_COSFORMER;
   if (plan->nbwd == 0) {
-    clattn_status st =
-        linear ? linear_backward_create(plan) : flash_backward_create(plan);
+    clattn_status st = linear                ? linear_backward_create(plan)
+                       : use_cpu_shape(plan) ? cpu_backward_create(plan)
+                                             : flash_backward_create(plan);
     if (st != CLATTN_SUCCESS) {
       for (size_t i = 0; i < plan->nbwd; i++)
         clReleaseKernel(plan->bwd_kernels[i]);
@@ -338,6 +522,9 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
       return st;
     }
   }
-  return linear ? linear_backward_enqueue(plan, bufs, nwait, wait, event)
-                : flash_backward_enqueue(plan, bufs, nwait, wait, event);
+  if (linear)
+    return linear_backward_enqueue(plan, bufs, nwait, wait, event);
+  return use_cpu_shape(plan)
+             ? cpu_backward_enqueue(plan, bufs, nwait, wait, event)
+             : flash_backward_enqueue(plan, bufs, nwait, wait, event);
 }
