@@ -50,10 +50,11 @@ typedef struct {
   size_t nkp, dp, dvp, vt_off, kr_off, scr_off, dq_off, total;
 } cpu_bwd_tiles;
 
-/* A CPU whose forward runs the cpu shape gets the single-pass backward;
- * other devices (and SHAPE=gpu or row) keep the dkdv and dq kernels. */
+/* A plan whose forward runs the cpu shape (a CPU's default) gets the
+ * single-pass backward; the gpu and row shapes keep the dkdv and dq kernels,
+ * whose work-items are many and independent. */
 static int use_cpu_shape(const clattn_plan_t plan) {
-  return plan->ctx->profile.is_cpu && plan->shape_id == CLATTN__SHAPE_CPU;
+  return plan->shape_id == CLATTN__SHAPE_CPU;
 }
 
 /* Like the forward's cpu shape: 16-float vectors (AVX-512) come with 32
@@ -338,9 +339,14 @@ cleanup:
 
 /* ---- Linear attention and cosFormer ------------------------------------ */
 
-enum { LB_KSTATE = 0, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
+enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
 
 #define LB_CHUNK 64
+/* Feature rows per work-item of the state kernels, rows per work-item of
+ * the row kernels: fewer, longer work-items (a CPU runtime pays for each
+ * work-group), each state or value row loaded once for several. */
+#define LB_FB 8
+#define LB_LR 8
 
 /* a * b into *out, or 0 when it does not fit a size_t. */
 static int mul_ok(size_t a, size_t b, size_t *out) {
@@ -366,13 +372,14 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
   char options[512];
   snprintf(options, sizeof options,
            "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D COSFORMER=%d "
-           "-D FEATURE_MAP=%d -D CHUNK=%d -D VEC=1",
+           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D VEC=1",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, cos,
-           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK);
+           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK, LB_FB,
+           LB_LR);
   static const char *const files[] = {"common.cl", "linear_bwd.cl"};
-  static const char *const names[] = {"clattn_lbwd_kstate", "clattn_lbwd_scan",
-                                      "clattn_lbwd_query", "clattn_lbwd_qstate",
-                                      "clattn_lbwd_key"};
+  static const char *const names[] = {
+      "clattn_lbwd_featmap", "clattn_lbwd_kstate", "clattn_lbwd_scan",
+      "clattn_lbwd_query",   "clattn_lbwd_qstate", "clattn_lbwd_key"};
   cl_program program = NULL;
   CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
   for (size_t i = 0; i < LB_COUNT; i++) {
@@ -381,9 +388,10 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nbwd = i + 1;
   }
-  /* Workspace: key-side and query-side chunk states, then g_i and c_i of
-   * every query row. */
-  size_t kc, qc, feat = p->dim * (cos ? 2u : 1u), slot, kbytes, qbytes, gbytes;
+  /* Workspace: key-side and query-side chunk states, g_i and c_i of every
+   * query row, the features of every query and key row. */
+  size_t kc, qc, feat = p->dim * (cos ? 2u : 1u), slot, kbytes, qbytes, gbytes,
+                 fqbytes, fkbytes;
   linear_chunks(p, &kc, &qc);
   size_t bhk = p->batch * p->heads_kv, rows = p->batch * p->heads_q * p->seq_q;
   if (!mul_ok(feat, p->dim_v + 1, &slot) ||
@@ -392,12 +400,16 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
       !mul_ok(slot * sizeof(float), bhk, &qbytes) ||
       !mul_ok(qbytes, qc + 1, &qbytes) ||
       !mul_ok(rows, (p->dim_v + 1) * sizeof(float), &gbytes) ||
-      kbytes > SIZE_MAX - qbytes || kbytes + qbytes > SIZE_MAX - gbytes)
+      !mul_ok(rows, feat * sizeof(float), &fqbytes) ||
+      !mul_ok(bhk * p->seq_k, feat * sizeof(float), &fkbytes) ||
+      kbytes > SIZE_MAX - qbytes || kbytes + qbytes > SIZE_MAX - gbytes ||
+      kbytes + qbytes + gbytes > SIZE_MAX - fqbytes ||
+      kbytes + qbytes + gbytes + fqbytes > SIZE_MAX - fkbytes)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: the backward workspace of these "
                         "shapes overflows the address space");
-  const size_t bytes[3] = {kbytes, qbytes, gbytes};
-  for (size_t i = 0; i < 3; i++) {
+  const size_t bytes[5] = {kbytes, qbytes, gbytes, fqbytes, fkbytes};
+  for (size_t i = 0; i < 5; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_workspace[i] =
         clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes[i], NULL, &err);
@@ -417,9 +429,10 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   const clattn__problem *p = &plan->p;
   clattn_status st = CLATTN_SUCCESS;
   cl_int err = CL_SUCCESS;
-  cl_event ev[6] = {NULL};
+  cl_event ev[8] = {NULL};
   const cl_mem ks = plan->bwd_workspace[0], qs = plan->bwd_workspace[1];
-  const cl_mem gc = plan->bwd_workspace[2];
+  const cl_mem gc = plan->bwd_workspace[2], qfe = plan->bwd_workspace[3];
+  const cl_mem kfe = plan->bwd_workspace[4];
   int cos = p->variant == CLATTN_VARIANT_COSFORMER;
   size_t kc, qc, feat = p->dim * (cos ? 2u : 1u);
   linear_chunks(p, &kc, &qc);
@@ -430,16 +443,29 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   cl_float eps = p->eps, hinv = (cl_float)(0.5 / (double)p->cos_m);
   cl_kernel *kn = plan->bwd_kernels;
   cl_uint a = 0;
+  /* 0: the features of the query rows, then of the key rows. */
+  cl_ulong rq = (cl_ulong)(p->batch * p->heads_q * p->seq_q);
+  cl_ulong rk = (cl_ulong)(bhk * p->seq_k);
+  for (int side = 0; side < 2; side++) {
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 0, sizeof(cl_mem), &bufs[side]);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 1, sizeof(cl_mem), side ? &kfe : &qfe);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 2, sizeof(cl_ulong), side ? &rk : &rq);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 3, sizeof(cl_int), side ? &nk : &nq);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 4, sizeof(cl_float), &hinv);
+    CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+    size_t gf = (size_t)(((side ? rk : rq) + LB_LR - 1) / LB_LR);
+    CLATTN_CHECK(bwd_enqueue(plan, kn[LB_FEAT], 1, &gf, side ? 1 : nwait,
+                             side ? &ev[5] : wait, &ev[5 + side]));
+  }
   /* 1: key chunk sums; 2: their exclusive prefix. */
-  CLATTN_SET_ARG(err, kn[LB_KSTATE], 0, sizeof(cl_mem), &bufs[1]);
+  CLATTN_SET_ARG(err, kn[LB_KSTATE], 0, sizeof(cl_mem), &kfe);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 1, sizeof(cl_mem), &bufs[2]);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 2, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 3, sizeof(cl_int), &nk);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 4, sizeof(cl_int), &ikc);
-  CLATTN_SET_ARG(err, kn[LB_KSTATE], 5, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g1[3] = {feat, kc, bhk};
-  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, nwait, wait, &ev[0]));
+  size_t g1[3] = {(feat + LB_FB - 1) / LB_FB, kc, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, 1, &ev[6], &ev[0]));
   size_t gs[2] = {feat * (p->dim_v + 1), bhk};
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &ikc);
@@ -447,8 +473,8 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[0], &ev[1]));
   /* 3: per query row. */
-  const cl_mem qargs[] = {bufs[0], bufs[1], bufs[2], bufs[5], ks, gc, bufs[6]};
-  for (a = 0; a < 7; a++)
+  const cl_mem qargs[] = {bufs[0], qfe, kfe, bufs[2], bufs[5], ks, gc, bufs[6]};
+  for (a = 0; a < 8; a++)
     CLATTN_SET_ARG(err, kn[LB_QUERY], a, sizeof(cl_mem), &qargs[a]);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_int), &nq);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_int), &nk);
@@ -458,11 +484,11 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_float), &eps);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g3[3] = {p->seq_q, p->heads_q, p->batch};
+  size_t g3[3] = {(p->seq_q + LB_LR - 1) / LB_LR, p->heads_q, p->batch};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QUERY], 3, g3, 1, &ev[1], &ev[2]));
   /* 4: query chunk sums per kv head; 5: their exclusive suffix. */
   a = 0;
-  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &bufs[0]);
+  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &qfe);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &gc);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &nq);
@@ -470,9 +496,8 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &hq);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &hkv);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &iqc);
-  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g4[3] = {feat, qc, bhk};
+  size_t g4[3] = {(feat + LB_FB - 1) / LB_FB, qc, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QSTATE], 3, g4, 1, &ev[2], &ev[3]));
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &iqc);
@@ -480,8 +505,8 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[3], &ev[4]));
   /* 6: per key row. */
-  const cl_mem kargs[] = {bufs[0], bufs[1], bufs[2], gc, qs, bufs[7], bufs[8]};
-  for (a = 0; a < 7; a++)
+  const cl_mem kargs[] = {qfe, bufs[1], kfe, bufs[2], gc, qs, bufs[7], bufs[8]};
+  for (a = 0; a < 8; a++)
     CLATTN_SET_ARG(err, kn[LB_KEY], a, sizeof(cl_mem), &kargs[a]);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &nq);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &nk);
@@ -490,10 +515,10 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &iqc);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g6[3] = {p->seq_k, p->heads_kv, p->batch};
+  size_t g6[3] = {(p->seq_k + LB_LR - 1) / LB_LR, p->heads_kv, p->batch};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KEY], 3, g6, 1, &ev[4], event));
 cleanup:
-  for (int i = 0; i < 6; i++) {
+  for (int i = 0; i < 8; i++) {
     if (ev[i])
       clReleaseEvent(ev[i]);
   }
@@ -513,7 +538,7 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
       for (size_t i = 0; i < plan->nbwd; i++)
         clReleaseKernel(plan->bwd_kernels[i]);
       plan->nbwd = 0;
-      for (size_t i = 0; i < 3; i++) {
+      for (size_t i = 0; i < 5; i++) {
         if (plan->bwd_workspace[i])
           clReleaseMemObject(plan->bwd_workspace[i]);
         plan->bwd_workspace[i] = NULL;
