@@ -59,6 +59,10 @@
 #define LR 8 // rows per work-item of the query and key kernels
 #endif
 
+#ifndef SCAN_E
+#define SCAN_E 64 // state elements per work-item of clattn_lbwd_scan
+#endif
+
 #define FEAT (HEAD_DIM * (COSFORMER ? 2 : 1))
 #define SLOT ((size_t)FEAT * (HEAD_DIM_V + 1))
 
@@ -146,13 +150,13 @@ __kernel void clattn_lbwd_kstate(__global const float *kfe,
     float kf[FB];
     for (int u = 0; u < FB; u++)
       kf[u] = f0 + u < FEAT ? kfe[row * FEAT + f0 + u] : 0.0f;
-    for (int t = 0; t < HEAD_DIM_V; t++) {
-      const float vt = LOAD1(v, row * HEAD_DIM_V + t);
-      for (int u = 0; u < FB; u++)
-        acc[u][t] = fma(kf[u], vt, acc[u][t]);
-    }
+    float vr[HEAD_DIM_V + 1];
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      vr[t] = LOAD1(v, row * HEAD_DIM_V + t);
+    vr[HEAD_DIM_V] = 1.0f;
     for (int u = 0; u < FB; u++)
-      acc[u][HEAD_DIM_V] += kf[u];
+      for (int t = 0; t <= HEAD_DIM_V; t++)
+        acc[u][t] = fma(kf[u], vr[t], acc[u][t]);
   }
   __global float *s = st + (bh * (chunks + 1) + c) * SLOT;
   for (int u = 0; u < FB && f0 + u < FEAT; u++) {
@@ -162,23 +166,31 @@ __kernel void clattn_lbwd_kstate(__global const float *kfe,
   }
 }
 
-/* Element e of every chunk's slot, per bh: an exclusive prefix (reverse =
- * 0) or suffix (1), and the total into slot `chunks`. */
+/* Elements [SCAN_E id, SCAN_E (id + 1)) of every chunk's slot, per bh: an
+ * exclusive prefix (reverse = 0) or suffix (1), and the total into slot
+ * `chunks`. A run of elements per work-item: contiguous loads, and few
+ * work-items (a CPU runtime pays for each work-group). */
 __kernel void clattn_lbwd_scan(__global float *st, const int chunks,
                                const int reverse) {
-  const size_t e = get_global_id(0);
+  const size_t e0 = get_global_id(0) * SCAN_E;
   const size_t bh = get_global_id(1);
-  if (e >= SLOT)
+  if (e0 >= SLOT)
     return;
-  __global float *s = st + bh * (chunks + 1) * SLOT + e;
-  float run = 0.0f;
-  for (int n = 0; n < chunks; n++) {
-    const int c = reverse ? chunks - 1 - n : n;
-    const float x = s[(size_t)c * SLOT];
-    s[(size_t)c * SLOT] = run;
-    run += x;
+  const int n = (int)min((size_t)SCAN_E, SLOT - e0);
+  __global float *s = st + bh * (chunks + 1) * SLOT + e0;
+  float run[SCAN_E];
+  for (int e = 0; e < SCAN_E; e++)
+    run[e] = 0.0f;
+  for (int m = 0; m < chunks; m++) {
+    __global float *sc = s + (size_t)(reverse ? chunks - 1 - m : m) * SLOT;
+    for (int e = 0; e < n; e++) {
+      const float x = sc[e];
+      sc[e] = run[e];
+      run[e] += x;
+    }
   }
-  s[(size_t)chunks * SLOT] = run;
+  for (int e = 0; e < n; e++)
+    s[(size_t)chunks * SLOT + e] = run[e];
 }
 
 /* Query row (i, h, b). gc holds g_i (Dv floats) and c_i per row. */
@@ -301,11 +313,12 @@ __kernel void clattn_lbwd_qstate(__global const float *qfe,
       for (int u = 0; u < FB; u++)
         qf[u] = f0 + u < FEAT ? qfe[(row0 + i) * FEAT + f0 + u] : 0.0f;
       __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
-      for (int t = 0; t <= HEAD_DIM_V; t++) {
-        const float gt = gci[t];
-        for (int u = 0; u < FB; u++)
-          acc[u][t] = fma(qf[u], gt, acc[u][t]);
-      }
+      float gr[HEAD_DIM_V + 1];
+      for (int t = 0; t <= HEAD_DIM_V; t++)
+        gr[t] = gci[t];
+      for (int u = 0; u < FB; u++)
+        for (int t = 0; t <= HEAD_DIM_V; t++)
+          acc[u][t] = fma(qf[u], gr[t], acc[u][t]);
     }
   }
   __global float *s = st + (bhk * (chunks + 1) + c) * SLOT;

@@ -346,7 +346,8 @@ enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
  * the row kernels: fewer, longer work-items (a CPU runtime pays for each
  * work-group), each state or value row loaded once for several. */
 #define LB_FB 8
-#define LB_LR 8
+#define LB_LR 32
+#define LB_SCAN_E 64
 
 /* a * b into *out, or 0 when it does not fit a size_t. */
 static int mul_ok(size_t a, size_t b, size_t *out) {
@@ -372,10 +373,11 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
   char options[512];
   snprintf(options, sizeof options,
            "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D COSFORMER=%d "
-           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D VEC=1",
+           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D SCAN_E=%d "
+           "-D VEC=1",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, cos,
            p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK, LB_FB,
-           LB_LR);
+           LB_LR, LB_SCAN_E);
   static const char *const files[] = {"common.cl", "linear_bwd.cl"};
   static const char *const names[] = {
       "clattn_lbwd_featmap", "clattn_lbwd_kstate", "clattn_lbwd_scan",
@@ -466,7 +468,7 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t g1[3] = {(feat + LB_FB - 1) / LB_FB, kc, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, 1, &ev[6], &ev[0]));
-  size_t gs[2] = {feat * (p->dim_v + 1), bhk};
+  size_t gs[2] = {(feat * (p->dim_v + 1) + LB_SCAN_E - 1) / LB_SCAN_E, bhk};
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &ikc);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 2, sizeof(cl_int), &fwd);
