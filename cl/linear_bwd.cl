@@ -130,6 +130,22 @@ __kernel void clattn_lbwd_featmap(__global const store_t *x,
           clattn_lbwd_feat(x + r * HEAD_DIM, f, (int)(r % n), hinv);
 }
 
+/* a . b over Dv floats; in vectors of 8 where Dv allows (a loop-carried
+ * scalar sum does not vectorise without reassociation). */
+float clattn_lbwd_dot(__global const float *a, const float *b) {
+#if HEAD_DIM_V % 8 == 0
+  float8 acc = (float8)(0.0f);
+  for (int t = 0; t < HEAD_DIM_V; t += 8)
+    acc = fma(vload8(0, a + t), vload8(0, b + t), acc);
+  return clattn_hsum8(acc);
+#else
+  float acc = 0.0f;
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    acc = fma(a[t], b[t], acc);
+  return acc;
+#endif
+}
+
 /* Rows of chunk c: keys [c CHUNK, (c + 1) CHUNK). Work-item (f / FB, c,
  * bh). */
 __kernel void clattn_lbwd_kstate(__global const float *kfe,
@@ -243,12 +259,8 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
   for (int t = 0; t < HEAD_DIM_V; t++)
     g[t] = LOAD1(dout, row * HEAD_DIM_V + t) / n;
   float qu = 0.0f;
-  for (int f = 0; f < FEAT; f++) {
-    float u = 0.0f;
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      u = fma(s[(size_t)f * HEAD_DIM_V + t], g[t], u);
-    dfeat[f] = u;
-  }
+  for (int f = 0; f < FEAT; f++)
+    dfeat[f] = clattn_lbwd_dot(s + (size_t)f * HEAD_DIM_V, g);
   for (int j = j0; j < j1; j++) {
     const size_t kr = bhk * nk + j;
     float vg = 0.0f;
@@ -350,13 +362,10 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   }
   /* The suffix state: dk' = R v + r, dv = R^T k'. */
   for (int f = 0; f < FEAT; f++) {
-    float acc = s[(size_t)FEAT * HEAD_DIM_V + f];
-    for (int t = 0; t < HEAD_DIM_V; t++) {
-      const float r = s[(size_t)f * HEAD_DIM_V + t];
-      acc = fma(r, vr[t], acc);
-      dvr[t] = fma(r, kf[f], dvr[t]);
-    }
-    dfeat[f] = acc;
+    __global const float *rf = s + (size_t)f * HEAD_DIM_V;
+    dfeat[f] = s[(size_t)FEAT * HEAD_DIM_V + f] + clattn_lbwd_dot(rf, vr);
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      dvr[t] = fma(rf[t], kf[f], dvr[t]);
   }
 #if CAUSAL
   /* Queries whose L_i falls in this key's chunk and reaches j. */
