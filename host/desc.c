@@ -184,8 +184,8 @@ int clattn__tiles_get(const clattn__tiles *t, const char *name) {
 }
 
 const char *clattn__shape_name(int shape) {
-  static const char *const names[] = {"row", "cpu", "gpu"};
-  return shape >= 0 && shape <= 2 ? names[shape] : "?";
+  static const char *const names[] = {"row", "cpu", "gpu", "decode"};
+  return shape >= 0 && shape <= CLATTN__SHAPE_DECODE ? names[shape] : "?";
 }
 
 int clattn__pick_vec(size_t d, size_t dv, int widest) {
@@ -196,8 +196,7 @@ int clattn__pick_vec(size_t d, size_t dv, int widest) {
   return d >= 16 && dv >= 16 && widest >= 8 ? 8 : 1;
 }
 
-/* Finds "SHAPE=" in a NAME=VALUE list; returns the value's start or NULL. */
-static const char *find_shape(const char *spec, size_t *len) {
+const char *clattn__spec_shape(const char *spec, size_t *len) {
   for (const char *s = spec; s && *s;) {
     const char *end = strchr(s, ',');
     if (!end)
@@ -214,24 +213,27 @@ static const char *find_shape(const char *spec, size_t *len) {
 clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                                    unsigned allowed, int *shape) {
   size_t len = 0;
-  const char *v = find_shape(spec, &len);
+  const char *v = clattn__spec_shape(spec, &len);
   if (!v) {
     *shape = ctx->profile.is_cpu ? CLATTN__SHAPE_CPU : CLATTN__SHAPE_GPU;
     return CLATTN_SUCCESS;
   }
-  for (int i = 0; i <= 2; i++) {
+  char names[64] = "";
+  for (int i = 0; i <= CLATTN__SHAPE_DECODE; i++) {
     const char *name = clattn__shape_name(i);
-    if (strlen(name) == len && strncmp(v, name, len) == 0 &&
-        (allowed & (1u << i))) {
+    if (!(allowed & (1u << i)))
+      continue;
+    if (strlen(name) == len && strncmp(v, name, len) == 0) {
       *shape = i;
       return CLATTN_SUCCESS;
     }
+    size_t at = strlen(names);
+    snprintf(names + at, sizeof names - at, "%s%s", at ? ", " : "", name);
   }
   return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                       "invalid descriptor: tiles: SHAPE \"%.*s\" is not "
-                      "one this variant has (cpu, gpu%s)",
-                      (int)len, v,
-                      (allowed & (1u << CLATTN__SHAPE_ROW)) ? ", row" : "");
+                      "one this problem has (%s)",
+                      (int)len, v, names);
 }
 
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,

@@ -8,10 +8,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const clattn__family *family_of(clattn_variant v) {
-  return v == CLATTN_VARIANT_SOFTMAX || v == CLATTN_VARIANT_SIGMOID
-             ? &clattn__flash_family
-             : &clattn__linear_family;
+int clattn__decode_wanted(const clattn__problem *p) {
+  return (p->variant == CLATTN_VARIANT_SOFTMAX ||
+          p->variant == CLATTN_VARIANT_SIGMOID) &&
+         p->seq_q <= CLATTN__DECODE_MAX_Q;
+}
+
+/* Softmax and sigmoid go to decode for few query rows, to flash otherwise;
+ * a spec that names a shape (SHAPE=decode, or a flash shape) decides. */
+static const clattn__family *family_of(const clattn__problem *p,
+                                       const char *spec) {
+  if (p->variant != CLATTN_VARIANT_SOFTMAX &&
+      p->variant != CLATTN_VARIANT_SIGMOID)
+    return &clattn__linear_family;
+  size_t len = 0;
+  const char *shape = clattn__spec_shape(spec, &len);
+  if (shape)
+    return len == 6 && strncmp(shape, "decode", 6) == 0 ? &clattn__decode_family
+                                                        : &clattn__flash_family;
+  return clattn__decode_wanted(p) ? &clattn__decode_family
+                                  : &clattn__flash_family;
 }
 
 /* Releases what a family's create() made, so that it can run again. */
@@ -52,6 +68,9 @@ static clattn_status create_kernels(clattn_plan_t plan, const char *spec) {
     origin = "builtin";
   }
   plan->tiles.origin = origin;
+  /* The caller's spec may choose the family; one from the tuning file or
+   * the table only applies to the problem's own (tune.c matches it so). */
+  plan->family = family_of(&plan->p, spec == found ? NULL : spec);
   clattn_status st = plan->family->create(plan, spec);
   if (st == CLATTN_ERROR_INVALID_DESCRIPTOR && spec == found) {
     snprintf(plan->warning, sizeof plan->warning,
@@ -91,7 +110,6 @@ CLATTN_API clattn_status clattn_plan_create(clattn_context_t ctx,
     goto cleanup;
   }
   plan->lock_ok = 1;
-  plan->family = family_of(plan->p.variant);
   CLATTN_CHECK(create_kernels(plan, desc->tiles));
   *out = plan;
   plan = NULL;
@@ -169,7 +187,7 @@ CLATTN_API clattn_status clattn_tune_candidate(clattn_context_t ctx,
   clattn_status st = clattn__problem_resolve(ctx, desc, &p);
   if (st != CLATTN_SUCCESS)
     return st;
-  const clattn__family *fam = family_of(p.variant);
+  const clattn__family *fam = family_of(&p, desc->tiles);
   if (!fam->candidate || !fam->candidate(&p, &ctx->profile, index, buf, size))
     return CLATTN_ERROR_INVALID_VALUE;
   return CLATTN_SUCCESS;

@@ -98,6 +98,14 @@ int clattn__builtin_lookup(const clattn_device_profile *dev,
 
 extern const clattn__family clattn__flash_family;
 extern const clattn__family clattn__linear_family;
+extern const clattn__family clattn__decode_family; /* decode.c */
+
+/* Softmax and sigmoid with at most this many query rows go to the decode
+ * family (split-KV) unless a tile spec names a flash shape. */
+#define CLATTN__DECODE_MAX_Q 16
+
+/* 1 when the problem's own family is decode (a spec may still choose). */
+int clattn__decode_wanted(const clattn__problem *p);
 
 /* Validates desc and resolves its defaults into *p; the message names the
  * bad field. */
@@ -117,12 +125,22 @@ clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
 /* Kernel shapes. cpu: no local memory, long vector loops, several rows per
  * work-item; gpu: work-groups sharing tiles in local memory; row: the
  * flash kernels' fallback without local memory. */
-enum { CLATTN__SHAPE_ROW = 0, CLATTN__SHAPE_CPU = 1, CLATTN__SHAPE_GPU = 2 };
+enum {
+  CLATTN__SHAPE_ROW = 0,
+  CLATTN__SHAPE_CPU = 1,
+  CLATTN__SHAPE_GPU = 2,
+  CLATTN__SHAPE_DECODE = 3 /* split-KV decode (decode.c) */
+};
 
 const char *clattn__shape_name(int shape);
 
-/* The shape named by SHAPE=cpu|gpu|row in spec, else the one the device type
- * calls for. `allowed` is a bit mask of (1 << shape) the family has. */
+/* The value of SHAPE= in a "NAME=VALUE,..." spec (not terminated, *len
+ * long), or NULL when spec names none. */
+const char *clattn__spec_shape(const char *spec, size_t *len);
+
+/* The shape named by SHAPE=cpu|gpu|row|decode in spec, else the one the
+ * device type calls for. `allowed` is a bit mask of (1 << shape) the family
+ * has. */
 clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                                    unsigned allowed, int *shape);
 

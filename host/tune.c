@@ -73,6 +73,15 @@ static int parse_long(const char *s, long lo, long hi, long *out) {
   return 1;
 }
 
+/* A spec applies to the family its SHAPE names (decode or not), so that a
+ * line tuned for long queries never shapes a decode plan, nor the reverse. */
+static int fits_family(const clattn__problem *p, const char *spec) {
+  size_t len = 0;
+  const char *shape = clattn__spec_shape(spec, &len);
+  int decode = shape && len == 6 && strncmp(shape, "decode", 6) == 0;
+  return decode == clattn__decode_wanted(p);
+}
+
 int clattn__tune_lookup(const clattn_device_profile *dev,
                         const clattn__problem *p, char *spec, size_t size,
                         char *warn, size_t wsize) {
@@ -134,7 +143,8 @@ int clattn__tune_scan(FILE *f, const char *path,
     }
     if (strcmp(fl[0], dev->name) != 0 || variant != p->variant ||
         dtype != p->dtype || (size_t)dim != p->dim ||
-        (size_t)dim_v != p->dim_v || causal != p->causal)
+        (size_t)dim_v != p->dim_v || causal != p->causal ||
+        !fits_family(p, fl[7]))
       continue;
     double dist = fabs(log2((double)seq) - want);
     if (dist < best) {
@@ -182,7 +192,7 @@ int clattn__builtin_lookup(const clattn_device_profile *dev,
     if (e->variant != p->variant || e->cpu != dev->is_cpu ||
         p->dim_v > e->max_dim_v ||
         !clattn__contains_ci(dev->vendor, e->vendor) ||
-        !clattn__contains_ci(dev->name, e->name))
+        !clattn__contains_ci(dev->name, e->name) || !fits_family(p, e->tiles))
       continue;
     snprintf(spec, size, "%s", e->tiles);
     return 1;

@@ -1,9 +1,11 @@
 /*
- * bench_ceiling.c - measures the FLOP ceiling that clattn-bench reports each
- * plan against (see bench_ceiling.h). The rate of a run is 2 n^3 FLOPs over
- * its time: device time from profiling markers for CLBlast, the wall clock
- * for OpenBLAS; each is the median of a few runs after one warm-up run
- * (which, for CLBlast, compiles its kernels: seconds on PoCL).
+ * bench_ceiling.c - measures the FLOP ceiling and the copy bandwidth that
+ * clattn-bench reports each plan against (see bench_ceiling.h). The rate of
+ * an SGEMM run is 2 n^3 FLOPs over its time: device time from profiling
+ * markers for CLBlast, the wall clock for OpenBLAS; each is the median of a
+ * few runs after one warm-up run (which, for CLBlast, compiles its kernels:
+ * seconds on PoCL). The copy bandwidth is a device buffer copy timed by its
+ * own profiling event, median of runs after a warm-up.
  */
 #include "bench_ceiling.h"
 #include "toolutil.h"
@@ -154,6 +156,80 @@ static double measure_openblas(size_t n, bench_ceiling *out) {
 }
 #endif
 
+/* Copies far larger than any cache, so that the copy streams from memory;
+ * a quarter of the largest allocation on small devices. */
+#define COPY_BYTES ((size_t)256 << 20)
+
+typedef struct copy_run {
+  cl_command_queue queue;
+  cl_mem src, dst;
+  size_t bytes;
+} copy_run;
+
+static int copy_once(void *arg, double *ms, char *err, size_t errlen,
+                     int *resource) {
+  copy_run *r = arg;
+  cl_event ev = NULL;
+  cl_ulong t0 = 0, t1 = 0;
+  cl_int e = clEnqueueCopyBuffer(r->queue, r->src, r->dst, 0, 0, r->bytes, 0,
+                                 NULL, &ev);
+  if (e == CL_SUCCESS)
+    e = clWaitForEvents(1, &ev);
+  if (e == CL_SUCCESS)
+    e = clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0,
+                                NULL);
+  if (e == CL_SUCCESS)
+    e = clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1,
+                                NULL);
+  if (ev)
+    clReleaseEvent(ev);
+  if (e != CL_SUCCESS || t1 <= t0) {
+    snprintf(err, errlen, "clEnqueueCopyBuffer or its profiling failed (%d)",
+             e);
+    *resource = bench_cl_is_resource_error(e);
+    return 1;
+  }
+  *ms = (double)(t1 - t0) * 1e-6;
+  return 0;
+}
+
+static void measure_copy(clattn_context_t ctx,
+                         const clattn_device_profile *prof,
+                         bench_ceiling *out) {
+  copy_run r = {clattn_context_queue(ctx), NULL, NULL, COPY_BYTES};
+  cl_context cl = clattn_context_cl(ctx);
+  unsigned seed = 2026u;
+  int resource = 0;
+  cl_int e = CL_SUCCESS;
+  if ((cl_ulong)r.bytes > prof->max_mem_alloc_size / 4)
+    r.bytes = (size_t)(prof->max_mem_alloc_size / 4) / 64 * 64;
+  out->copy_bytes = r.bytes;
+  r.src = clCreateBuffer(cl, CL_MEM_READ_WRITE, r.bytes, NULL, &e);
+  if (e == CL_SUCCESS)
+    r.dst = clCreateBuffer(cl, CL_MEM_READ_WRITE, r.bytes, NULL, &e);
+  if (e == CL_SUCCESS)
+    e = bench_fill_random(r.queue, r.src, r.bytes / sizeof(float),
+                          CLATTN_DTYPE_F32, &seed);
+  /* The destination is written once before timing, so that no run pays for
+   * the first touch of its pages. */
+  if (e == CL_SUCCESS)
+    e = bench_fill_random(r.queue, r.dst, r.bytes / sizeof(float),
+                          CLATTN_DTYPE_F32, &seed);
+  if (e != CL_SUCCESS) {
+    snprintf(out->copy_error, sizeof out->copy_error,
+             "could not allocate the %zu-byte buffers (%d)", r.bytes, e);
+  } else {
+    bench_timing t;
+    if (bench_time_runs(copy_once, &r, &ceiling_limits, &t, out->copy_error,
+                        sizeof out->copy_error, &resource) == 0)
+      out->copy_gbps = 2.0 * (double)r.bytes / (t.ms_median * 1e-3) * 1e-9;
+  }
+  if (r.src)
+    clReleaseMemObject(r.src);
+  if (r.dst)
+    clReleaseMemObject(r.dst);
+}
+
 int bench_ceiling_measure(clattn_context_t ctx, size_t n, bench_ceiling *out,
                           char *err, size_t errlen) {
   clattn_device_profile prof;
@@ -163,8 +239,9 @@ int bench_ceiling_measure(clattn_context_t ctx, size_t n, bench_ceiling *out,
     snprintf(err, errlen, "no device profile");
     return 1;
   }
+  measure_copy(ctx, &prof, out);
   /* The host BLAS only stands for the device when the device is this CPU.
-   * It runs first, while the device is idle. */
+   * It runs before CLBlast, while the device is idle. */
   if (prof.is_cpu) {
 #ifdef CLATTN_BENCH_HAVE_OPENBLAS
     out->openblas_gflops = measure_openblas(n, out);

@@ -17,11 +17,18 @@ typedef struct bench_ceiling {
   char clblast_setup[128];
   char clblast_error[256]; /* why CLBlast was not measured, if it was not */
   char openblas_error[256];
+  /* Device copy bandwidth: clEnqueueCopyBuffer of copy_bytes, counting the
+   * bytes read and the bytes written (as STREAM's copy does); 0 when not
+   * measured, with copy_error. */
+  double copy_gbps;
+  size_t copy_bytes;
+  char copy_error[256];
 } bench_ceiling;
 
-/* Measures the ceiling with SGEMMs of size n on the context's device (and on
- * the host when the device is a CPU). Returns 0, or 1 with err when nothing
- * could be measured. */
+/* Measures the device's copy bandwidth, then the ceiling with SGEMMs of size
+ * n on the context's device (and on the host when the device is a CPU).
+ * Returns 0, or 1 with err when no SGEMM could be measured (the copy
+ * bandwidth may still have been). */
 int bench_ceiling_measure(clattn_context_t ctx, size_t n, bench_ceiling *out,
                           char *err, size_t errlen);
 

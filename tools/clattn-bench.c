@@ -71,8 +71,10 @@ static void usage(FILE *f) {
       "4-6x faster).\n"
       "--ceiling            measure the device's SGEMM rate (size "
       "--ceiling-size, 2048)\n"
-      "                     once and report each case as a fraction of "
-      "it.\n"
+      "                     and its copy bandwidth once, and report each "
+      "case as a\n"
+      "                     fraction of them (decode cases: K+V GB/s of the "
+      "copy rate).\n"
       "--backward           time the backward pass (dQ, dK, dV) instead "
       "of the forward;\n"
       "                     the forward runs once first for its outputs.\n"
@@ -304,11 +306,29 @@ static double backward_flops_of(const clattn_desc *d) {
              : 2.0 * f;
 }
 
+/* Decode cases (softmax or sigmoid with at most this many query rows, the
+ * rows the library's decode kernels take) also report the rate at which K
+ * and V are read. */
+#define BENCH_DECODE_MAX_Q 16
+
+/* Bytes of K and V a decode case reads: every key once. */
+static double kv_bytes(const clattn_desc *d) {
+  if ((d->variant != CLATTN_VARIANT_SOFTMAX &&
+       d->variant != CLATTN_VARIANT_SIGMOID) ||
+      d->seq_q > BENCH_DECODE_MAX_Q)
+    return 0.0;
+  double hkv = (double)(d->heads_kv ? d->heads_kv : d->heads_q);
+  double dv = (double)(d->dim_v ? d->dim_v : d->dim);
+  return (double)d->batch * hkv * (double)d->seq_k * ((double)d->dim + dv) *
+         (double)clattn_dtype_size(d->dtype);
+}
+
 /* ---- One case ------------------------------------------------------------ */
 
 typedef struct result {
   bench_timing t;
   double gflops;
+  double gbps; /* K and V bytes read per second (decode cases), else 0 */
   size_t device_bytes;
   char tiles[256];
   /* The baseline: ran (1), failed or skipped (0, with base_error). */
@@ -578,6 +598,7 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
     if (bench_time_runs(plan_once, &pr, &lim, &r->t, err, errlen, resource))
       goto cleanup;
     r->gflops = flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
+    r->gbps = kv_bytes(d) / (r->t.ms_median * 1e-3) * 1e-9;
   }
   if (bl && o->backward) {
     snprintf(r->base_error, sizeof r->base_error,
@@ -666,10 +687,20 @@ static void json_device(const clattn_device_profile *p) {
 }
 
 static void json_ceiling(const bench_ceiling *c) {
-  printf("{\"type\":\"ceiling\",\"ceiling_gflops\":%.6g,\"ceiling_source\":"
-         "\"%s\",\"sgemm_size\":%zu,\"clblast_sgemm_gflops\":%.6g,"
+  printf("{\"type\":\"ceiling\",");
+  if (c->gflops > 0.0)
+    printf("\"ceiling_gflops\":%.6g,\"ceiling_source\":\"%s\",", c->gflops,
+           c->source);
+  if (c->copy_gbps > 0.0)
+    printf("\"copy_gbps\":%.6g,", c->copy_gbps);
+  else {
+    printf("\"copy_error\":");
+    json_string(c->copy_error);
+    printf(",");
+  }
+  printf("\"copy_bytes\":%zu,\"sgemm_size\":%zu,\"clblast_sgemm_gflops\":%.6g,"
          "\"clblast_setup\":",
-         c->gflops, c->source, c->n, c->clblast_gflops);
+         c->copy_bytes, c->n, c->clblast_gflops);
   json_string(c->clblast_setup);
   if (c->clblast_error[0]) {
     printf(",\"clblast_error\":");
@@ -702,7 +733,7 @@ static void json_case_head(const char *type, const clattn_device_profile *p,
 
 static void json_case(const clattn_device_profile *p, const clattn_desc *d,
                       const result *r, const options *o,
-                      const bench_ceiling *peak) {
+                      const bench_ceiling *peak, double copy_gbps) {
   json_case_head("case", p, d);
   printf(",\"pass\":\"%s\"", o->backward ? "backward" : "forward");
   printf(",\"ms_median\":%.6g,\"ms_min\":%.6g,\"gflops\":%.6g,\"runs\":%d,"
@@ -713,6 +744,12 @@ static void json_case(const clattn_device_profile *p, const clattn_desc *d,
     printf(",\"ceiling_gflops\":%.6g,\"ceiling_source\":\"%s\","
            "\"fraction_of_ceiling\":%.6g",
            peak->gflops, peak->source, r->gflops / peak->gflops);
+  if (r->gbps > 0.0) {
+    printf(",\"gbps\":%.6g", r->gbps);
+    if (copy_gbps > 0.0)
+      printf(",\"copy_gbps\":%.6g,\"fraction_of_copy_bandwidth\":%.6g",
+             copy_gbps, r->gbps / copy_gbps);
+  }
   if (o->baseline) {
     printf(",\"baseline\":\"naive\"");
     if (r->base_ran) {
@@ -735,8 +772,17 @@ static void json_case(const clattn_device_profile *p, const clattn_desc *d,
 
 static void table_ceiling(const bench_ceiling *c,
                           const clattn_device_profile *p) {
-  printf("ceiling: %.1f GFLOP/s (%s); SGEMM n=%zu: CLBlast on the device ",
-         c->gflops, c->source, c->n);
+  if (c->copy_gbps > 0.0)
+    printf("copy bandwidth: %.2f GB/s (%zu-byte buffer copy, bytes read + "
+           "written)\n",
+           c->copy_gbps, c->copy_bytes);
+  else
+    printf("copy bandwidth: not measured (%s)\n", c->copy_error);
+  if (c->gflops <= 0.0)
+    printf("ceiling: not measured; ");
+  else
+    printf("ceiling: %.1f GFLOP/s (%s); ", c->gflops, c->source);
+  printf("SGEMM n=%zu: CLBlast on the device ", c->n);
   if (c->clblast_gflops > 0.0)
     printf("%.1f GFLOP/s (%s)", c->clblast_gflops, c->clblast_setup);
   else
@@ -755,6 +801,9 @@ static void table_header(const options *o) {
          "seq_k", "dim", "causal", "type", "ms_median", "ms_min", "GFLOP/s");
   if (o->ceiling)
     printf(" %7s", "of_ceil");
+  printf(" %8s", "GB/s");
+  if (o->ceiling)
+    printf(" %7s", "of_copy");
   printf(" %12s", "device_bytes");
   if (o->baseline)
     printf(" %10s %8s %12s %5s", "base_ms", "speedup", "base_bytes", "agree");
@@ -762,7 +811,7 @@ static void table_header(const options *o) {
 }
 
 static void table_case(const clattn_desc *d, const result *r, const options *o,
-                       const bench_ceiling *peak) {
+                       const bench_ceiling *peak, double copy_gbps) {
   char name[32];
   snprintf(name, sizeof name, "%s%s", clattn_variant_name(d->variant),
            o->backward ? " bwd" : "");
@@ -771,6 +820,16 @@ static void table_case(const clattn_desc *d, const result *r, const options *o,
          clattn_dtype_name(d->dtype), r->t.ms_median, r->t.ms_min, r->gflops);
   if (o->ceiling)
     printf(" %6.1f%%", peak ? 100.0 * r->gflops / peak->gflops : 0.0);
+  if (r->gbps > 0.0)
+    printf(" %8.2f", r->gbps);
+  else
+    printf(" %8s", "-");
+  if (o->ceiling) {
+    if (r->gbps > 0.0 && copy_gbps > 0.0)
+      printf(" %6.1f%%", 100.0 * r->gbps / copy_gbps);
+    else
+      printf(" %7s", "-");
+  }
   printf(" %12zu", r->device_bytes);
   if (o->baseline) {
     if (r->base_ran)
@@ -827,6 +886,7 @@ int main(int argc, char **argv) {
   bench_baseline *bl = NULL;
   bench_ceiling ceiling;
   const bench_ceiling *peak = NULL;
+  double copy_gbps = 0.0;
   char err[1024] = "";
   clattn_status st =
       clattn_context_create(&ctx, o.device, CLATTN_CONTEXT_PROFILING);
@@ -846,17 +906,22 @@ int main(int argc, char **argv) {
   }
   fflush(stdout);
   if (o.ceiling) {
-    progress("clattn-bench: measuring the SGEMM ceiling (n=%zu)",
+    progress("clattn-bench: measuring the copy bandwidth and the SGEMM "
+             "ceiling (n=%zu)",
              o.ceiling_size);
-    if (bench_ceiling_measure(ctx, o.ceiling_size, &ceiling, err, sizeof err)) {
+    if (bench_ceiling_measure(ctx, o.ceiling_size, &ceiling, err, sizeof err))
       warn("no ceiling: %s", err);
-    } else {
+    else
       peak = &ceiling;
+    copy_gbps = ceiling.copy_gbps;
+    if (copy_gbps <= 0.0)
+      warn("no copy bandwidth: %s", ceiling.copy_error);
+    if (peak || copy_gbps > 0.0) {
       progress_clear();
       if (o.json) {
-        json_ceiling(peak);
+        json_ceiling(&ceiling);
       } else {
-        table_ceiling(peak, &prof);
+        table_ceiling(&ceiling, &prof);
       }
     }
     fflush(stdout);
@@ -950,9 +1015,9 @@ int main(int argc, char **argv) {
           warn("%s N=%zu%s: baseline: %s", name, d.seq_q, cs, r.base_error);
         progress_clear();
         if (o.json)
-          json_case(&prof, &d, &r, &o, peak);
+          json_case(&prof, &d, &r, &o, peak, copy_gbps);
         else
-          table_case(&d, &r, &o, peak);
+          table_case(&d, &r, &o, peak, copy_gbps);
         fflush(stdout);
         /* Decide whether the next length runs. */
         size_t next = 0;
