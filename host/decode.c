@@ -86,7 +86,9 @@ static void choose_splits(const clattn__problem *p,
   d->splits = (p->seq_k + d->kps - 1) / d->kps;
 }
 
-static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
+/* Chooses and checks the tiles and the split count, and sizes the
+ * workspace; builds nothing, so that clattn_desc_check can ask it too. */
+static clattn_status decode_choose(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
   const clattn_device_profile *dev = &ctx->profile;
@@ -192,6 +194,21 @@ static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
                         d.splits, d.kps);
   /* describe() shows the count in use. */
   clattn__tiles_add(t, "SPLITS", (int)d.splits);
+  plan->workspace_bytes = d.splits > 1 ? ws : 0;
+cleanup:
+  return st;
+}
+
+static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  const clattn__tiles *t = &plan->tiles;
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(decode_choose(plan, spec));
+  const int rows = clattn__tiles_get(t, "ROWS");
+  const int bn = clattn__tiles_get(t, "BLOCK_N");
+  const int vec = clattn__tiles_get(t, "VEC");
+  const int wg = clattn__tiles_get(t, "WG");
 
   char options[512];
   snprintf(options, sizeof options,
@@ -224,8 +241,7 @@ static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
                           "WG=%d",
                           kwg, wg);
   }
-  if (d.splits > 1) {
-    plan->workspace_bytes = ws;
+  if (plan->workspace_bytes > 0) {
     plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
                                      plan->workspace_bytes, NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer(workspace)");
@@ -343,5 +359,5 @@ static int decode_candidate(const clattn__problem *p,
   return 0;
 }
 
-const clattn__family clattn__decode_family = {decode_create, decode_enqueue,
-                                              decode_candidate};
+const clattn__family clattn__decode_family = {decode_choose, decode_create,
+                                              decode_enqueue, decode_candidate};

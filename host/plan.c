@@ -158,7 +158,7 @@ CLATTN_API clattn_status clattn_desc_check(clattn_context_t ctx,
     }
     scratch->profile = ctx->profile;
     scratch->has_profile = 1;
-    st = family_of(plan->p.variant)->choose(plan, spec);
+    st = family_of(&plan->p, spec)->choose(plan, spec);
   }
   clattn__copy_out(
       msg, size, st != CLATTN_SUCCESS && scratch->error ? scratch->error : "");
