@@ -367,6 +367,10 @@ static void test_decode_candidates(void **state) {
 
 int main(int argc, char **argv) {
   tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
+  /* The cases check which family and tiles a plan chooses by itself (and
+   * name their own tiles otherwise): a tile override from the environment
+   * would choose for them. */
+  unsetenv("CLATTN_TUNE");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_decode_softmax),
       cmocka_unit_test(test_decode_sigmoid),
