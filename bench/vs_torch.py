@@ -329,6 +329,9 @@ def parse_args(argv):
                                                     "clattn-bench"))
     ap.add_argument("--run", default=os.path.join(ROOT, "build", "tools",
                                                   "clattn-run"))
+    ap.add_argument("--bench-before",
+                    help="a second clattn-bench (an earlier build) timed in "
+                         "the same rounds: clattn_before_ms, before_speedup")
     ap.add_argument("--venv", default=os.path.join(HERE, ".venv"))
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--label", help="a note kept in every JSON line")
@@ -377,15 +380,22 @@ def main(argv):
                     if args.label:
                         rec["label"] = args.label
                     skip_torch = torch_bytes(c) > args.torch_max_gb * 2**30
-                    tt, ct, tiles = [], [], None
+                    tt, ct, bt, tiles = [], [], [], None
                     for _ in range(args.rounds):
                         if not skip_torch:
                             tt += time_torch(torch, F, c, args.repeat)
                         case = time_clattn(args.bench, dev, c, args.repeat)
                         ct.append(case["ms_median"])
                         tiles = case.get("tiles")
+                        if args.bench_before:
+                            bt.append(time_clattn(args.bench_before, dev, c,
+                                                  args.repeat)["ms_median"])
                     rec["clattn_ms"] = statistics.median(ct)
                     rec["clattn_tiles"] = tiles
+                    if bt:
+                        rec["clattn_before_ms"] = statistics.median(bt)
+                        rec["before_speedup"] = (rec["clattn_before_ms"] /
+                                                 rec["clattn_ms"])
                     if skip_torch:
                         rec["torch_ms"] = None
                         rec["speedup"] = None
