@@ -28,25 +28,38 @@
  *   ROWS_D       head-dim rows (each in every copy) one work-item of
  *                clattn_linear_state sums.
  *   BLOCK_M      query rows one work-item of clattn_linear_out computes.
+ *   DVT          vectors of Dv one work-item holds (a slice of Dv; NSLICE
+ *                slices cover it).
+ * Both products are register-tiled micro-GEMMs: the state kernel keeps
+ * ROWS_D x copies x DVT vector accumulators, the output kernel BLOCK_M x
+ * DVT, across a whole chunk (or the whole state). The host sizes them from
+ * the device's native vector width and the register file that implies, so
+ * that they never spill.
  *
  * Kernels, run in this order. Their work-items are independent (no local
  * memory, no barriers), so any work-group size works; the host pads the
  * global size to it and padding work-items return at once.
- *   clattn_linear_state   one work-item: ROWS_D rows of D in every copy, all
- *                         Dv columns and their z, of one chunk of one
- *                         (batch, kv head). Global (ceil(D / ROWS_D), NC,
- *                         B * Hkv).
+ *   clattn_linear_state   one work-item: ROWS_D rows of D in every copy and
+ *                         one Dv slice, of one chunk of one (batch, kv
+ *                         head); the first slice also sums z. It computes
+ *                         phi(K) of its rows for the chunk (vectors along
+ *                         the keys), then the product with V. Global
+ *                         (ceil(D / ROWS_D) * NSLICE, NC, B * Hkv).
  *   clattn_linear_prefix  one work-item: one vector of state elements of one
  *                         (batch, kv head), walked over all chunks: causal
  *                         leaves in each chunk the sum of the chunks before
  *                         it, non-causal leaves the total in chunk 0.
  *                         Global (STATE_SIZE / VEC, B * Hkv).
  *   clattn_linear_out     one work-item: BLOCK_M query rows of one
- *                         (batch, head). Non-causal rows are consecutive.
- *                         Causal blocks are aligned to the key chunks by the
- *                         rows' last visible key L = i + Nk - Nq, so that a
- *                         block reads one chunk; the first blocks write the
- *                         rows that see no key. Global (blocks, Hq, B).
+ *                         (batch, head) and one Dv slice. Non-causal rows
+ *                         are consecutive. Causal blocks are aligned to the
+ *                         key chunks by the rows' last visible key
+ *                         L = i + Nk - Nq, so that a block reads one chunk;
+ *                         the first blocks write the rows that see no key.
+ *                         Global (blocks * NSLICE, Hq, B).
+ *
+ * Indices that run over B * Hkv or B * Hq, and every offset, are size_t:
+ * their products can pass 2^31 where lengths alone cannot.
  */
 
 #ifndef CAUSAL
@@ -64,6 +77,13 @@
 #ifndef BLOCK_M
 #define BLOCK_M 4 // query rows per work-item of clattn_linear_out
 #endif
+
+#ifndef DVT
+#define DVT DVCH // Dv vectors per work-item (a slice of Dv)
+#endif
+/* Slices of Dv; work-items of one row block (or state rows) and different
+ * slices are neighbours along dimension 0. */
+#define NSLICE ((DVCH + DVT - 1) / DVT)
 
 #if CAUSAL && (CHUNK % BLOCK_M)
 #error "CHUNK must be a multiple of BLOCK_M"
@@ -126,79 +146,31 @@ typedef CLATTN_CAT(int, VEC) maskv;
 
 /* The helpers below are always inlined: their loops then have constant trip
  * counts and unroll, which keeps rows in registers rather than on the
- * stack (a factor of 2 to 3 on PoCL). */
+ * stack. */
 
-/* phi in place on n floats, a vector at a time: exp on whole vectors costs a
- * fraction of n scalar calls. */
+/* Loads the Dv slice of vectors DVT wide that starts at vector s0 of a row
+ * of n = HEAD_DIM_V elements; vectors past the row are zero, and a
+ * partial last vector is zero-padded. */
 static inline __attribute__((always_inline)) void
-clattn_phi_row(float *x, const int n) {
-  const int full = n / VEC;
+clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
+#if HEAD_DIM_V % (DVT * VEC) == 0
 #pragma unroll
-  for (int c = 0; c < full; c++) {
-    const floatv y = VLOAD_PRIV(x + c * VEC);
-    VSTORE_PRIV(PHI(y), x + c * VEC);
-  }
-#pragma unroll
-  for (int t = full * VEC; t < n; t++) {
-    const float y = x[t];
-    x[t] = PHI(y);
-  }
-}
-
-/* clattn_load_row of common.cl, unrolled, without the multiplier. */
-static inline __attribute__((always_inline)) void
-clattn_lin_load(__global const store_t *p, floatv *dst, const int n) {
-  const int full = n / VEC;
-#pragma unroll
-  for (int c = 0; c < full; c++)
-    dst[c] = VLOAD(p + c * VEC);
-  if (n % VEC) {
-    float tmp[VEC];
-#pragma unroll
-    for (int t = 0; t < VEC; t++)
-      tmp[t] = full * VEC + t < n ? LOAD1(p, full * VEC + t) : 0.0f;
-    dst[full] = VLOAD_PRIV(tmp);
-  }
-}
-
-/* Rows past D (only when ROWS_D does not divide D) repeat row D - 1. Rows
- * known to be consecutive load as one vector. */
-#if HEAD_DIM % ROWS_D
-#define KROW(d) min((d), HEAD_DIM - 1)
-#else
-#define KROW(d) (d)
-#endif
-#define VSTORE_PRIV_R(x, p) CLATTN_CAT(vstore, ROWS_D)((x), 0, (p))
-
-/* The ROWS_D elements d0 .. of a key row: one vector load when they are
- * known to be consecutive, which beats a gather per row. */
-static inline __attribute__((always_inline)) void
-clattn_load_krow(__global const store_t *p, const int d0, float *dst) {
-#if HEAD_DIM % ROWS_D == 0 && (ROWS_D == 2 || ROWS_D == 4 || ROWS_D == 8 ||   \
-                               ROWS_D == 16)
-  VSTORE_PRIV_R(VLOADN_F(ROWS_D, p + d0), dst);
+  for (int t = 0; t < DVT; t++)
+    dst[t] = VLOAD(p + (s0 + t) * VEC);
 #else
 #pragma unroll
-  for (int r = 0; r < ROWS_D; r++)
-    dst[r] = LOAD1(p, KROW(d0 + r));
-#endif
-}
-
-/* Asks the cache for part `part` of `parts` of the n bytes at p, one 64-byte
- * line at a time. The work-items of a chunk each ask for their part of the
- * next chunk, so that it streams in from memory while this one is computed;
- * the hardware prefetchers alone leave the cores waiting once K and V no
- * longer fit the last-level cache. Only where clang targets x86 (PoCL); a
- * no-op elsewhere. */
-static inline __attribute__((always_inline)) void
-clattn_prefetch(__global const void *p, const size_t n, const int part,
-                const int parts) {
-#if defined(__clang__) && defined(__x86_64__)
-  __global const char *b = (__global const char *)p;
-  for (size_t off = (size_t)part * 64; off < n; off += (size_t)parts * 64)
-    __builtin_prefetch(b + off);
-#else
-  (void)p, (void)n, (void)part, (void)parts;
+  for (int t = 0; t < DVT; t++) {
+    const int e0 = (s0 + t) * VEC;
+    if (e0 + VEC <= HEAD_DIM_V) {
+      dst[t] = VLOAD(p + e0);
+    } else {
+      float tmp[VEC];
+#pragma unroll
+      for (int u = 0; u < VEC; u++)
+        tmp[u] = e0 + u < HEAD_DIM_V ? LOAD1(p, e0 + u) : 0.0f;
+      dst[t] = VLOAD_PRIV(tmp);
+    }
+  }
 #endif
 }
 
@@ -211,56 +183,48 @@ static inline __attribute__((always_inline)) floatv clattn_iota(void) {
   return VLOAD_PRIV(t);
 }
 
-/* Stores a state: the FEAT_ROWS rows this work-item holds and their z. */
-static inline __attribute__((always_inline)) void
-clattn_store_state(__global float *st, const int d0,
-                   floatv (*acc)[ROWS_D][DVCH], floatv (*zv)[ROWS_D]) {
-#pragma unroll
-  for (int r = 0; r < ROWS_D; r++) {
-    if (d0 + r < HEAD_DIM) {
-#pragma unroll
-      for (int cp = 0; cp < FEAT_COPIES; cp++) {
-        const int f = cp * HEAD_DIM + d0 + r;
-#pragma unroll
-        for (int cc = 0; cc < DVCH; cc++)
-          FSTOREV(acc[cp][r][cc], st + (size_t)f * DVP + cc * VEC);
-        st[FEAT_ROWS * DVP + f] = HSUM(zv[cp][r]);
-      }
-    }
-  }
-}
-
-/* Adds the keys of chunk c to rows d0 .. d0 + ROWS_D - 1 (in every copy) of
- * a state (acc, zv); when causal it keeps phi(K) of the chunk at st. Rows
- * past D (in the last work-item) are summed but not stored, which keeps the
- * inner loop free of guards; z is summed in vectors over the keys of a
- * group. */
-static inline __attribute__((always_inline)) void
-clattn_state_chunk(__global const store_t *k, __global const store_t *v,
-                   __global float *st, const int nk, const int c,
-                   const int d0, const float hinv,
-                   floatv (*acc)[ROWS_D][DVCH], floatv (*zv)[ROWS_D]) {
-#if !CAUSAL
-  (void)st;
+/* Rows past D (only when ROWS_D does not divide D) repeat row D - 1; they
+ * are summed but never stored, which keeps the loops free of guards. */
+#if HEAD_DIM % ROWS_D
+#define KROW(d) min((d), HEAD_DIM - 1)
+#else
+#define KROW(d) (d)
 #endif
-  const int j1 = min((c + 1) * CHUNK, nk);
-  for (int j0 = c * CHUNK; j0 < j1; j0 += KEY_GROUP) {
-    /* phi(k) of the group, row by row with keys along a vector; keys past
-     * the chunk are read from its last key and then zeroed. */
-    float kq[KEY_GROUP][ROWS_D], kt[ROWS_D][KEY_GROUP];
+
+__kernel void clattn_linear_state(__global const store_t *k,
+                                  __global const store_t *v,
+                                  __global float *ws, const int nk,
+                                  const int nchunks, const float hinv) {
+  const int gx = (int)get_global_id(0);
+  const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
+  const int d0 = gx / NSLICE * ROWS_D;
+  const int c = (int)get_global_id(1);
+  const size_t bh = get_global_id(2);
+  if (d0 >= HEAD_DIM)
+    return; /* padding of the global size; no barriers follow */
+  k += bh * (size_t)nk * HEAD_DIM;
+  v += bh * (size_t)nk * HEAD_DIM_V;
+  __global float *st = ws + (bh * (size_t)nchunks + (size_t)c) * CHUNK_BLOCK;
+  const int j0 = c * CHUNK;
+  const int n = min(CHUNK, nk - j0);
+
+  /* First phi(k) of this work-item's rows over the whole chunk, keys along
+   * vectors so that phi and the position weights run on whole vectors; the
+   * product below then broadcasts them one key at a time. Keys past the
+   * chunk are read from its last key and zeroed. */
+  float kw[FEAT_COPIES][ROWS_D][CHUNKP];
+  floatv zv[FEAT_COPIES][ROWS_D];
 #pragma unroll
-    for (int jj = 0; jj < KEY_GROUP; jj++)
-      clattn_load_krow(k + (size_t)min(j0 + jj, j1 - 1) * HEAD_DIM, d0,
-                       kq[jj]);
+  for (int cp = 0; cp < FEAT_COPIES; cp++) {
 #pragma unroll
-    for (int r = 0; r < ROWS_D; r++) {
-#pragma unroll
-      for (int jj = 0; jj < KEY_GROUP; jj++)
-        kt[r][jj] = kq[jj][r];
-      clattn_phi_row(kt[r], KEY_GROUP);
-    }
+    for (int r = 0; r < ROWS_D; r++)
+      zv[cp][r] = (floatv)(0.0f);
+  }
+  for (int g = 0; g < n; g += VEC) {
+    /* Small integers: exact as floats. */
+    const maskv live = clattn_iota() < (float)(n - g);
 #if POSITIONAL
-    const floatv pos1 = clattn_iota() + (float)(j0 + 1);
+    const floatv pos1 = clattn_iota() + (float)(j0 + g + 1);
     floatv wv[FEAT_COPIES];
 #pragma unroll
     for (int cp = 0; cp < FEAT_COPIES; cp++)
@@ -268,17 +232,19 @@ clattn_state_chunk(__global const store_t *k, __global const store_t *v,
 #else
     (void)hinv;
 #endif
-    /* Keys past the chunk; small integers, exact as floats. */
-    const maskv live = clattn_iota() < (float)(j1 - j0);
-    float kw[FEAT_COPIES][ROWS_D][KEY_GROUP];
 #pragma unroll
     for (int r = 0; r < ROWS_D; r++) {
-      const floatv x = select((floatv)(0.0f), VLOAD_PRIV(kt[r]), live);
+      float t[VEC];
+#pragma unroll
+      for (int u = 0; u < VEC; u++)
+        t[u] = LOAD1(k, (size_t)(j0 + min(g + u, n - 1)) * HEAD_DIM +
+                            KROW(d0 + r));
+      const floatv y = VLOAD_PRIV(t);
+      const floatv x = select((floatv)(0.0f), PHI(y), live);
 #if CAUSAL
       /* Kept for the intra-chunk scores of clattn_linear_out. */
-      if (d0 + r < HEAD_DIM)
-        FSTOREV(x, st + STATE_SIZE + (size_t)(d0 + r) * CHUNKP +
-                       (j0 - c * CHUNK));
+      if (s0 == 0 && d0 + r < HEAD_DIM)
+        FSTOREV(x, st + STATE_SIZE + (size_t)(d0 + r) * CHUNKP + g);
 #endif
 #pragma unroll
       for (int cp = 0; cp < FEAT_COPIES; cp++) {
@@ -288,65 +254,57 @@ clattn_state_chunk(__global const store_t *k, __global const store_t *v,
         const floatv xw = x;
 #endif
         zv[cp][r] += xw;
-        VSTORE_PRIV(xw, kw[cp][r]);
-      }
-    }
-#pragma unroll
-    for (int jj = 0; jj < KEY_GROUP; jj++) {
-      floatv vr[DVCH];
-      clattn_lin_load(v + (size_t)min(j0 + jj, j1 - 1) * HEAD_DIM_V, vr,
-                      HEAD_DIM_V);
-#pragma unroll
-      for (int cp = 0; cp < FEAT_COPIES; cp++) {
-#pragma unroll
-        for (int r = 0; r < ROWS_D; r++) {
-          const floatv x = (floatv)(kw[cp][r][jj]);
-#pragma unroll
-          for (int cc = 0; cc < DVCH; cc++)
-            acc[cp][r][cc] = fma(x, vr[cc], acc[cp][r][cc]);
-        }
+        VSTORE_PRIV(xw, kw[cp][r] + g);
       }
     }
   }
-}
 
-__kernel void clattn_linear_state(__global const store_t *k,
-                                  __global const store_t *v,
-                                  __global float *ws, const int nk,
-                                  const int nchunks, const float hinv) {
-  const int d0 = (int)get_global_id(0) * ROWS_D;
-  const int c = (int)get_global_id(1);
-  const int bh = (int)get_global_id(2);
-  if (d0 >= HEAD_DIM)
-    return; /* padding of the global size; no barriers follow */
-  k += (size_t)bh * nk * HEAD_DIM;
-  v += (size_t)bh * nk * HEAD_DIM_V;
-  __global float *st = ws + ((size_t)bh * nchunks + c) * CHUNK_BLOCK;
-
-  floatv acc[FEAT_COPIES][ROWS_D][DVCH];
-  floatv zv[FEAT_COPIES][ROWS_D];
+  /* The micro-GEMM: rows of phi(K)^T times the Dv slice of V, the
+   * accumulators (ROWS_D x copies x DVT vectors, sized by the host to the
+   * register file) held across the chunk. */
+  floatv acc[FEAT_COPIES][ROWS_D][DVT];
 #pragma unroll
   for (int cp = 0; cp < FEAT_COPIES; cp++) {
 #pragma unroll
     for (int r = 0; r < ROWS_D; r++) {
 #pragma unroll
-      for (int cc = 0; cc < DVCH; cc++)
-        acc[cp][r][cc] = (floatv)(0.0f);
-      zv[cp][r] = (floatv)(0.0f);
+      for (int t = 0; t < DVT; t++)
+        acc[cp][r][t] = (floatv)(0.0f);
     }
   }
-  const int next = min((c + 2) * CHUNK, nk) - (c + 1) * CHUNK;
-  if (next > 0) {
-    const int part = d0 / ROWS_D, parts = (HEAD_DIM + ROWS_D - 1) / ROWS_D;
-    clattn_prefetch(k + (size_t)(c + 1) * CHUNK * HEAD_DIM,
-                    (size_t)next * HEAD_DIM * sizeof(store_t), part, parts);
-    clattn_prefetch(v + (size_t)(c + 1) * CHUNK * HEAD_DIM_V,
-                    (size_t)next * HEAD_DIM_V * sizeof(store_t), part, parts);
+  for (int j = 0; j < n; j++) {
+    floatv vr[DVT];
+    clattn_load_slice(v + (size_t)(j0 + j) * HEAD_DIM_V, s0, vr);
+#pragma unroll
+    for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#pragma unroll
+      for (int r = 0; r < ROWS_D; r++) {
+        const floatv a = (floatv)(kw[cp][r][j]);
+#pragma unroll
+        for (int t = 0; t < DVT; t++)
+          acc[cp][r][t] = fma(a, vr[t], acc[cp][r][t]);
+      }
+    }
   }
-  clattn_state_chunk(k, v, st, nk, c, d0, hinv, acc, zv);
-  clattn_store_state(st, d0, acc, zv);
+
+#pragma unroll
+  for (int r = 0; r < ROWS_D; r++) {
+    if (d0 + r < HEAD_DIM) {
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+        const int f = cp * HEAD_DIM + d0 + r;
+#pragma unroll
+        for (int t = 0; t < DVT; t++) {
+          if (s0 + t < DVCH)
+            FSTOREV(acc[cp][r][t], st + (size_t)f * DVP + (s0 + t) * VEC);
+        }
+        if (s0 == 0)
+          st[FEAT_ROWS * DVP + f] = HSUM(zv[cp][r]);
+      }
+    }
+  }
   /* The prefix pass reads z by whole vectors: give the padding a value. */
-  if (d0 == 0) {
+  if (d0 == 0 && s0 == 0) {
     for (int f = FEAT_ROWS; f < ZPAD; f++)
       st[FEAT_ROWS * DVP + f] = 0.0f;
   }
@@ -354,11 +312,11 @@ __kernel void clattn_linear_state(__global const store_t *k,
 
 __kernel void clattn_linear_prefix(__global float *ws, const int nchunks) {
   const int e = (int)get_global_id(0);
-  const int bh = (int)get_global_id(1);
+  const size_t bh = get_global_id(1);
   if (e >= STATE_SIZE / VEC)
     return; /* padding of the global size */
   __global float *p =
-      ws + (size_t)bh * nchunks * CHUNK_BLOCK + (size_t)e * VEC;
+      ws + bh * (size_t)nchunks * CHUNK_BLOCK + (size_t)e * VEC;
   floatv run = (floatv)(0.0f);
   for (int c = 0; c < nchunks; c++) {
     __global float *pc = p + (size_t)c * CHUNK_BLOCK;
@@ -373,17 +331,41 @@ __kernel void clattn_linear_prefix(__global float *ws, const int nchunks) {
 #endif
 }
 
+/* Stores the Dv slice (from vector s0) of one output row times mul. */
+static inline __attribute__((always_inline)) void
+clattn_store_slice(__global store_t *p, const floatv *src, const int s0,
+                   const float mul) {
+#pragma unroll
+  for (int t = 0; t < DVT; t++) {
+    const int e0 = (s0 + t) * VEC;
+#if HEAD_DIM_V % (DVT * VEC) == 0
+    VSTORE(src[t] * mul, p + e0);
+#else
+    if (e0 + VEC <= HEAD_DIM_V) {
+      VSTORE(src[t] * mul, p + e0);
+    } else if (e0 < HEAD_DIM_V) {
+      float tmp[VEC];
+      VSTORE_PRIV(src[t] * mul, tmp);
+      for (int u = 0; e0 + u < HEAD_DIM_V; u++)
+        STORE1(tmp[u], p, e0 + u);
+    }
+#endif
+  }
+}
+
 __kernel void clattn_linear_out(__global const store_t *q,
                                 __global const store_t *v,
                                 __global const float *ws, __global store_t *o,
                                 const int nq, const int nk, const int hq,
                                 const int hkv, const int nchunks,
                                 const float eps, const float hinv) {
-  const int g = (int)get_global_id(0);
-  const int h = (int)get_global_id(1);
-  const int b = (int)get_global_id(2);
-  const int bh = b * hkv + h / (hq / hkv);
-  const size_t qrow0 = ((size_t)b * hq + h) * nq;
+  const int gx = (int)get_global_id(0);
+  const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
+  const int g = gx / NSLICE;
+  const size_t h = get_global_id(1);
+  const size_t b = get_global_id(2);
+  const size_t bh = b * (size_t)hkv + h / (size_t)(hq / hkv);
+  const size_t qrow0 = (b * (size_t)hq + h) * (size_t)nq;
 #if CAUSAL
   const int off = nk - nq;
   /* Rows i < -off see no key at all; the first blocks zero them. */
@@ -392,9 +374,9 @@ __kernel void clattn_linear_out(__global const store_t *q,
   if (g < nzb) {
     for (int r = 0; r < BLOCK_M; r++) {
       const int i = g * BLOCK_M + r;
-      if (i < zero_rows) {
+      if (i < zero_rows && s0 == 0) {
         for (int d = 0; d < HEAD_DIM_V; d++)
-          STORE1(0.0f, o, (qrow0 + i) * HEAD_DIM_V + d);
+          STORE1(0.0f, o, (qrow0 + (size_t)i) * HEAD_DIM_V + d);
       }
     }
     return;
@@ -412,18 +394,27 @@ __kernel void clattn_linear_out(__global const store_t *q,
     return; /* padding of the global size */
   const int c = 0; /* the prefix pass left the total there */
 #endif
-  __global const float *st = ws + ((size_t)bh * nchunks + c) * CHUNK_BLOCK;
+  __global const float *st =
+      ws + (bh * (size_t)nchunks + (size_t)c) * CHUNK_BLOCK;
 
-  /* phi(q) of each row as scalars (zero-padded to whole vectors) and the
-   * row's position weights. Rows outside the output repeat a valid row. */
+  /* phi(q) of each row (zero-padded to whole vectors) and the row's
+   * position weights. Rows outside the output repeat a valid row. */
   float qs[BLOCK_M][DPAD];
   float w[BLOCK_M][FEAT_COPIES];
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = clamp(i0 + r, 0, nq - 1);
-    for (int d = 0; d < HEAD_DIM; d++)
-      qs[r][d] = LOAD1(q, (qrow0 + i) * HEAD_DIM + d);
-    clattn_phi_row(qs[r], HEAD_DIM);
+    __global const store_t *qr = q + (qrow0 + (size_t)i) * HEAD_DIM;
+#pragma unroll
+    for (int dc = 0; dc < DCH; dc++) {
+      float t[VEC];
+#pragma unroll
+      for (int u = 0; u < VEC; u++)
+        t[u] = dc * VEC + u < HEAD_DIM ? LOAD1(qr, dc * VEC + u) : 0.0f;
+      const floatv y = VLOAD_PRIV(t);
+      VSTORE_PRIV(PHI(y), qs[r] + dc * VEC);
+    }
+    /* phi(0) is 1 for elu + 1: the padding must stay 0. */
     for (int d = HEAD_DIM; d < DPAD; d++)
       qs[r][d] = 0.0f;
 #pragma unroll
@@ -436,33 +427,34 @@ __kernel void clattn_linear_out(__global const store_t *q,
     }
   }
 
-  floatv acc[BLOCK_M][DVCH];
+  /* The micro-GEMM against the state: BLOCK_M x DVT accumulators (sized
+   * by the host to the register file), one state row of the slice loaded
+   * per feature row and used by every query row. */
+  floatv acc[BLOCK_M][DVT];
   float den[BLOCK_M];
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
 #pragma unroll
-    for (int cc = 0; cc < DVCH; cc++)
-      acc[r][cc] = (floatv)(0.0f);
+    for (int t = 0; t < DVT; t++)
+      acc[r][t] = (floatv)(0.0f);
     den[r] = 0.0f;
   }
-
-  /* Keys of earlier chunks (all keys when not causal), through the state. */
 #pragma unroll
   for (int cp = 0; cp < FEAT_COPIES; cp++) {
     for (int d = 0; d < HEAD_DIM; d++) {
       const int f = cp * HEAD_DIM + d;
-      floatv sr[DVCH];
+      floatv sr[DVT];
 #pragma unroll
-      for (int cc = 0; cc < DVCH; cc++)
-        sr[cc] = FLOADV(st + (size_t)f * DVP + cc * VEC);
+      for (int t = 0; t < DVT; t++)
+        sr[t] = FLOADV(st + (size_t)f * DVP + min(s0 + t, DVCH - 1) * VEC);
       const float zf = st[FEAT_ROWS * DVP + f];
 #pragma unroll
       for (int r = 0; r < BLOCK_M; r++) {
         const float a = qs[r][d] * w[r][cp];
         den[r] = fma(a, zf, den[r]);
 #pragma unroll
-        for (int cc = 0; cc < DVCH; cc++)
-          acc[r][cc] = fma((floatv)(a), sr[cc], acc[r][cc]);
+        for (int t = 0; t < DVT; t++)
+          acc[r][t] = fma((floatv)(a), sr[t], acc[r][t]);
       }
     }
   }
@@ -470,19 +462,12 @@ __kernel void clattn_linear_out(__global const store_t *q,
 #if CAUSAL
   /* Keys of the block's own chunk up to each row's limit: scores
    * phi(q_i).phi(k_j) (times the position weight of i - j), VEC keys at a
-   * time against the transposed phi(K) the state kernel left, then P.V. */
+   * time against the transposed phi(K) the state kernel left, then P.V on
+   * the slice. */
   const int cs = c * CHUNK;
   const int nkeys = min(l0 + BLOCK_M, nk) - cs;
   __global const float *kt = st + STATE_SIZE;
-  v += (size_t)bh * nk * HEAD_DIM_V;
-  const int next = min(cs + 2 * CHUNK, nk) - (cs + CHUNK);
-  if (next > 0) {
-    const int part = (l0 - cs) / BLOCK_M, parts = CHUNK / BLOCK_M;
-    clattn_prefetch(st + CHUNK_BLOCK, CHUNK_BLOCK * sizeof(float), part,
-                    parts);
-    clattn_prefetch(v + (size_t)(cs + CHUNK) * HEAD_DIM_V,
-                    (size_t)next * HEAD_DIM_V * sizeof(store_t), part, parts);
-  }
+  v += bh * (size_t)nk * HEAD_DIM_V;
 #if POSITIONAL
   /* The weight of row r and key cs + u - (BLOCK_M - 1) + r, so that one
    * row's weights for a group of keys are consecutive. */
@@ -498,37 +483,37 @@ __kernel void clattn_linear_out(__global const store_t *q,
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++)
     denv[r] = (floatv)(0.0f);
-  for (int g = 0; g * VEC < nkeys; g++) {
+  for (int kg = 0; kg * VEC < nkeys; kg++) {
     floatv sv[BLOCK_M];
 #pragma unroll
     for (int r = 0; r < BLOCK_M; r++)
       sv[r] = (floatv)(0.0f);
     for (int d = 0; d < HEAD_DIM; d++) {
-      const floatv kv = FLOADV(kt + (size_t)d * CHUNKP + g * VEC);
+      const floatv kv = FLOADV(kt + (size_t)d * CHUNKP + kg * VEC);
 #pragma unroll
       for (int r = 0; r < BLOCK_M; r++)
         sv[r] = fma((floatv)(qs[r][d]), kv, sv[r]);
     }
-    const floatv jrel = clattn_iota() + (float)(g * VEC);
+    const floatv jrel = clattn_iota() + (float)(kg * VEC);
 #pragma unroll
     for (int r = 0; r < BLOCK_M; r++) {
 #if POSITIONAL
-      sv[r] *= VLOAD_PRIV(rel + g * VEC + BLOCK_M - 1 - r);
+      sv[r] *= VLOAD_PRIV(rel + kg * VEC + BLOCK_M - 1 - r);
 #endif
       sv[r] = select((floatv)(0.0f), sv[r], jrel <= (float)(l0 + r - cs));
       denv[r] += sv[r];
-      VSTORE_PRIV(sv[r], sc[r] + g * VEC);
+      VSTORE_PRIV(sv[r], sc[r] + kg * VEC);
     }
   }
   for (int j = 0; j < nkeys; j++) {
-    floatv vr[DVCH];
-    clattn_lin_load(v + (size_t)(cs + j) * HEAD_DIM_V, vr, HEAD_DIM_V);
+    floatv vr[DVT];
+    clattn_load_slice(v + (size_t)(cs + j) * HEAD_DIM_V, s0, vr);
 #pragma unroll
     for (int r = 0; r < BLOCK_M; r++) {
       const floatv sj = (floatv)(sc[r][j]);
 #pragma unroll
-      for (int cc = 0; cc < DVCH; cc++)
-        acc[r][cc] = fma(sj, vr[cc], acc[r][cc]);
+      for (int t = 0; t < DVT; t++)
+        acc[r][t] = fma(sj, vr[t], acc[r][t]);
     }
   }
 #pragma unroll
@@ -542,7 +527,7 @@ __kernel void clattn_linear_out(__global const store_t *q,
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = i0 + r;
     if (i >= 0 && i < nq)
-      clattn_store_row(o + (qrow0 + i) * HEAD_DIM_V, acc[r], HEAD_DIM_V,
-                       clattn_norm(den[r], eps));
+      clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, acc[r], s0,
+                         clattn_norm(den[r], eps));
   }
 }

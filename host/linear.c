@@ -36,6 +36,18 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   return d;
 }
 
+/* The float vector width a CPU device's code is compiled for and the vector
+ * registers that come with it: 16 of 8 floats (AVX2), 32 of 16 (AVX-512).
+ * PoCL reports the ISA's width as native and preferred; Intel's runtime
+ * reports preferred 1 (it vectorises across work-items) and the ISA's width
+ * as native, so the native width is the one to read. */
+static void vector_regs(const clattn_device_profile *dev, int *width,
+                        int *regs) {
+  cl_uint n = dev->native_vector_width_float;
+  *width = n >= 16 ? 16 : n >= 8 ? 8 : 4;
+  *regs = n >= 16 ? 32 : 16;
+}
+
 /* Chooses the shape and tiles and checks them; builds nothing, so that
  * clattn_desc_check can ask it too. */
 static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
@@ -52,18 +64,24 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
       ctx, spec, (1u << CLATTN__SHAPE_CPU) | (1u << CLATTN__SHAPE_GPU),
       &shape));
   if (shape == CLATTN__SHAPE_CPU) {
-    /* About 16 vector accumulators fit the registers (AVX-512 has 32):
-     * state rows (every copy) times Dv vectors, and query rows times Dv
-     * vectors. ROWS_D dividing D lets a row group load as one vector. */
-    int vec = clattn__pick_vec(p->dim, p->dim_v, 16);
+    /* Register-tiled micro-GEMMs whose accumulators fit the register file:
+     * the state kernel keeps ROWS_D x copies x DVT vectors, the output
+     * kernel BLOCK_M x DVT, each next to DVT vectors of operands and the
+     * broadcasts. Vector width and register count come from the device's
+     * native width, never from the machine clattn was built on. */
+    int width = 0, regs = 0;
+    vector_regs(&ctx->profile, &width, &regs);
+    int vec = clattn__pick_vec(p->dim, p->dim_v, width);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
-    int rows = 16 / (copies * dvch);
+    int dvt = dvch < 4 ? dvch : 4;
+    int budget = regs - dvt - 2;
+    int rows = budget / (copies * dvt);
     rows = rows < 1 ? 1 : rows > 8 ? 8 : rows;
     while (rows > 1 && p->dim % (size_t)rows != 0)
       rows--;
     int bm = 1;
-    while (bm < 8 && 2 * bm * dvch <= 16)
+    while (bm < 8 && 2 * bm * dvt <= budget)
       bm *= 2;
     /* A runtime whose preferred float width is 1 vectorises across
      * work-items itself (Intel's CPU runtime). Its compiler took 1-4 minutes
@@ -73,16 +91,20 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
       bm = 1;
     /* Causal chunks trade the intra-chunk work (grows with CHUNK) against
      * the states written, summed and read (shrink with it). */
-    clattn__tiles_add(t, "CHUNK", p->causal ? 64 : 128);
+    clattn__tiles_add(t, "CHUNK", p->causal ? 64 : 256);
     clattn__tiles_add(t, "BLOCK_M", bm);
     clattn__tiles_add(t, "ROWS_D", rows);
     clattn__tiles_add(t, "VEC", vec);
+    clattn__tiles_add(t, "DVT", dvt);
     clattn__tiles_add(t, "WG", 1);
   } else {
+    int vec = clattn__pick_vec(p->dim, p->dim_v, 4);
     clattn__tiles_add(t, "CHUNK", 64);
     clattn__tiles_add(t, "BLOCK_M", 1);
     clattn__tiles_add(t, "ROWS_D", 1);
-    clattn__tiles_add(t, "VEC", clattn__pick_vec(p->dim, p->dim_v, 4));
+    clattn__tiles_add(t, "VEC", vec);
+    clattn__tiles_add(t, "DVT",
+                      (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec));
     clattn__tiles_add(t, "WG", 64);
   }
   t->source = "heuristic";
@@ -93,16 +115,17 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
   int chunk = clattn__tiles_get(t, "CHUNK");
   int bm = clattn__tiles_get(t, "BLOCK_M");
   int rows = clattn__tiles_get(t, "ROWS_D");
+  int dvt = clattn__tiles_get(t, "DVT");
   if (vec != 1 && vec != 2 && vec != 4 && vec != 8 && vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "
                         "or 16");
   /* Rows live in private arrays: keep them to sizes a compiler can hold. */
-  if (chunk < 1 || bm < 1 || bm > 64 || rows < 1 || rows > 64 ||
-      clattn__tiles_get(t, "WG") < 1)
+  if (chunk < 1 || bm < 1 || bm > 64 || rows < 1 || rows > 64 || dvt < 1 ||
+      dvt > 64 || clattn__tiles_get(t, "WG") < 1)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK and WG must be at "
-                        "least 1, BLOCK_M and ROWS_D 1..64");
+                        "least 1, BLOCK_M, ROWS_D and DVT 1..64");
   /* A causal query block must lie within one key chunk. */
   if (p->causal && chunk % bm != 0)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
@@ -188,6 +211,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
   size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D");
   size_t vec = (size_t)clattn__tiles_get(t, "VEC");
+  size_t dvt = (size_t)clattn__tiles_get(t, "DVT");
+  size_t nslice = ((p->dim_v + vec - 1) / vec + dvt - 1) / dvt;
   cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k;
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
   cl_int nchunks = (cl_int)d.nchunks;
@@ -228,8 +253,9 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
 
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
-  size_t g_state[3] = {clattn__round_up((p->dim + rows_d - 1) / rows_d, wg),
-                       d.nchunks, bhkv};
+  size_t g_state[3] = {
+      clattn__round_up((p->dim + rows_d - 1) / rows_d * nslice, wg), d.nchunks,
+      bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
    * block to Nk - 1, after the blocks that zero the rows seeing no key. */
@@ -239,7 +265,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
     size_t first_l = p->seq_k > p->seq_q ? p->seq_k - p->seq_q : 0;
     blocks = (zero_rows + bm - 1) / bm + (p->seq_k - 1) / bm - first_l / bm + 1;
   }
-  size_t g_out[3] = {clattn__round_up(blocks, wg), p->heads_q, p->batch};
+  size_t g_out[3] = {clattn__round_up(blocks * nslice, wg), p->heads_q,
+                     p->batch};
 
   /* Each kernel waits for the one before, so the order holds on an
    * out-of-order queue too; only the last event may reach the caller. */
@@ -257,37 +284,58 @@ cleanup:
   return st;
 }
 
-/* The device's own shape over a grid of chunk sizes and state rows, a few
- * query-row counts, then the other shape at its defaults. */
+/* On a CPU: chunk sizes, then the state kernel's and the output kernel's
+ * micro-tiles (rows x Dv vectors) that fit the device's registers, then the
+ * gpu shape. On a GPU: chunk sizes and group sizes, then the cpu shape. */
 static int linear_candidate(const clattn__problem *p,
                             const clattn_device_profile *dev, size_t index,
                             char *buf, size_t size) {
   static const int causal_chunks[] = {32, 64, 128};
-  static const int chunks[] = {64, 128, 256, 512};
-  static const int rows[] = {2, 4, 8};
-  static const int cpu_bm[] = {2, 8};
+  static const int chunks[] = {128, 256, 512};
+  static const int gpu_chunks[] = {32, 64, 128, 256};
+  static const int tiles[] = {1, 2, 4, 8};
   static const int gpu_wg[] = {32, 64, 128, 256};
-  const int *ch = p->causal ? causal_chunks : chunks;
-  size_t nch = p->causal ? 3 : 4;
   size_t n = 0;
   if (dev->is_cpu) {
-    for (size_t a = 0; a < nch; a++)
-      for (size_t b = 0; b < 3; b++)
-        if (n++ == index)
-          return snprintf(buf, size, "SHAPE=cpu,CHUNK=%d,ROWS_D=%d", ch[a],
-                          rows[b]) > 0;
-    for (size_t b = 0; b < 2; b++)
+    const int *ch = p->causal ? causal_chunks : chunks;
+    for (size_t a = 0; a < 3; a++)
       if (n++ == index)
-        return snprintf(buf, size, "SHAPE=cpu,BLOCK_M=%d", cpu_bm[b]) > 0;
+        return snprintf(buf, size, "SHAPE=cpu,CHUNK=%d", ch[a]) > 0;
+    int width = 0, regs = 0;
+    vector_regs(dev, &width, &regs);
+    int vec = clattn__pick_vec(p->dim, p->dim_v, width);
+    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+    for (size_t a = 0; a < 4; a++) {
+      int dvt = tiles[a];
+      if (dvt > dvch)
+        continue;
+      for (size_t b = 0; b < 4; b++) {
+        int rows = tiles[b];
+        if (rows * copies * dvt > regs - dvt - 2)
+          continue;
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=cpu,ROWS_D=%d,DVT=%d", rows, dvt) >
+                 0;
+      }
+      for (size_t b = 0; b < 4; b++) {
+        int bm = tiles[b];
+        if (bm * dvt > regs - dvt - 2)
+          continue;
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=cpu,BLOCK_M=%d,DVT=%d", bm, dvt) >
+                 0;
+      }
+    }
     if (n++ == index)
       return snprintf(buf, size, "SHAPE=gpu") > 0;
   } else {
-    for (size_t a = 0; a < nch; a++)
+    for (size_t a = 0; a < 4; a++)
       for (size_t b = 0; b < 4; b++) {
         if ((size_t)gpu_wg[b] > dev->max_work_group_size)
           continue;
         if (n++ == index)
-          return snprintf(buf, size, "SHAPE=gpu,CHUNK=%d,WG=%d", ch[a],
+          return snprintf(buf, size, "SHAPE=gpu,CHUNK=%d,WG=%d", gpu_chunks[a],
                           gpu_wg[b]) > 0;
       }
     if (n++ == index)
