@@ -139,7 +139,12 @@ typedef CLATTN_CAT(float, VEC) floatv;
 float clattn_hsum2(float2 x) { return x.x + x.y; }
 float clattn_hsum4(float4 x) { return clattn_hsum2(x.lo + x.hi); }
 float clattn_hsum8(float8 x) { return clattn_hsum4(x.lo + x.hi); }
+/* Only where 16-float vectors are asked for: a function taking a float16
+ * changes the calling convention on devices without 512-bit vectors, and
+ * compilers warn about it even when it is never called. */
+#if VEC == 16
 float clattn_hsum16(float16 x) { return clattn_hsum8(x.lo + x.hi); }
+#endif
 
 /* Loads n (a compile-time constant after inlining) elements of a row into
  * vectors, zero-padding the last one, and multiplies them by mul. */

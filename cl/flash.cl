@@ -3,12 +3,15 @@
  * query rows stays in one work-item's registers while K and V stream past.
  * Three shapes, chosen by SHAPE:
  *
- *   SHAPE 1, cpu: K is first transposed into a float workspace
- *     KT [B*Hkv, D, NKP] (NKP = Nk rounded up to KEYS_VEC, padded with
- *     zeros) by clattn_transpose_k, so that KEYS_VEC scores of a row come
- *     from D vector FMAs with no horizontal sums; P.V then adds
- *     scalar-times-vector rows of V. BLOCK_M rows per work-item, no local
- *     memory: what a CPU runtime vectorises well.
+ *   SHAPE 1, cpu: shaped like a blocked GEMM. K and V are first packed
+ *     as float by clattn_pack_kv (K transposed per block of BLOCK_N keys, V
+ *     rows padded to whole vectors, both zero past Nk). For each key block,
+ *     S = Q.K^T comes from a register-tiled micro-kernel (BLOCK_M rows x
+ *     S_VECS key vectors), then mask and exp run on the block in a small
+ *     private buffer, then O += P.V from a second micro-kernel (BLOCK_M rows
+ *     x O_VECS Dv vectors, in registers across the block's keys). The host
+ *     sizes the micro-tiles to the register file its vector width implies
+ *     and the key block to the caches. No local memory.
  *   SHAPE 2, gpu: a work-group of BLOCK_M work-items holds BLOCK_M query
  *     rows, one per work-item; tiles of BLOCK_N keys and values are loaded
  *     into local memory by the whole group and read by every work-item.
@@ -19,8 +22,11 @@
  * Macros (defaults here; the host sets them):
  *   SHAPE     0 row, 1 cpu, 2 gpu.
  *   BLOCK_M   query rows per work-item (row, cpu) or per work-group (gpu).
- *   BLOCK_N   keys per step (row, gpu).
+ *   BLOCK_N   keys per step (row, gpu) or per key block (cpu; a multiple of
+ *             S_VECS * KEYS_VEC).
  *   KEYS_VEC  keys per vector (cpu): 8 or 16.
+ *   S_VECS    key vectors per score micro-tile (cpu).
+ *   O_VECS    Dv vectors per output micro-tile (cpu).
  *   CAUSAL    1: bottom-right causal masking.
  */
 
@@ -43,9 +49,14 @@
 /* Key j is visible to query i when j <= i + off (off = Nk - Nq). Keys from
  * kend on are never visited; blocks reaching past kfree need masking. */
 #define CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree)                            \
-  const int kend = CAUSAL ? clamp((i0) + BLOCK_M + (nk) - (nq), 0, (nk))       \
-                          : (nk);                                              \
-  const int kfree = CAUSAL ? clamp((i0) + 1 + (nk) - (nq), 0, (nk)) : (nk)
+  const int kend =                                                             \
+      CAUSAL ? (int)clamp((long)(i0) + BLOCK_M + (nk) - (nq), 0L, (long)(nk))  \
+             : (nk);                                                           \
+  const int kfree =                                                            \
+      CAUSAL ? (int)clamp((long)(i0) + 1 + (nk) - (nq), 0L, (long)(nk)) : (nk)
+
+/* Row i0's causal limit i0 + nk - nq (all int, without overflow). */
+#define CLATTN_LIMIT0(i0, nq, nk) ((long)(i0) + (nk) - (nq))
 
 #if SHAPE == 0
 
@@ -55,7 +66,7 @@
  * read from row nk - 1 so no read leaves the buffer. */
 void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
                         const int j0, const int nk, const int mask,
-                        const int causal_limit0, float (*s)[BLOCK_N]) {
+                        const long causal_limit0, float (*s)[BLOCK_N]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
     const int j = min(j0 + jj, nk - 1);
     floatv kr[DCH];
@@ -69,9 +80,9 @@ void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
   }
   if (mask) {
     for (int r = 0; r < BLOCK_M; r++) {
-      const int lim = min(nk - 1, causal_limit0 + r);
+      const long lim = min((long)nk - 1, causal_limit0 + r);
       for (int jj = 0; jj < BLOCK_N; jj++)
-        s[r][jj] = j0 + jj <= lim ? s[r][jj] : -INFINITY;
+        s[r][jj] = (long)j0 + jj <= lim ? s[r][jj] : -INFINITY;
     }
   }
 }
@@ -93,81 +104,185 @@ void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
 
 #elif SHAPE == 1
 
+#ifndef S_VECS
+#define S_VECS 2 // key vectors per score micro-tile (cpu shape)
+#endif
+#ifndef O_VECS
+#define O_VECS 2 // Dv vectors per output micro-tile (cpu shape)
+#endif
+
 #if KEYS_VEC == 16
 typedef float16 floatk;
+typedef int16 intk;
 #define KIOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
 #define KLOAD(p) vload16(0, (p))
-#define KSTORE_PRIV(x, p) vstore16((x), 0, (p))
-#define KSUM(x) clattn_hsum16(x)
-#define KMAX(x) clattn_hmax16(x)
+#define KSTORE(x, p) vstore16((x), 0, (p))
+#define KSUM(x) clattn_hsum8((x).lo + (x).hi)
+#define KMAX(x) clattn_hmax8(fmax((x).lo, (x).hi))
+#define KCONVERT_INT(x) convert_int16(x)
+#define KAS_FLOAT(x) as_float16(x)
 #elif KEYS_VEC == 8
 typedef float8 floatk;
+typedef int8 intk;
 #define KIOTA ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
 #define KLOAD(p) vload8(0, (p))
-#define KSTORE_PRIV(x, p) vstore8((x), 0, (p))
+#define KSTORE(x, p) vstore8((x), 0, (p))
 #define KSUM(x) clattn_hsum8(x)
 #define KMAX(x) clattn_hmax8(x)
+#define KCONVERT_INT(x) convert_int8(x)
+#define KAS_FLOAT(x) as_float8(x)
 #else
 #error KEYS_VEC must be 8 or 16
 #endif
 
+/* Keys of a block, a multiple of one score micro-tile's keys (host checks). */
+#define KTILE (S_VECS * KEYS_VEC)
+/* A padded value row: whole Dv vectors. */
+#define DVP (DVCH * VEC)
+
 float clattn_hmax2(float2 x) { return fmax(x.x, x.y); }
 float clattn_hmax4(float4 x) { return clattn_hmax2(fmax(x.lo, x.hi)); }
 float clattn_hmax8(float8 x) { return clattn_hmax4(fmax(x.lo, x.hi)); }
-float clattn_hmax16(float16 x) { return clattn_hmax8(fmax(x.lo, x.hi)); }
 
-/* One work-item per (padded key j, batch * kv head): KT[bh][d][j] = K[bh][j][d]
- * as float, zero for the padding keys j >= nk. */
-__kernel void clattn_transpose_k(__global const store_t *k,
-                                 __global float *kt, const int nk,
-                                 const int nkp) {
+/* 2^x for a vector of keys: 2^round(x) from the exponent bits times a
+ * degree-6 polynomial for 2^f, |f| <= 1/2 (Cephes exp2f; relative error
+ * about 2e-7). Inputs below -126 give exactly 0 (so do -inf scores), inputs
+ * above 126 give 2^126. The runtime's exp2 handles every case with slower
+ * paths; this one is a handful of vector FMAs. */
+floatk clattn_exp2k(const floatk x) {
+  const floatk xc = clamp(x, -126.0f, 126.0f);
+  const floatk n = rint(xc);
+  const floatk f = xc - n;
+  floatk p = (floatk)(1.535336188319500e-4f);
+  p = fma(p, f, (floatk)(1.339887440266574e-3f));
+  p = fma(p, f, (floatk)(9.618437357674640e-3f));
+  p = fma(p, f, (floatk)(5.550332471162809e-2f));
+  p = fma(p, f, (floatk)(2.402264791363012e-1f));
+  p = fma(p, f, (floatk)(6.931472028550421e-1f));
+  p = fma(p, f, (floatk)(1.0f));
+  const floatk scale = KAS_FLOAT((KCONVERT_INT(n) + 127) << 23);
+  return select(p * scale, (floatk)(0.0f), x < -126.0f);
+}
+
+/* One work-item per (padded key j, batch * kv head). K is packed as float
+ * in blocks of BLOCK_N keys, each block transposed: kt[bh][j / BLOCK_N][d]
+ * [j % BLOCK_N], so that a score micro-tile reads whole vectors of keys from
+ * one contiguous block (a plain transpose with a power-of-two row stride
+ * puts every d of a key vector in the same L1 set). V is packed as float
+ * rows padded to whole vectors: vp[bh][j][DVP]. Padding keys and columns
+ * are zero. */
+__kernel void clattn_pack_kv(__global const store_t *k,
+                             __global const store_t *v, __global float *ws,
+                             const int nk, const int nkp, const ulong vp_off) {
   const int j = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (j >= nkp)
     return;
-  __global const store_t *src = k + (bh * nk + min(j, nk - 1)) * HEAD_DIM;
-  __global float *dst = kt + bh * HEAD_DIM * nkp + j;
+  const int js = min(j, nk - 1);
+  __global const store_t *ks = k + (bh * nk + js) * HEAD_DIM;
+  __global float *kd = ws + bh * HEAD_DIM * nkp +
+                       (size_t)(j - j % BLOCK_N) * HEAD_DIM + j % BLOCK_N;
   for (int d = 0; d < HEAD_DIM; d++)
-    dst[(size_t)d * nkp] = j < nk ? LOAD1(src, d) : 0.0f;
+    kd[d * BLOCK_N] = j < nk ? LOAD1(ks, d) : 0.0f;
+  __global const store_t *vs = v + (bh * nk + js) * HEAD_DIM_V;
+  __global float *vd = ws + vp_off + (bh * nkp + j) * DVP;
+  for (int d = 0; d < DVP; d++)
+    vd[d] = j < nk && d < HEAD_DIM_V ? LOAD1(vs, d) : 0.0f;
 }
 
-/* s[r] = scores of row r against keys j0 .. j0 + KEYS_VEC - 1, from KT. */
-void clattn_score_keys(float (*qs)[HEAD_DIM], __global const float *kt,
-                       const int nkp, const int j0, floatk *s) {
-  for (int r = 0; r < BLOCK_M; r++)
-    s[r] = (floatk)(0.0f);
-  for (int d = 0; d < HEAD_DIM; d++) {
-    const floatk kv = KLOAD(kt + (size_t)d * nkp + j0);
+/* s = q . k for BLOCK_M rows and the BLOCK_N keys of one packed K block,
+ * one micro-tile of BLOCK_M rows x KTILE keys at a time: its accumulators
+ * (BLOCK_M * S_VECS vectors) and the S_VECS key vectors of one d stay in
+ * registers, and each q element is broadcast once per micro-tile. */
+void clattn_score_block(float (*qs)[HEAD_DIM], __global const float *ktb,
+                        float (*s)[BLOCK_N]) {
+  for (int j = 0; j < BLOCK_N; j += KTILE) {
+    floatk acc[BLOCK_M][S_VECS];
+#pragma unroll
     for (int r = 0; r < BLOCK_M; r++)
-      s[r] = fma((floatk)(qs[r][d]), kv, s[r]);
+#pragma unroll
+      for (int t = 0; t < S_VECS; t++)
+        acc[r][t] = (floatk)(0.0f);
+    for (int d = 0; d < HEAD_DIM; d++) {
+      floatk kv[S_VECS];
+#pragma unroll
+      for (int t = 0; t < S_VECS; t++)
+        kv[t] = KLOAD(ktb + d * BLOCK_N + j + t * KEYS_VEC);
+#pragma unroll
+      for (int r = 0; r < BLOCK_M; r++) {
+        const floatk qv = (floatk)(qs[r][d]);
+#pragma unroll
+        for (int t = 0; t < S_VECS; t++)
+          acc[r][t] = fma(qv, kv[t], acc[r][t]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++)
+#pragma unroll
+      for (int t = 0; t < S_VECS; t++)
+        KSTORE(acc[r][t], &s[r][j + t * KEYS_VEC]);
   }
 }
 
-/* Masks keys past nk and past row r's causal limit (limit0 + r) to -inf. */
-void clattn_mask_keys(floatk *s, const int j0, const int nk, const int limit0) {
+/* Sets scores of keys past nk and past row r's causal limit (limit0 + r) to
+ * `fill`; j0 is the block's first key. */
+void clattn_mask_block(float (*s)[BLOCK_N], const int j0, const int nk,
+                       const long limit0, const float fill) {
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
-    const int lim = min(nk - 1, limit0 + r);
-    s[r] = select((floatk)(-INFINITY), s[r], j0 + KIOTA <= lim);
+    const int lim =
+        (int)clamp(min((long)nk - 1, limit0 + r) - j0, -1L, (long)BLOCK_N);
+    for (int j = 0; j < BLOCK_N; j += KEYS_VEC)
+      KSTORE(select(KLOAD(&s[r][j]), (floatk)(fill), j + KIOTA > lim),
+             &s[r][j]);
   }
 }
 
-/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys past nk must have p = 0 and
- * are read from row nk - 1 so no read leaves the buffer. */
-void clattn_pv_keys(floatk *p, __global const store_t *v, const int j0,
-                    const int nk, floatv (*acc)[DVCH]) {
-  float pa[BLOCK_M][KEYS_VEC];
+/* o[r][c0 .. c0 + nv) += sum_jj p[r][jj] * v_jj over the block's keys, with
+ * the BLOCK_M x nv output vectors in registers across all its keys. The
+ * loops run to the constant O_VECS (nv <= O_VECS, a constant once inlined)
+ * so that they unroll. */
+void clattn_pv_slice(float (*p)[BLOCK_N], __global const float *vpb,
+                     floatv (*o)[DVCH], const int c0, const int nv) {
+  floatv acc[BLOCK_M][O_VECS];
+#pragma unroll
   for (int r = 0; r < BLOCK_M; r++)
-    KSTORE_PRIV(p[r], pa[r]);
-  for (int jj = 0; jj < KEYS_VEC; jj++) {
-    const int j = min(j0 + jj, nk - 1);
-    floatv vr[DVCH];
-    clattn_load_row(v + (size_t)j * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
+#pragma unroll
+    for (int t = 0; t < O_VECS; t++)
+      if (t < nv)
+        acc[r][t] = o[r][c0 + t];
+  for (int jj = 0; jj < BLOCK_N; jj++) {
+    floatv vr[O_VECS];
+#pragma unroll
+    for (int t = 0; t < O_VECS; t++)
+      if (t < nv)
+        vr[t] = VLOAD_PRIV(vpb + jj * DVP + (c0 + t) * VEC);
+#pragma unroll
     for (int r = 0; r < BLOCK_M; r++) {
-      const floatv pr = (floatv)(pa[r][jj]);
-      for (int c = 0; c < DVCH; c++)
-        acc[r][c] = fma(pr, vr[c], acc[r][c]);
+      const floatv pr = (floatv)(p[r][jj]);
+#pragma unroll
+      for (int t = 0; t < O_VECS; t++)
+        if (t < nv)
+          acc[r][t] = fma(pr, vr[t], acc[r][t]);
     }
   }
+#pragma unroll
+  for (int r = 0; r < BLOCK_M; r++)
+#pragma unroll
+    for (int t = 0; t < O_VECS; t++)
+      if (t < nv)
+        o[r][c0 + t] = acc[r][t];
+}
+
+/* o += p . V-block, in slices of O_VECS vectors of Dv and a last, narrower
+ * slice when O_VECS does not divide DVCH. */
+void clattn_pv_block(float (*p)[BLOCK_N], __global const float *vpb,
+                     floatv (*o)[DVCH]) {
+  for (int c = 0; c + O_VECS <= DVCH; c += O_VECS)
+    clattn_pv_slice(p, vpb, o, c, O_VECS);
+#if DVCH % O_VECS
+  clattn_pv_slice(p, vpb, o, DVCH - DVCH % O_VECS, DVCH % O_VECS);
+#endif
 }
 
 /* Loads BLOCK_M query rows from i0 as scalars times mul; rows past nq repeat
@@ -176,7 +291,8 @@ void clattn_load_q_scalars(__global const store_t *q, const int i0,
                            const int nq, const float mul,
                            float (*qs)[HEAD_DIM]) {
   for (int r = 0; r < BLOCK_M; r++) {
-    __global const store_t *row = q + (size_t)min(i0 + r, nq - 1) * HEAD_DIM;
+    __global const store_t *row =
+        q + (size_t)min((long)i0 + r, (long)nq - 1) * HEAD_DIM;
     for (int d = 0; d < HEAD_DIM; d++)
       qs[r][d] = LOAD1(row, d) * mul;
   }

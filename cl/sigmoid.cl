@@ -8,7 +8,8 @@
  * Layout, work split and shapes: as softmax.cl (no LSE). Scores are in the
  * log2 domain: sigmoid(x) = 1 / (1 + 2^(-x log2 e)), with q pre-scaled by
  * scale * log2(e) and the bias given times log2(e). A masked score is -inf:
- * 2^inf = inf and 1 / inf = 0, exactly.
+ * 2^inf = inf and 1 / inf = 0, exactly (the cpu shape writes the zeros
+ * after the sigmoid instead).
  */
 
 void clattn_sigmoid_store(__global store_t *o, const size_t qrow0,
@@ -53,7 +54,7 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
     clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
-                       CAUSAL ? i0 + nk - nq : nk, s);
+                       CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk, s);
     for (int r = 0; r < BLOCK_M; r++)
       for (int jj = 0; jj < BLOCK_N; jj++)
         s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias_log2)));
@@ -65,21 +66,20 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
 #elif SHAPE == 1
 
 __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
-                                    __global const float *kt,
-                                    __global const store_t *v,
+                                    __global const float *ws,
                                     __global store_t *o, const int nq,
                                     const int nk, const int nkp, const int hq,
                                     const int hkv, const float scale_log2,
-                                    const float bias_log2) {
+                                    const float bias_log2, const ulong vp_off) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
   if (i0 >= nq)
     return; /* padding of the global size; no barriers follow */
-  const int hk = h / (hq / hkv);
+  const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
   const size_t qrow0 = ((size_t)b * hq + h) * nq;
-  kt += ((size_t)b * hkv + hk) * HEAD_DIM * nkp;
-  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+  __global const float *kt = ws + bhk * HEAD_DIM * nkp;
+  __global const float *vp = ws + vp_off + bhk * nkp * DVP;
 
   float qs[BLOCK_M][HEAD_DIM];
   clattn_load_q_scalars(q + qrow0 * HEAD_DIM, i0, nq, scale_log2, qs);
@@ -88,15 +88,21 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
     for (int c = 0; c < DVCH; c++)
       acc[r][c] = (floatv)(0.0f);
 
+  /* The mask is applied after the sigmoid, as exact zeros: no -inf ever
+   * reaches the exponential. */
   CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  for (int j0 = 0; j0 < kend; j0 += KEYS_VEC) {
-    floatk s[BLOCK_M];
-    clattn_score_keys(qs, kt, nkp, j0, s);
-    if (j0 + KEYS_VEC > kfree)
-      clattn_mask_keys(s, j0, nk, CAUSAL ? i0 + nk - nq : nk);
+  const long limit0 = CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk;
+  float s[BLOCK_M][BLOCK_N];
+  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+    clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
     for (int r = 0; r < BLOCK_M; r++)
-      s[r] = 1.0f / (1.0f + exp2(-(s[r] + bias_log2)));
-    clattn_pv_keys(s, v, j0, nk, acc);
+      for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
+        const floatk x = KLOAD(&s[r][j]) + bias_log2;
+        KSTORE((floatk)(1.0f) / ((floatk)(1.0f) + clattn_exp2k(-x)), &s[r][j]);
+      }
+    if ((long)j0 + BLOCK_N > kfree)
+      clattn_mask_block(s, j0, nk, limit0, 0.0f);
+    clattn_pv_block(s, vp + (size_t)j0 * DVP, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
@@ -129,8 +135,10 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
     acc[c] = (floatv)(0.0f);
 
   /* Uniform loop bound for the barriers; each row masks its own keys. */
-  const int kend = CAUSAL ? clamp(g0 + BLOCK_M + nk - nq, 0, nk) : nk;
-  const int lim = CAUSAL ? min(nk - 1, i + nk - nq) : nk - 1;
+  const int kend =
+      CAUSAL ? (int)clamp((long)g0 + BLOCK_M + nk - nq, 0L, (long)nk) : nk;
+  const int lim =
+      CAUSAL ? (int)clamp((long)i + nk - nq, -1L, (long)nk - 1) : nk - 1;
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     barrier(CLK_LOCAL_MEM_FENCE);
     clattn_load_kv_tile(k, v, j0, nk, ks, vs);

@@ -72,7 +72,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
     clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
-                       CAUSAL ? i0 + nk - nq : nk, s);
+                       CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk, s);
     for (int r = 0; r < BLOCK_M; r++) {
       float mx = m[r];
       for (int jj = 0; jj < BLOCK_N; jj++)
@@ -98,27 +98,27 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
 #elif SHAPE == 1
 
 __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
-                                    __global const float *kt,
-                                    __global const store_t *v,
+                                    __global const float *ws,
                                     __global store_t *o, __global float *lse,
                                     const int write_lse, const int nq,
                                     const int nk, const int nkp, const int hq,
-                                    const int hkv, const float scale_log2) {
+                                    const int hkv, const float scale_log2,
+                                    const ulong vp_off) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
   if (i0 >= nq)
     return; /* padding of the global size; no barriers follow */
-  const int hk = h / (hq / hkv);
+  const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
   const size_t qrow0 = ((size_t)b * hq + h) * nq;
-  kt += ((size_t)b * hkv + hk) * HEAD_DIM * nkp;
-  v += ((size_t)b * hkv + hk) * nk * HEAD_DIM_V;
+  __global const float *kt = ws + bhk * HEAD_DIM * nkp;
+  __global const float *vp = ws + vp_off + bhk * nkp * DVP;
 
   float qs[BLOCK_M][HEAD_DIM];
   clattn_load_q_scalars(q + qrow0 * HEAD_DIM, i0, nq, scale_log2, qs);
-  floatv acc[BLOCK_M][DVCH];
-  float m[BLOCK_M], l[BLOCK_M];
-  floatk lv[BLOCK_M]; /* row sums, one lane per key of a block */
+  floatv acc[BLOCK_M][DVCH]; /* in L1; the micro-kernels hold slices */
+  float m[BLOCK_M];
+  floatk lv[BLOCK_M]; /* row sums, one lane per key of a vector */
   for (int r = 0; r < BLOCK_M; r++) {
     for (int c = 0; c < DVCH; c++)
       acc[r][c] = (floatv)(0.0f);
@@ -129,29 +129,39 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
   /* Conditional rescaling: a row's max m is raised (and acc and the sums
    * rescaled) only when a block holds a score more than RESCALE_SLACK above
    * it, which after the first blocks is rare. Weights are then exp2(s - m)
-   * <= 2^RESCALE_SLACK, far from overflow in float; the vector compare that
-   * detects it is cheaper than a horizontal max and a scalar exp2 per block,
-   * and the row sums stay vectors until the end. */
+   * <= 2^RESCALE_SLACK, far from overflow in float. */
   CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  for (int j0 = 0; j0 < kend; j0 += KEYS_VEC) {
-    floatk s[BLOCK_M];
-    clattn_score_keys(qs, kt, nkp, j0, s);
-    if (j0 + KEYS_VEC > kfree)
-      clattn_mask_keys(s, j0, nk, CAUSAL ? i0 + nk - nq : nk);
+  const long limit0 = CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk;
+  float s[BLOCK_M][BLOCK_N];
+  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+    clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
+    if ((long)j0 + BLOCK_N > kfree)
+      clattn_mask_block(s, j0, nk, limit0, -INFINITY);
     for (int r = 0; r < BLOCK_M; r++) {
-      if (any(s[r] > (floatk)(m[r] + RESCALE_SLACK))) {
-        const float mx = fmax(m[r], KMAX(s[r]));
+      floatk mv = KLOAD(&s[r][0]);
+      for (int j = KEYS_VEC; j < BLOCK_N; j += KEYS_VEC)
+        mv = fmax(mv, KLOAD(&s[r][j]));
+      const float bmax = KMAX(mv);
+      if (bmax > m[r] + RESCALE_SLACK) {
+        const float mx = fmax(m[r], bmax);
         const float alpha = exp2(m[r] - mx); /* 0 while m is -inf */
         lv[r] *= alpha;
         for (int c = 0; c < DVCH; c++)
           acc[r][c] *= alpha;
         m[r] = mx;
       }
-      s[r] = exp2(s[r] - (m[r] == -INFINITY ? 0.0f : m[r]));
-      lv[r] += s[r];
+      const float mu = m[r] == -INFINITY ? 0.0f : m[r];
+      floatk sum = lv[r];
+      for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
+        const floatk p = clattn_exp2k(KLOAD(&s[r][j]) - mu);
+        KSTORE(p, &s[r][j]);
+        sum += p;
+      }
+      lv[r] = sum;
     }
-    clattn_pv_keys(s, v, j0, nk, acc);
+    clattn_pv_block(s, vp + (size_t)j0 * DVP, acc);
   }
+  float l[BLOCK_M];
   for (int r = 0; r < BLOCK_M; r++)
     l[r] = KSUM(lv[r]);
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
@@ -189,8 +199,10 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
 
   /* kend is the same for the whole group, so the loop and its barriers are
    * in uniform control flow; each row masks past its own limit. */
-  const int kend = CAUSAL ? clamp(g0 + BLOCK_M + nk - nq, 0, nk) : nk;
-  const int lim = CAUSAL ? min(nk - 1, i + nk - nq) : nk - 1;
+  const int kend =
+      CAUSAL ? (int)clamp((long)g0 + BLOCK_M + nk - nq, 0L, (long)nk) : nk;
+  const int lim =
+      CAUSAL ? (int)clamp((long)i + nk - nq, -1L, (long)nk - 1) : nk - 1;
   for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
     barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed */
     clattn_load_kv_tile(k, v, j0, nk, ks, vs);

@@ -9,10 +9,67 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Keys padded to a whole number of key vectors in the key shape. */
+/* Keys padded to a whole number of key blocks in the cpu shape. */
 static size_t padded_keys(const clattn_plan_t plan) {
-  int kv = clattn__tiles_get(&plan->tiles, "KEYS_VEC");
-  return clattn__round_up(plan->p.seq_k, (size_t)(kv > 0 ? kv : 1));
+  int bn = clattn__tiles_get(&plan->tiles, "BLOCK_N");
+  return clattn__round_up(plan->p.seq_k, (size_t)(bn > 0 ? bn : 1));
+}
+
+/* Floats of a padded value row in the cpu shape's packed V. */
+static size_t padded_dim_v(const clattn_plan_t plan) {
+  int vec = clattn__tiles_get(&plan->tiles, "VEC");
+  return clattn__round_up(plan->p.dim_v, (size_t)(vec > 0 ? vec : 1));
+}
+
+/* Floats of the packed K (kt) in front of the packed V in the workspace. */
+static size_t packed_k_floats(const clattn_plan_t plan) {
+  const clattn__problem *p = &plan->p;
+  return p->batch * p->heads_kv * p->dim * padded_keys(plan);
+}
+
+/* The cpu shape's tiles, from the device's vector width W: 16-float
+ * vectors (AVX-512) come with 32 vector registers, narrower ones with 16.
+ * Each micro-tile holds BLOCK_M x S_VECS (or O_VECS) accumulators, the
+ * S_VECS (O_VECS) operand vectors of one step and a broadcast, within that
+ * register file; the key block keeps the packed K and V blocks it streams
+ * (BLOCK_N x (D + Dv) floats) well inside a core's L2 and the BLOCK_M x
+ * BLOCK_N score block in L1. */
+static void cpu_tiles(const clattn__problem *p,
+                      const clattn_device_profile *dev, clattn__tiles *t) {
+  cl_uint w = dev->native_vector_width_float;
+  if (w < dev->preferred_vector_width_float)
+    w = dev->preferred_vector_width_float;
+  const int wide = w >= 16;
+  const int regs = wide ? 32 : 16;
+  const int keys_vec = wide ? 16 : 8;
+  int vec = wide ? 16 : 8;
+  while (vec > 1 && (size_t)vec / 2 >= p->dim_v)
+    vec /= 2;
+  const int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+  int rows = wide ? 8 : 6;
+  if ((size_t)rows > p->seq_q)
+    rows = (int)p->seq_q;
+  int s_vecs = (regs - 1) / (rows + 1);
+  s_vecs = s_vecs > 4 ? 4 : s_vecs < 1 ? 1 : s_vecs;
+  int o_vecs = (regs - 1) / (rows + 1);
+  o_vecs = o_vecs > dvch ? dvch : o_vecs < 1 ? 1 : o_vecs;
+  const int ktile = s_vecs * keys_vec;
+  size_t row_bytes = (p->dim + (size_t)dvch * (size_t)vec) * sizeof(float);
+  size_t bn = 64 * 1024 / row_bytes;
+  if (bn > 256)
+    bn = 256;
+  bn = clattn__round_up(bn < (size_t)ktile ? (size_t)ktile : bn / ktile * ktile,
+                        (size_t)ktile);
+  size_t nk_tiles = clattn__round_up(p->seq_k, (size_t)ktile);
+  if (bn > nk_tiles)
+    bn = nk_tiles;
+  clattn__tiles_add(t, "KEYS_VEC", keys_vec);
+  clattn__tiles_add(t, "BLOCK_M", rows);
+  clattn__tiles_add(t, "BLOCK_N", (int)bn);
+  clattn__tiles_add(t, "VEC", vec);
+  clattn__tiles_add(t, "S_VECS", s_vecs);
+  clattn__tiles_add(t, "O_VECS", o_vecs);
+  clattn__tiles_add(t, "WG", 1);
 }
 
 /* Chooses the shape and tiles and checks them; builds nothing, so that
@@ -44,21 +101,18 @@ static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
     clattn__tiles_add(t, "VEC", vec);
   }
   if (shape == CLATTN__SHAPE_CPU) {
-    /* Rows per work-item: as many as keep the accumulators (BLOCK_M x Dv
-     * floats) near 64 vectors of 16, from 2 to 16. */
-    int vec = clattn__pick_vec(p->dim, p->dim_v, 16);
-    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec) * vec / 16;
-    int rows = dvch > 0 ? 64 / dvch : 16;
-    clattn__tiles_add(t, "KEYS_VEC", 16);
-    clattn__tiles_add(t, "BLOCK_M", rows < 2 ? 2 : rows > 16 ? 16 : rows);
-    clattn__tiles_add(t, "VEC", vec);
-    clattn__tiles_add(t, "WG", 1);
+    cpu_tiles(p, dev, t);
   } else if (shape == CLATTN__SHAPE_ROW) {
     t->count = 0;
     clattn__tiles_add(t, "BLOCK_M", dev->is_cpu ? 4 : 1);
     clattn__tiles_add(t, "BLOCK_N", dev->is_cpu ? 16 : 8);
-    clattn__tiles_add(t, "VEC",
-                      clattn__pick_vec(p->dim, p->dim_v, dev->is_cpu ? 16 : 4));
+    /* On a CPU, no wider than its native vectors: a float16 on AVX2 changes
+     * the calling convention and the runtime warns at every build. */
+    clattn__tiles_add(
+        t, "VEC",
+        clattn__pick_vec(
+            p->dim, p->dim_v,
+            dev->is_cpu ? (dev->native_vector_width_float >= 16 ? 16 : 8) : 4));
     clattn__tiles_add(t, "WG", dev->is_cpu ? 1 : 64);
   }
   t->source = "heuristic";
@@ -72,11 +126,29 @@ static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "
                         "or 16");
-  if (shape == CLATTN__SHAPE_CPU && keys_vec != 8 && keys_vec != 16)
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                        "invalid descriptor: tiles: KEYS_VEC must be 8 or 16");
+  if (shape == CLATTN__SHAPE_CPU) {
+    int s_vecs = clattn__tiles_get(t, "S_VECS");
+    int o_vecs = clattn__tiles_get(t, "O_VECS");
+    if (keys_vec != 8 && keys_vec != 16)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: tiles: KEYS_VEC must be 8 or "
+                          "16");
+    /* A key block is whole score micro-tiles: an override of KEYS_VEC or
+     * S_VECS alone rounds the default block up rather than fail. */
+    int bn = clattn__tiles_get(t, "BLOCK_N");
+    if (s_vecs >= 1 && s_vecs <= 8 && bn >= 1) {
+      bn = (int)clattn__round_up((size_t)bn, (size_t)(s_vecs * keys_vec));
+      clattn__tiles_add(t, "BLOCK_N", bn);
+    }
+    if (s_vecs < 1 || s_vecs > 8 || o_vecs < 1 || o_vecs > 16 || bn < 1 ||
+        bm < 1 || bm > 64 || (long)bm * bn > 16384)
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: tiles: S_VECS must be 1..8, "
+                          "O_VECS 1..16, BLOCK_N at least 1, BLOCK_M 1..64 "
+                          "and BLOCK_M * BLOCK_N at most 16384");
+  }
   if (bm < 1 || bm > (shape == CLATTN__SHAPE_GPU ? 1024 : 64) ||
-      (shape != CLATTN__SHAPE_CPU && clattn__tiles_get(t, "BLOCK_N") < 1) ||
+      clattn__tiles_get(t, "BLOCK_N") < 1 ||
       (shape != CLATTN__SHAPE_GPU && clattn__tiles_get(t, "WG") < 1))
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: BLOCK_M must be 1..64 "
@@ -122,11 +194,13 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
   plan->nkernels = 1;
   if (shape == CLATTN__SHAPE_CPU) {
-    plan->kernels[1] = clCreateKernel(program, "clattn_transpose_k", &err);
+    plan->kernels[1] = clCreateKernel(program, "clattn_pack_kv", &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nkernels = 2;
     plan->workspace_bytes =
-        p->batch * p->heads_kv * p->dim * padded_keys(plan) * sizeof(float);
+        (packed_k_floats(plan) +
+         p->batch * p->heads_kv * padded_keys(plan) * padded_dim_v(plan)) *
+        sizeof(float);
     plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
                                      plan->workspace_bytes, NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer(workspace)");
@@ -184,12 +258,15 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   cl_uint a = 0;
   cl_int err = CL_SUCCESS;
 
+  cl_ulong vp_off = keys ? (cl_ulong)packed_k_floats(plan) : 0;
   if (keys) {
     cl_kernel tk = plan->kernels[1];
     CLATTN_SET_ARG(err, tk, 0, sizeof(cl_mem), &k);
-    CLATTN_SET_ARG(err, tk, 1, sizeof(cl_mem), &plan->workspace);
-    CLATTN_SET_ARG(err, tk, 2, sizeof(cl_int), &nk);
-    CLATTN_SET_ARG(err, tk, 3, sizeof(cl_int), &nkp);
+    CLATTN_SET_ARG(err, tk, 1, sizeof(cl_mem), &v);
+    CLATTN_SET_ARG(err, tk, 2, sizeof(cl_mem), &plan->workspace);
+    CLATTN_SET_ARG(err, tk, 3, sizeof(cl_int), &nk);
+    CLATTN_SET_ARG(err, tk, 4, sizeof(cl_int), &nkp);
+    CLATTN_SET_ARG(err, tk, 5, sizeof(cl_ulong), &vp_off);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t tglobal[2] = {(size_t)nkp, p->batch * p->heads_kv};
     CLATTN_CHECK(
@@ -198,9 +275,12 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
     wait = &transposed;
   }
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &q);
-  err |=
-      clSetKernelArg(kern, a++, sizeof(cl_mem), keys ? &plan->workspace : &k);
-  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &v);
+  if (keys) {
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &plan->workspace);
+  } else {
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &k);
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &v);
+  }
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &o);
   if (p->variant == CLATTN_VARIANT_SOFTMAX) {
     cl_int write_lse = lse != NULL;
@@ -218,6 +298,8 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
     cl_float bias_log2 = p->bias * log2e;
     CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &bias_log2);
   }
+  if (keys)
+    CLATTN_SET_ARG(err, kern, a++, sizeof(cl_ulong), &vp_off);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t bm = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_M");
   size_t wg = (size_t)clattn__tiles_get(&plan->tiles, "WG");
@@ -234,22 +316,39 @@ cleanup:
 }
 
 /* The device's own shape over a grid of its main tiles, then the other
- * shapes at their defaults. */
+ * shapes at their defaults. On a CPU the grid spans the micro-tile (rows x
+ * vectors, within the register file of the device's vector width and
+ * beyond it by one step) and the key block. */
 static int flash_candidate(const clattn__problem *p,
                            const clattn_device_profile *dev, size_t index,
                            char *buf, size_t size) {
   (void)p;
-  static const int cpu_keys[] = {16, 8};
-  static const int cpu_rows[] = {2, 4, 6, 8, 12, 16};
+  static const int cpu_rows[] = {4, 6, 8, 12};
+  static const int cpu_vecs[] = {1, 2, 3, 4};
+  static const int cpu_keys[] = {64, 128, 256};
   static const int gpu_rows[] = {32, 64, 128, 256};
   static const int gpu_keys[] = {8, 16, 32, 64};
   size_t n = 0;
   if (dev->is_cpu) {
-    for (size_t a = 0; a < 2; a++)
-      for (size_t b = 0; b < 6; b++)
-        if (n++ == index)
-          return snprintf(buf, size, "SHAPE=cpu,KEYS_VEC=%d,BLOCK_M=%d",
-                          cpu_keys[a], cpu_rows[b]) > 0;
+    const int regs = dev->native_vector_width_float >= 16 ||
+                             dev->preferred_vector_width_float >= 16
+                         ? 32
+                         : 16;
+    for (size_t a = 0; a < 4; a++)
+      for (size_t b = 0; b < 4; b++)
+        for (size_t c = 0; c < 4; c++)
+          for (size_t d = 0; d < 3; d++) {
+            int r = cpu_rows[a];
+            /* Tiles that would spill twice over are not worth timing. */
+            if (r * cpu_vecs[b] + cpu_vecs[b] > regs + regs / 4 ||
+                r * cpu_vecs[c] + cpu_vecs[c] > regs + regs / 4)
+              continue;
+            if (n++ == index)
+              return snprintf(buf, size,
+                              "SHAPE=cpu,BLOCK_M=%d,S_VECS=%d,O_VECS=%d,"
+                              "BLOCK_N=%d",
+                              r, cpu_vecs[b], cpu_vecs[c], cpu_keys[d]) > 0;
+          }
     if (n++ == index)
       return snprintf(buf, size, "SHAPE=gpu") > 0;
   } else {
