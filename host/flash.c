@@ -184,6 +184,14 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                          sigmoid ? "sigmoid.cl" : "softmax.cl"};
   cl_program program = NULL;
   CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
+  /* A runtime's warnings are a kernel defect worth telling the caller
+   * about (clattn_plan_describe shows them), never printed. */
+  const char *warnings = clattn__program_warnings(ctx, program);
+  if (warnings) {
+    size_t used = strlen(plan->warning);
+    snprintf(plan->warning + used, sizeof plan->warning - used,
+             "%skernel build warnings: %s", used ? "; " : "", warnings);
+  }
   cl_int err = CL_SUCCESS;
   static const char *const names[2][3] = {
       {"clattn_softmax_fwd", "clattn_softmax_fwd_kt", "clattn_softmax_fwd_gpu"},

@@ -19,6 +19,7 @@
 struct clattn__program_entry {
   char *key; /* sources + '\n' + options */
   cl_program program;
+  char *warnings; /* the build log when it holds a warning, else NULL */
   struct clattn__program_entry *next;
 };
 

@@ -4,6 +4,7 @@
  */
 #include "program.h"
 #include "cache.h"
+#include "plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,28 @@ static clattn_status build_failed(clattn_context_t ctx, cl_program program,
   return st;
 }
 
+/* The build log when it holds a warning (runtimes print "warning:" or
+ * "Warning"), else NULL; a heap string. */
+static char *build_warnings(clattn_context_t ctx, cl_program program) {
+  size_t need = 0;
+  if (clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL,
+                            &need) != CL_SUCCESS ||
+      need < 2)
+    return NULL;
+  char *log = malloc(need + 1);
+  if (!log || clGetProgramBuildInfo(program, ctx->device, CL_PROGRAM_BUILD_LOG,
+                                    need, log, NULL) != CL_SUCCESS) {
+    free(log);
+    return NULL;
+  }
+  log[need] = '\0';
+  if (!clattn__contains_ci(log, "warning")) {
+    free(log);
+    return NULL;
+  }
+  return log;
+}
+
 static char *make_key(const char *const *files, size_t nfiles,
                       const char *options) {
   size_t len = strlen(options) + 2;
@@ -233,6 +256,7 @@ clattn_status clattn__program_get(clattn_context_t ctx,
   char *text = NULL;
   char *dkey = NULL;
   cl_program program = NULL;
+  char *warnings = NULL;
   struct clattn__program_entry *entry = NULL;
   if (!key)
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
@@ -261,6 +285,10 @@ clattn_status clattn__program_get(clattn_context_t ctx,
       st = build_failed(ctx, program, err, options);
       goto cleanup;
     }
+    warnings = build_warnings(ctx, program);
+    if (warnings)
+      clattn__log("kernel build warnings with options \"%s\":\n%s", options,
+                  warnings);
     if (dkey)
       store_cached(ctx, program, dkey, dkey_len);
   }
@@ -272,6 +300,8 @@ clattn_status clattn__program_get(clattn_context_t ctx,
   }
   entry->key = key;
   entry->program = program;
+  entry->warnings = warnings;
+  warnings = NULL;
   entry->next = ctx->programs;
   ctx->programs = entry;
   *out = program;
@@ -284,7 +314,21 @@ cleanup:
   free(text);
   free(dkey);
   free(key);
+  free(warnings);
   return st;
+}
+
+const char *clattn__program_warnings(clattn_context_t ctx, cl_program program) {
+  const char *w = NULL;
+  mtx_lock(&ctx->programs_lock);
+  for (struct clattn__program_entry *e = ctx->programs; e; e = e->next) {
+    if (e->program == program) {
+      w = e->warnings;
+      break;
+    }
+  }
+  mtx_unlock(&ctx->programs_lock);
+  return w;
 }
 
 void clattn__programs_release(clattn_context_t ctx) {
@@ -293,6 +337,7 @@ void clattn__programs_release(clattn_context_t ctx) {
     struct clattn__program_entry *next = e->next;
     clReleaseProgram(e->program);
     free(e->key);
+    free(e->warnings);
     free(e);
     e = next;
   }

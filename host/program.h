@@ -24,6 +24,12 @@ clattn_status clattn__program_get(clattn_context_t ctx,
                                   const char *const *files, size_t nfiles,
                                   const char *options, cl_program *out);
 
+/* The build log of a program from clattn__program_get when its build from
+ * source succeeded with warnings, else NULL (also for programs loaded from
+ * the disk cache, whose build logs are empty). Valid while the context
+ * lives. Thread-safe. */
+const char *clattn__program_warnings(clattn_context_t ctx, cl_program program);
+
 /* Releases every cached program of the context. */
 void clattn__programs_release(clattn_context_t ctx);
 

@@ -175,13 +175,18 @@ typedef struct builtin_entry {
 } builtin_entry;
 
 static const builtin_entry builtin[] = {
-    /* placeholder */
-    {"", "\x01", 1, CLATTN_VARIANT_SOFTMAX, 0, ""},
+    /* None at present: the cpu shape's heuristic derives its micro-tiles
+     * from the device's vector width (and so its register file), which the
+     * AVX-512 entries measured for the previous kernels did not. An entry
+     * for a CPU must name its ISA in `name` (PoCL's device names carry it:
+     * "pthread-skylake-avx512-...", "pthread-haswell-...") so that an AVX2
+     * device never gets AVX-512 tiles. */
+    {NULL, NULL, 0, CLATTN_VARIANT_SOFTMAX, 0, NULL},
 };
 
 int clattn__builtin_lookup(const clattn_device_profile *dev,
                            const clattn__problem *p, char *spec, size_t size) {
-  for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++) {
+  for (size_t i = 0; builtin[i].tiles; i++) {
     const builtin_entry *e = &builtin[i];
     if (e->variant != p->variant || e->cpu != dev->is_cpu ||
         p->dim_v > e->max_dim_v ||
