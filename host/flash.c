@@ -332,31 +332,29 @@ static int flash_candidate(const clattn__problem *p,
                            char *buf, size_t size) {
   (void)p;
   static const int cpu_rows[] = {4, 6, 8, 12};
-  static const int cpu_vecs[] = {1, 2, 3, 4};
-  static const int cpu_keys[] = {64, 128, 256};
+  static const int cpu_keys[] = {64, 256};
   static const int gpu_rows[] = {32, 64, 128, 256};
   static const int gpu_keys[] = {8, 16, 32, 64};
   size_t n = 0;
   if (dev->is_cpu) {
+    /* Micro-tiles of r rows by v vectors whose accumulators, operands and
+     * a broadcast fit the register file of the device's vector width, then
+     * the default tile with other key blocks. */
     const int regs = dev->native_vector_width_float >= 16 ||
                              dev->preferred_vector_width_float >= 16
                          ? 32
                          : 16;
     for (size_t a = 0; a < 4; a++)
-      for (size_t b = 0; b < 4; b++)
-        for (size_t c = 0; c < 4; c++)
-          for (size_t d = 0; d < 3; d++) {
-            int r = cpu_rows[a];
-            /* Tiles that would spill twice over are not worth timing. */
-            if (r * cpu_vecs[b] + cpu_vecs[b] > regs + regs / 4 ||
-                r * cpu_vecs[c] + cpu_vecs[c] > regs + regs / 4)
-              continue;
-            if (n++ == index)
-              return snprintf(buf, size,
-                              "SHAPE=cpu,BLOCK_M=%d,S_VECS=%d,O_VECS=%d,"
-                              "BLOCK_N=%d",
-                              r, cpu_vecs[b], cpu_vecs[c], cpu_keys[d]) > 0;
-          }
+      for (int v = 1; v <= 4; v++) {
+        if (cpu_rows[a] * v + v + 1 > regs)
+          continue;
+        if (n++ == index)
+          return snprintf(buf, size, "SHAPE=cpu,BLOCK_M=%d,S_VECS=%d,O_VECS=%d",
+                          cpu_rows[a], v, v) > 0;
+      }
+    for (size_t b = 0; b < 2; b++)
+      if (n++ == index)
+        return snprintf(buf, size, "SHAPE=cpu,BLOCK_N=%d", cpu_keys[b]) > 0;
     if (n++ == index)
       return snprintf(buf, size, "SHAPE=gpu") > 0;
   } else {
