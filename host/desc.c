@@ -32,16 +32,16 @@ static clattn_status bad(clattn_context_t ctx, const char *field,
                       "invalid descriptor: %s %s", field, why);
 }
 
-/* Element count of a [a, b, c, d] tensor, or 0 if it overflows size_t. */
-static size_t elements(size_t a, size_t b, size_t c, size_t d) {
-  size_t n = a;
-  const size_t f[] = {b, c, d};
-  for (int i = 0; i < 3; i++) {
-    if (f[i] && n > SIZE_MAX / 4 / f[i])
-      return 0;
-    n *= f[i];
-  }
-  return n;
+/* Kernels hold positions as 32-bit ints and compute i + Nk - Nq plus a block
+ * of up to 4096 rows or keys (the largest tile value), so Nq + Nk stays
+ * under this. */
+#define CLATTN_MAX_SEQ_SUM ((size_t)INT_MAX - 4096)
+
+/* 1 when a [a, b, c, d] tensor of the widest element (4 bytes) has a byte
+ * count that fits size_t. */
+static int addressable(size_t a, size_t b, size_t c, size_t d) {
+  size_t bytes;
+  return CLATTN_SIZE_PRODUCT(&bytes, a, b, c, d, sizeof(float));
 }
 
 clattn_status clattn__problem_resolve(clattn_context_t ctx,
@@ -64,7 +64,10 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
     if (extents[i].value == 0)
       return bad(ctx, extents[i].name, "must be at least 1");
     if (extents[i].value > CLATTN_MAX_EXTENT)
-      return bad(ctx, extents[i].name, "is too large");
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: %s (%zu) is over the limit of "
+                          "%zu",
+                          extents[i].name, extents[i].value, CLATTN_MAX_EXTENT);
   }
   p->variant = d->variant;
   p->dtype = d->dtype;
@@ -89,14 +92,27 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: dim_v %zu is over the limit of %d",
                         p->dim_v, CLATTN_MAX_DIM);
-  if (!elements(p->batch, p->heads_q, p->seq_q, p->dim) ||
-      !elements(p->batch, p->heads_q, p->seq_q, p->dim_v) ||
-      !elements(p->batch, p->heads_kv, p->seq_k, p->dim) ||
-      !elements(p->batch, p->heads_kv, p->seq_k, p->dim_v))
+  if (!addressable(p->batch, p->heads_q, p->seq_q, p->dim) ||
+      !addressable(p->batch, p->heads_q, p->seq_q, p->dim_v) ||
+      !addressable(p->batch, p->heads_kv, p->seq_k, p->dim) ||
+      !addressable(p->batch, p->heads_kv, p->seq_k, p->dim_v))
     return bad(ctx, "batch/heads/seq", "give tensors too large to address");
+  if (p->seq_q + p->seq_k > CLATTN_MAX_SEQ_SUM)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: seq_q + seq_k (%zu) is over the "
+                        "limit of %zu: kernels index positions with 32-bit "
+                        "ints",
+                        p->seq_q + p->seq_k, CLATTN_MAX_SEQ_SUM);
 
   int flash = p->variant == CLATTN_VARIANT_SOFTMAX ||
               p->variant == CLATTN_VARIANT_SIGMOID;
+  /* The linear kernels number (batch, kv head) pairs with 32-bit ints. */
+  if (!flash && p->batch * p->heads_kv > (size_t)INT_MAX)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: batch * heads_kv (%zu) is over "
+                        "the limit of %d for %s",
+                        p->batch * p->heads_kv, INT_MAX,
+                        clattn_variant_name(p->variant));
   const char *vname = clattn_variant_name(p->variant);
 
   /* scale: softmax and sigmoid. */

@@ -81,6 +81,15 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                         "(1..1024 for the gpu shape), BLOCK_N and WG at least "
                         "1");
 
+  if (shape == CLATTN__SHAPE_CPU) {
+    int fits =
+        CLATTN_SIZE_PRODUCT(&plan->workspace_bytes, p->batch, p->heads_kv,
+                            p->dim, padded_keys(plan), sizeof(float));
+    CLATTN_CHECK(clattn__workspace_size(
+        plan, "K transposed, B x Hkv x D x padded Nk floats", fits,
+        plan->workspace_bytes));
+  }
+
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
   snprintf(options, sizeof options,
@@ -112,8 +121,6 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
     plan->kernels[1] = clCreateKernel(program, "clattn_transpose_k", &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nkernels = 2;
-    plan->workspace_bytes =
-        p->batch * p->heads_kv * p->dim * padded_keys(plan) * sizeof(float);
     plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
                                      plan->workspace_bytes, NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer(workspace)");
@@ -185,8 +192,7 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
     wait = &transposed;
   }
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &q);
-  err |=
-      clSetKernelArg(kern, a++, sizeof(cl_mem), keys ? &plan->workspace : &k);
+  CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), keys ? &plan->workspace : &k);
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &v);
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_mem), &o);
   if (p->variant == CLATTN_VARIANT_SOFTMAX) {

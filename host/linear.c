@@ -101,6 +101,15 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
 
+  /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
+   * in Nk. Checked before the build, which can take seconds. */
+  linear_dims d = dims_of(plan);
+  size_t bytes = 0;
+  int fits = CLATTN_SIZE_PRODUCT(&bytes, p->batch, p->heads_kv, d.nchunks,
+                                 d.block_size, sizeof(cl_float));
+  CLATTN_CHECK(clattn__workspace_size(plan, "B x Hkv x chunks x chunk states",
+                                      fits, bytes));
+
   int cosformer = p->variant == CLATTN_VARIANT_COSFORMER;
   char options[512];
   snprintf(options, sizeof options,
@@ -141,11 +150,6 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   }
   clattn__tiles_add(t, "WG", wg);
 
-  /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
-   * in Nk. */
-  linear_dims d = dims_of(plan);
-  size_t bytes =
-      p->batch * p->heads_kv * d.nchunks * d.block_size * sizeof(cl_float);
   cl_int err = CL_SUCCESS;
   plan->workspace =
       clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);

@@ -118,6 +118,13 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
                               const size_t *local, cl_uint nwait,
                               const cl_event *wait, cl_event *event);
 
+/* Checks a workspace byte count, computed with CLATTN_SIZE_PRODUCT (fits is
+ * what that returned), before it is allocated: one that overflows size_t or
+ * passes the device's largest allocation is refused with a message naming
+ * the limit. `what` says what the workspace holds. */
+clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
+                                     int fits, size_t bytes);
+
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);
 

@@ -586,6 +586,77 @@ static void test_api_valid_descriptors(void **state) {
   assert_int_equal(failures, 0);
 }
 
+/* ---- Sizes past what the library can index or allocate ---------------- */
+
+typedef struct huge_case {
+  const char *what;
+  clattn_variant variant;
+  size_t b, h, nq, nk, d;
+  const char *tiles;
+  clattn_status want;
+  const char *says; /* the message must contain this (any case) */
+  const char *limit;
+} huge_case;
+
+static void test_api_sizes_past_limits(void **state) {
+  /* Each shape is refused before anything is built or allocated, with a
+   * message that names the limit; none may wrap a byte count into a small
+   * workspace. */
+  static const huge_case cases[] = {
+      {"softmax workspace wraps size_t", CLATTN_VARIANT_SOFTMAX, 33562625,
+       33546241, 1, 1, 256, "SHAPE=cpu", CLATTN_ERROR_OUT_OF_RESOURCES,
+       "workspace", "bytes"},
+      {"softmax workspace past the largest allocation", CLATTN_VARIANT_SOFTMAX,
+       1, 1, 1, (size_t)1 << 29, 256, "SHAPE=cpu",
+       CLATTN_ERROR_OUT_OF_RESOURCES, "workspace", "at most"},
+      {"linear workspace wraps size_t", CLATTN_VARIANT_LINEAR, 32768, 32768, 1,
+       (size_t)1 << 22, 256, "SHAPE=cpu,CHUNK=1,BLOCK_M=1,ROWS_D=1",
+       CLATTN_ERROR_OUT_OF_RESOURCES, "workspace", "bytes"},
+      {"linear batch * heads_kv past int", CLATTN_VARIANT_LINEAR, 33562625,
+       33546241, 1, 1, 256, NULL, CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "batch * heads_kv", "2147483647"},
+      {"cosformer batch * heads_kv past int", CLATTN_VARIANT_COSFORMER, 65536,
+       32768, 1, 1, 1, NULL, CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "batch * heads_kv", "2147483647"},
+      {"seq_q + seq_k past int positions", CLATTN_VARIANT_SOFTMAX, 1, 1,
+       1073741823, 1073741823, 1, "SHAPE=row", CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "seq_q + seq_k", "2147479551"},
+      {"seq_q past its limit", CLATTN_VARIANT_SIGMOID, 1, 1, 1073741824, 1, 1,
+       "SHAPE=row", CLATTN_ERROR_INVALID_DESCRIPTOR, "seq_q", "1073741823"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const huge_case *c = &cases[t];
+    clattn_desc d;
+    clattn_plan_t plan = NULL;
+    clattn_status st;
+    const char *msg;
+    clattn_desc_init(&d, c->variant);
+    d.batch = c->b;
+    d.heads_q = c->h;
+    d.heads_kv = c->h;
+    d.seq_q = c->nq;
+    d.seq_k = c->nk;
+    d.dim = c->d;
+    d.tiles = c->tiles;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != c->want || !contains_ci(msg, c->says) ||
+        !contains_ci(msg, c->limit)) {
+      print_error("%s: got %s (workspace %zu bytes), message \"%s\"; want "
+                  "%s naming %s and %s\n",
+                  c->what, clattn_status_name(st),
+                  clattn_plan_device_bytes(plan), msg,
+                  clattn_status_name(c->want), c->says, c->limit);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  assert_int_equal(failures, 0);
+}
+
 /* ---- Buffers ---------------------------------------------------------- */
 
 static void test_api_buffer_too_small(void **state) {
@@ -1029,6 +1100,7 @@ int main(void) {
       cmocka_unit_test(test_api_null_arguments),
       cmocka_unit_test(test_api_invalid_descriptors),
       cmocka_unit_test(test_api_valid_descriptors),
+      cmocka_unit_test(test_api_sizes_past_limits),
       cmocka_unit_test(test_api_buffer_too_small),
       cmocka_unit_test(test_api_lse_refused_for_other_variants),
       cmocka_unit_test(test_api_bad_selector),
