@@ -35,7 +35,7 @@ static clattn_status bad(clattn_context_t ctx, const char *field,
 /* Kernels hold positions as 32-bit ints and compute i + Nk - Nq plus a block
  * of up to 4096 rows or keys (the largest tile value), so Nq + Nk stays
  * under this. */
-#define CLATTN_MAX_SEQ_SUM ((size_t)INT_MAX - 4096)
+#define CLATTN_MAX_SEQ_SUM ((size_t)INT_MAX - CLATTN_MAX_TILE_VALUE)
 
 /* 1 when a [a, b, c, d] tensor of the widest element (4 bytes) has a byte
  * count that fits size_t. */
@@ -250,48 +250,70 @@ clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                       (allowed & (1u << CLATTN__SHAPE_ROW)) ? ", row" : "");
 }
 
+/* Length of the NAME of the entry at s (up to '=' or the entry's end). */
+static size_t entry_name_len(const char *s, const char *end) {
+  const char *eq = memchr(s, '=', (size_t)(end - s));
+  return (size_t)((eq ? eq : end) - s);
+}
+
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec) {
   const char *origin = t->origin ? t->origin : "override";
   if (!spec || !*spec)
     return CLATTN_SUCCESS;
-  const char *s = spec;
-  while (*s) {
-    const char *eq = strchr(s, '=');
+  /* Strict: NAME=DIGITS entries (SHAPE=word), no empty entry, no sign or
+   * space, each name once, so that a spec means one thing. */
+  for (const char *s = spec;;) {
     const char *end = strchr(s, ',');
     if (!end)
       end = s + strlen(s);
-    if (!eq || eq > end)
+    size_t nlen = entry_name_len(s, end);
+    if (nlen == 0 || s + nlen == end || s + nlen + 1 == end)
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                           "invalid descriptor: tiles (%s) \"%s\": expected "
                           "NAME=VALUE[,NAME=VALUE...]",
                           origin, spec);
-    size_t nlen = (size_t)(eq - s);
+    for (const char *e = spec; e < s;) {
+      const char *eend = strchr(e, ',');
+      if (entry_name_len(e, eend) == nlen && strncmp(e, s, nlen) == 0)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): %.*s is given "
+                            "more than once",
+                            origin, (int)nlen, s);
+      e = eend + 1;
+    }
+    const char *val = s + nlen + 1;
     if (nlen == 5 && strncmp(s, "SHAPE", 5) == 0) {
       /* Read by clattn__shape_choose before the defaults were set. */
       t->source = origin;
-      s = *end ? end + 1 : end;
-      continue;
+    } else {
+      size_t i = 0;
+      for (; i < t->count; i++) {
+        if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)
+          break;
+      }
+      if (i == t->count)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): unknown tile "
+                            "parameter \"%.*s\"",
+                            origin, (int)nlen, s);
+      long v = 0;
+      const char *c = val;
+      for (; c < end && *c >= '0' && *c <= '9' && v <= CLATTN_MAX_TILE_VALUE;
+           c++)
+        v = v * 10 + (*c - '0');
+      if (c != end || v > CLATTN_MAX_TILE_VALUE)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): bad value for "
+                            "%s: \"%.*s\" (digits, 0 to %d)",
+                            origin, t->names[i], (int)(end - val), val,
+                            CLATTN_MAX_TILE_VALUE);
+      t->values[i] = (int)v;
+      t->source = origin;
     }
-    size_t i = 0;
-    for (; i < t->count; i++) {
-      if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)
-        break;
-    }
-    if (i == t->count)
-      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                          "invalid descriptor: tiles (%s): unknown tile "
-                          "parameter \"%.*s\"",
-                          origin, (int)nlen, s);
-    char *num_end = NULL;
-    long v = strtol(eq + 1, &num_end, 10);
-    if (num_end != end || eq + 1 == end || v < 0 || v > 4096)
-      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                          "invalid descriptor: tiles (%s): bad value for %s",
-                          origin, t->names[i]);
-    t->values[i] = (int)v;
-    t->source = origin;
-    s = *end ? end + 1 : end;
+    if (!*end)
+      break;
+    s = end + 1;
   }
   return CLATTN_SUCCESS;
 }

@@ -8,6 +8,8 @@
 #include "internal.h"
 
 #define CLATTN_MAX_TILES 8
+#define CLATTN_MAX_TILE_VALUE 4096 /* the largest value a tile spec may give   \
+                                    */
 #define CLATTN_MAX_KERNELS 4
 #define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
 

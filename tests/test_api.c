@@ -586,6 +586,79 @@ static void test_api_valid_descriptors(void **state) {
   assert_int_equal(failures, 0);
 }
 
+/* ---- Tile specs ------------------------------------------------------- */
+
+typedef struct tiles_case {
+  const char *spec;
+  const char *says; /* the message must contain this (any case) */
+} tiles_case;
+
+static void test_api_tiles_strict(void **state) {
+  /* A spec means one thing: digits only, each name once, no empty entry. */
+  static const tiles_case cases[] = {
+      {"BLOCK_M=+4", "BLOCK_M"},
+      {"BLOCK_M= 4", "BLOCK_M"},
+      {"BLOCK_M=4 ", "BLOCK_M"},
+      {"BLOCK_M=-1", "BLOCK_M"},
+      {"BLOCK_M=0x4", "BLOCK_M"},
+      {"BLOCK_M=4.0", "BLOCK_M"},
+      {"BLOCK_M=99999999999999999999", "BLOCK_M"},
+      {"BLOCK_M=4097", "BLOCK_M"},
+      {"BLOCK_M=", "NAME=VALUE"},
+      {"BLOCK_M", "NAME=VALUE"},
+      {"=4", "NAME=VALUE"},
+      {"BLOCK_M=4,", "NAME=VALUE"},
+      {",BLOCK_M=4", "NAME=VALUE"},
+      {"BLOCK_M=4,,VEC=4", "NAME=VALUE"},
+      {"BLOCK_M=4,BLOCK_M=8", "more than once"},
+      {"SHAPE=row,BLOCK_M=4,BLOCK_M=4", "more than once"},
+      {"SHAPE=cpu,SHAPE=gpu", "more than once"},
+      {"SHAPE=row,SHAPE=row", "more than once"},
+      {"SHAPE= row", "SHAPE"},
+      {"block_m=4", "block_m"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
+  clattn_plan_t plan = NULL;
+  clattn_status st;
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const char *msg;
+    d.tiles = cases[t].spec;
+    plan = NULL;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != CLATTN_ERROR_INVALID_DESCRIPTOR ||
+        !contains_ci(msg, cases[t].says)) {
+      print_error("tiles \"%s\": got %s, message \"%s\"; want "
+                  "CLATTN_ERROR_INVALID_DESCRIPTOR naming %s\n",
+                  cases[t].spec, clattn_status_name(st), msg, cases[t].says);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  /* The strict form itself is accepted and used as given. */
+  d.tiles = "SHAPE=row,BLOCK_M=2,BLOCK_N=03,WG=1";
+  plan = NULL;
+  st = clattn_plan_create(ctx, &d, &plan);
+  if (st != CLATTN_SUCCESS) {
+    print_error("tiles \"%s\": %s: %s\n", d.tiles, clattn_status_name(st),
+                clattn_context_error(ctx));
+    failures++;
+  } else {
+    char line[512];
+    clattn_plan_describe(plan, line, sizeof line);
+    if (!strstr(line, "shape=row") || !strstr(line, "BLOCK_M=2 ") ||
+        !strstr(line, "BLOCK_N=3 ")) {
+      print_error("tiles \"%s\": plan \"%s\"\n", d.tiles, line);
+      failures++;
+    }
+  }
+  clattn_plan_destroy(plan);
+  assert_int_equal(failures, 0);
+}
+
 /* ---- Sizes past what the library can index or allocate ---------------- */
 
 typedef struct huge_case {
@@ -1101,6 +1174,7 @@ int main(void) {
       cmocka_unit_test(test_api_invalid_descriptors),
       cmocka_unit_test(test_api_valid_descriptors),
       cmocka_unit_test(test_api_sizes_past_limits),
+      cmocka_unit_test(test_api_tiles_strict),
       cmocka_unit_test(test_api_buffer_too_small),
       cmocka_unit_test(test_api_lse_refused_for_other_variants),
       cmocka_unit_test(test_api_bad_selector),
