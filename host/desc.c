@@ -318,6 +318,38 @@ clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
   return CLATTN_SUCCESS;
 }
 
+clattn_status clattn__tiles_fit(clattn_context_t ctx, const clattn__tiles *t,
+                                const clattn__problem *p, size_t private_floats,
+                                size_t local_bytes) {
+  cl_ulong local_limit = ctx->profile.local_mem_size;
+  int too_private = private_floats > CLATTN_MAX_PRIVATE_FLOATS;
+  if (!too_private && (cl_ulong)local_bytes <= local_limit)
+    return CLATTN_SUCCESS;
+  char tiles[256] = "";
+  size_t len = 0;
+  for (size_t i = 0; i < t->count && len < sizeof tiles; i++) {
+    int n = snprintf(tiles + len, sizeof tiles - len, "%s%s=%d", i ? " " : "",
+                     t->names[i], t->values[i]);
+    if (n < 0)
+      break;
+    len += (size_t)n;
+  }
+  const char *origin = t->source ? t->source : "heuristic";
+  if (too_private)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: tiles (%s) %s need %zu floats "
+                        "of private arrays per work-item with D=%zu, Dv=%zu; "
+                        "the limit is %d",
+                        origin, tiles, private_floats, p->dim, p->dim_v,
+                        CLATTN_MAX_PRIVATE_FLOATS);
+  return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                      "invalid descriptor: tiles (%s) %s need %zu bytes of "
+                      "local memory per work-group with D=%zu, Dv=%zu; the "
+                      "device has %llu",
+                      origin, tiles, local_bytes, p->dim, p->dim_v,
+                      (unsigned long long)local_limit);
+}
+
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size) {
   size_t len = strlen(buf);
   for (size_t i = 0; i < t->count && len < size; i++) {

@@ -15,6 +15,30 @@ static size_t padded_keys(const clattn_plan_t plan) {
   return clattn__round_up(plan->p.seq_k, (size_t)(kv > 0 ? kv : 1));
 }
 
+/* Floats of the private arrays one work-item holds (cl/flash.cl and the
+ * variant's file): query rows, accumulators, scores, row maxima and sums,
+ * and the rows of K and V in flight; and the gpu shape's K/V tiles in local
+ * memory. */
+static void flash_footprint(const clattn__problem *p, int shape,
+                            const clattn__tiles *t, size_t *floats,
+                            size_t *local_bytes) {
+  size_t vec = (size_t)clattn__tiles_get(t, "VEC");
+  size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
+  size_t bn = (size_t)clattn__tiles_get(t, "BLOCK_N");
+  size_t kv = (size_t)clattn__tiles_get(t, "KEYS_VEC");
+  size_t dp = clattn__round_up(p->dim, vec);
+  size_t dvp = clattn__round_up(p->dim_v, vec);
+  *local_bytes = 0;
+  if (shape == CLATTN__SHAPE_CPU) {
+    *floats = bm * (p->dim + dvp + 3 * kv + 2) + dvp;
+  } else if (shape == CLATTN__SHAPE_GPU) {
+    *floats = dp + dvp + bn + 2;
+    *local_bytes = bn * (dp + dvp) * sizeof(float);
+  } else {
+    *floats = bm * (dp + dvp + bn + 2) + dp + dvp;
+  }
+}
+
 static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -81,6 +105,9 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                         "(1..1024 for the gpu shape), BLOCK_N and WG at least "
                         "1");
 
+  size_t private_floats = 0, local_bytes = 0;
+  flash_footprint(p, shape, t, &private_floats, &local_bytes);
+  CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, private_floats, local_bytes));
   if (shape == CLATTN__SHAPE_CPU) {
     int fits =
         CLATTN_SIZE_PRODUCT(&plan->workspace_bytes, p->batch, p->heads_kv,

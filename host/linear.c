@@ -36,6 +36,27 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   return d;
 }
 
+/* Floats of the private arrays one work-item holds (cl/linear.cl), the more
+ * of the two large kernels: clattn_linear_state's accumulators, sums and key
+ * rows; clattn_linear_out's query rows, accumulators and, when causal, the
+ * intra-chunk scores and position weights. */
+static size_t linear_private_floats(const clattn_plan_t plan) {
+  const clattn__problem *p = &plan->p;
+  const clattn__tiles *t = &plan->tiles;
+  size_t vec = (size_t)clattn__tiles_get(t, "VEC");
+  size_t chunkp = clattn__round_up((size_t)clattn__tiles_get(t, "CHUNK"), vec);
+  size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
+  size_t rows = (size_t)clattn__tiles_get(t, "ROWS_D");
+  size_t copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+  size_t dpad = clattn__round_up(p->dim, vec);
+  size_t dvp = clattn__round_up(p->dim_v, vec);
+  size_t state = copies * rows * (dvp + 2 * vec) + 2 * vec * rows + dvp;
+  size_t out = bm * (dpad + copies + dvp + 1) + dvp;
+  if (p->causal)
+    out += bm * (chunkp + 2 * vec) + clattn__round_up(chunkp + bm - 1, vec);
+  return state > out ? state : out;
+}
+
 static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -100,6 +121,8 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
+
+  CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, linear_private_floats(plan), 0));
 
   /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
    * in Nk. Checked before the build, which can take seconds. */

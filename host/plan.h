@@ -8,8 +8,9 @@
 #include "internal.h"
 
 #define CLATTN_MAX_TILES 8
-#define CLATTN_MAX_TILE_VALUE 4096 /* the largest value a tile spec may give   \
-                                    */
+#define CLATTN_MAX_TILE_VALUE                                                  \
+  4096 /* the largest value a tile spec may give                               \
+        */
 #define CLATTN_MAX_KERNELS 4
 #define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
 
@@ -126,6 +127,22 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
  * the limit. `what` says what the workspace holds. */
 clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
                                      int fits, size_t bytes);
+
+/* The most floats of private arrays (rows, accumulators, scores) tiles may
+ * give one work-item: 32 KiB, 16 times the AVX-512 register file (512
+ * floats) and far past a GPU work-item's registers. Past it the arrays only
+ * spill, and PoCL's build of the linear kernels' unrolled loops takes a
+ * minute or more (10,500 floats: over 90 s; 5,400: about 15 s). */
+#define CLATTN_MAX_PRIVATE_FLOATS 8192
+
+/* Refuses tiles whose largest kernel would hold more than
+ * CLATTN_MAX_PRIVATE_FLOATS floats in private arrays per work-item, or more
+ * local memory per work-group than the device has; the message names the
+ * tiles, the head dims and the limit. Each family estimates both from its
+ * tiles, D and Dv, so a new tile parameter only changes its estimate. */
+clattn_status clattn__tiles_fit(clattn_context_t ctx, const clattn__tiles *t,
+                                const clattn__problem *p, size_t private_floats,
+                                size_t local_bytes);
 
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);

@@ -659,6 +659,55 @@ static void test_api_tiles_strict(void **state) {
   assert_int_equal(failures, 0);
 }
 
+typedef struct budget_case {
+  clattn_variant variant;
+  int causal;
+  size_t d;
+  const char *tiles;
+  const char *says;
+} budget_case;
+
+static void test_api_tiles_past_budget(void **state) {
+  /* Tiles whose private arrays or local tiles no device holds are refused
+   * before the build (which took PoCL minutes, or aborted it), naming the
+   * limit. */
+  static const budget_case cases[] = {
+      {CLATTN_VARIANT_SOFTMAX, 0, 64, "SHAPE=gpu,BLOCK_N=4096", "local memory"},
+      {CLATTN_VARIANT_SOFTMAX, 0, 64, "SHAPE=row,BLOCK_M=64,BLOCK_N=4096",
+       "8192"},
+      {CLATTN_VARIANT_SIGMOID, 1, 256, "SHAPE=cpu,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_LINEAR, 0, 256, "SHAPE=cpu,ROWS_D=64,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_LINEAR, 1, 64, "SHAPE=cpu,CHUNK=512,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_COSFORMER, 0, 256, "SHAPE=cpu,ROWS_D=32", "8192"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const budget_case *c = &cases[t];
+    clattn_desc d = small_desc(c->variant);
+    clattn_plan_t plan = NULL;
+    clattn_status st;
+    const char *msg;
+    d.causal = c->causal;
+    d.dim = c->d;
+    d.dim_v = c->d;
+    d.tiles = c->tiles;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != CLATTN_ERROR_INVALID_DESCRIPTOR || !contains_ci(msg, c->says) ||
+        !contains_ci(msg, "per work")) {
+      print_error("%s D=%zu tiles \"%s\": got %s, message \"%s\"; want "
+                  "CLATTN_ERROR_INVALID_DESCRIPTOR naming %s\n",
+                  clattn_variant_name(c->variant), c->d, c->tiles,
+                  clattn_status_name(st), msg, c->says);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  assert_int_equal(failures, 0);
+}
+
 /* ---- Sizes past what the library can index or allocate ---------------- */
 
 typedef struct huge_case {
@@ -1175,6 +1224,7 @@ int main(void) {
       cmocka_unit_test(test_api_valid_descriptors),
       cmocka_unit_test(test_api_sizes_past_limits),
       cmocka_unit_test(test_api_tiles_strict),
+      cmocka_unit_test(test_api_tiles_past_budget),
       cmocka_unit_test(test_api_buffer_too_small),
       cmocka_unit_test(test_api_lse_refused_for_other_variants),
       cmocka_unit_test(test_api_bad_selector),
