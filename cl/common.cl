@@ -6,6 +6,10 @@
  *   CLATTN_F16   1: tensors are stored as half, read with vload_half and
  *                written with vstore_half_rte; arithmetic is float. Works on
  *                devices without cl_khr_fp16.
+ *   CLATTN_BF16  1: tensors are stored as bfloat16 (ushort bits): a load is
+ *                a shift into the upper half of a float, a store rounds to
+ *                nearest even; cl_intel_bfloat16_conversions' built-ins do
+ *                both where the device has them. Arithmetic is float.
  *   HEAD_DIM     D, the query/key head dimension (1..256).
  *   HEAD_DIM_V   Dv, the value head dimension (1..256).
  *   VEC          floats per vector along D (1, 2, 4, 8 or 16). Rows are held
@@ -14,6 +18,9 @@
 
 #ifndef CLATTN_F16
 #define CLATTN_F16 0
+#endif
+#ifndef CLATTN_BF16
+#define CLATTN_BF16 0
 #endif
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -31,7 +38,52 @@
 #define CLATTN_CAT_(a, b) a##b
 #define CLATTN_CAT(a, b) CLATTN_CAT_(a, b)
 
-#if CLATTN_F16
+#if CLATTN_BF16
+typedef ushort store_t;
+#if defined(cl_intel_bfloat16_conversions) || defined(cl_intel_bfloat16)
+#define CLATTN_BF16_NATIVE 1
+#define clattn_bf16_to_float(b) intel_convert_as_bfloat16_float(b)
+#define clattn_float_to_bf16(x) intel_convert_bfloat16_as_ushort(x)
+#else
+#define CLATTN_BF16_NATIVE 0
+float clattn_bf16_to_float(const ushort b) { return as_float((uint)b << 16); }
+/* Round to nearest even by adding 0x7fff and the lowest kept bit; a NaN is
+ * kept quiet so that it cannot round to infinity. */
+ushort clattn_float_to_bf16(const float x) {
+  const uint u = as_uint(x);
+  return isnan(x) ? (ushort)((u >> 16) | 0x40u)
+                  : (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#endif
+#define LOAD1(p, i) clattn_bf16_to_float((p)[i])
+#define STORE1(x, p, i) ((p)[i] = clattn_float_to_bf16(x))
+/* n consecutive elements as a float vector, and back. */
+#define CLATTN_BF16_LOADN(n, p)                                                \
+  CLATTN_CAT(as_float, n)                                                      \
+  (CLATTN_CAT(convert_uint, n)(CLATTN_CAT(vload, n)(0, (p))) << 16)
+#if CLATTN_BF16_NATIVE
+#define CLATTN_BF16_STOREN(n, x, p)                                            \
+  CLATTN_CAT(vstore, n)                                                        \
+  (CLATTN_CAT(CLATTN_CAT(intel_convert_bfloat16, n),                           \
+              CLATTN_CAT(_as_ushort, n))(x),                                   \
+   0, (p))
+#else
+#define CLATTN_BF16_STOREN(n, x, p)                                            \
+  CLATTN_CAT(vstore, n)(CLATTN_CAT(clattn_float_to_bf16_, n)(x), 0, (p))
+#define CLATTN_BF16_ROUNDN(n)                                                  \
+  CLATTN_CAT(ushort, n)                                                        \
+  CLATTN_CAT(clattn_float_to_bf16_, n)(const CLATTN_CAT(float, n) x) {         \
+    const CLATTN_CAT(uint, n) u = CLATTN_CAT(as_uint, n)(x);                   \
+    const CLATTN_CAT(uint, n) r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;      \
+    return CLATTN_CAT(convert_ushort, n)(                                      \
+        select(r, (u >> 16) | 0x40u, CLATTN_CAT(as_uint, n)(isnan(x))));       \
+  }
+CLATTN_BF16_ROUNDN(2)
+CLATTN_BF16_ROUNDN(4)
+CLATTN_BF16_ROUNDN(8)
+CLATTN_BF16_ROUNDN(16)
+#endif
+#elif CLATTN_F16
 typedef half store_t;
 #define LOAD1(p, i) vload_half((i), (p))
 #define STORE1(x, p, i) vstore_half_rte((x), (i), (p))
@@ -47,7 +99,10 @@ typedef float floatv;
 #define VLOAD_PRIV(p) (*(p))
 #define VLOAD_LOCAL(p) (*(p))
 #define VSTORE_PRIV(x, p) (*(p) = (x))
-#if CLATTN_F16
+#if CLATTN_BF16
+#define VLOAD(p) LOAD1((p), 0)
+#define VSTORE(x, p) STORE1((x), (p), 0)
+#elif CLATTN_F16
 #define VLOAD(p) vload_half(0, (p))
 #define VSTORE(x, p) vstore_half_rte((x), 0, (p))
 #else
@@ -60,13 +115,25 @@ typedef CLATTN_CAT(float, VEC) floatv;
 #define VLOAD_PRIV(p) CLATTN_CAT(vload, VEC)(0, (p))
 #define VLOAD_LOCAL(p) CLATTN_CAT(vload, VEC)(0, (p))
 #define VSTORE_PRIV(x, p) CLATTN_CAT(vstore, VEC)((x), 0, (p))
-#if CLATTN_F16
+#if CLATTN_BF16
+#define VLOAD(p) CLATTN_BF16_LOADN(VEC, (p))
+#define VSTORE(x, p) CLATTN_BF16_STOREN(VEC, (x), (p))
+#elif CLATTN_F16
 #define VLOAD(p) CLATTN_CAT(vload_half, VEC)(0, (p))
 #define VSTORE(x, p) CLATTN_CAT(CLATTN_CAT(vstore_half, VEC), _rte)((x), 0, (p))
 #else
 #define VLOAD(p) CLATTN_CAT(vload, VEC)(0, (p))
 #define VSTORE(x, p) CLATTN_CAT(vstore, VEC)((x), 0, (p))
 #endif
+#endif
+
+/* n (2, 4, 8 or 16) consecutive stored elements as a float vector. */
+#if CLATTN_BF16
+#define VLOADN_F(n, p) CLATTN_BF16_LOADN(n, (p))
+#elif CLATTN_F16
+#define VLOADN_F(n, p) CLATTN_CAT(vload_half, n)(0, (p))
+#else
+#define VLOADN_F(n, p) CLATTN_CAT(vload, n)(0, (p))
 #endif
 
 float clattn_hsum2(float2 x) { return x.x + x.y; }

@@ -176,11 +176,7 @@ static inline __attribute__((always_inline)) void
 clattn_load_krow(__global const store_t *p, const int d0, float *dst) {
 #if HEAD_DIM % ROWS_D == 0 && (ROWS_D == 2 || ROWS_D == 4 || ROWS_D == 8 ||   \
                                ROWS_D == 16)
-#if CLATTN_F16
-  VSTORE_PRIV_R(CLATTN_CAT(vload_half, ROWS_D)(0, p + d0), dst);
-#else
-  VSTORE_PRIV_R(CLATTN_CAT(vload, ROWS_D)(0, p + d0), dst);
-#endif
+  VSTORE_PRIV_R(VLOADN_F(ROWS_D, p + d0), dst);
 #else
 #pragma unroll
   for (int r = 0; r < ROWS_D; r++)

@@ -49,6 +49,10 @@ CLATTN_API clattn_status clattn_context_create(clattn_context_t *out,
                         "unknown context flags 0x%x", flags);
   cl_uint index = 0;
   st = clattn_device_find(selector, &index);
+  if (st == CLATTN_ERROR_OPENCL)
+    return clattn__fail(ctx, st,
+                        "could not list the OpenCL devices: an OpenCL query "
+                        "failed");
   if (st != CLATTN_SUCCESS) {
     const char *env = getenv("CLATTN_DEVICE");
     const char *shown =

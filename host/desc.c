@@ -50,8 +50,8 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
   memset(p, 0, sizeof *p);
   if ((int)d->variant < 0 || d->variant >= CLATTN_VARIANT_COUNT)
     return bad(ctx, "variant", "is not a known variant");
-  if (d->dtype != CLATTN_DTYPE_F32 && d->dtype != CLATTN_DTYPE_F16)
-    return bad(ctx, "dtype", "is not f32 or f16");
+  if (clattn_dtype_size(d->dtype) == 0)
+    return bad(ctx, "dtype", "is not f32, f16 or bf16");
   const struct {
     const char *name;
     size_t value;

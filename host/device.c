@@ -26,17 +26,25 @@ static clattn_status list_devices(device_list *list) {
   list->count = 0;
   cl_int err = clGetPlatformIDs(CLATTN_MAX_PLATFORMS, platforms, &nplat);
   /* The ICD loader answers CL_PLATFORM_NOT_FOUND_KHR (-1001) when no
-   * platform is installed: that is zero devices, not a failure. */
-  if (err != CL_SUCCESS || nplat == 0)
+   * platform is installed: that is zero devices, not a failure. Any other
+   * error is one: it must not read as "no device matches". */
+  if (err == -1001 || (err == CL_SUCCESS && nplat == 0))
     return CLATTN_SUCCESS;
+  if (err != CL_SUCCESS)
+    return CLATTN_ERROR_OPENCL;
   if (nplat > CLATTN_MAX_PLATFORMS)
     nplat = CLATTN_MAX_PLATFORMS;
   for (cl_uint p = 0; p < nplat; p++) {
     cl_device_id devs[CLATTN_MAX_DEVICES];
     cl_uint ndev = 0;
-    if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, CLATTN_MAX_DEVICES,
-                       devs, &ndev) != CL_SUCCESS)
+    /* A platform without devices is skipped; any other failure would shift
+     * the global indices of the devices after it, so it fails the list. */
+    err = clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, CLATTN_MAX_DEVICES,
+                         devs, &ndev);
+    if (err == CL_DEVICE_NOT_FOUND)
       continue;
+    if (err != CL_SUCCESS)
+      return CLATTN_ERROR_OPENCL;
     if (ndev > CLATTN_MAX_DEVICES)
       ndev = CLATTN_MAX_DEVICES;
     for (cl_uint d = 0; d < ndev && list->count < CLATTN_MAX_DEVICES; d++) {
@@ -65,38 +73,46 @@ int clattn__contains_ci(const char *haystack, const char *needle) {
   return 0;
 }
 
-static void info_string(cl_device_id dev, cl_device_info what, char *buf,
-                        size_t size) {
+/* Both return the OpenCL error, so that a profile is never read with a
+ * string silently left empty (the name keys the caches and the tuning). */
+static cl_int info_string(cl_device_id dev, cl_device_info what, char *buf,
+                          size_t size) {
   buf[0] = '\0';
   /* A string longer than buf is fetched whole and truncated, since
    * clGetDeviceInfo refuses a buffer that is too small. */
   size_t need = 0;
-  if (clGetDeviceInfo(dev, what, 0, NULL, &need) != CL_SUCCESS || need == 0)
-    return;
+  cl_int err = clGetDeviceInfo(dev, what, 0, NULL, &need);
+  if (err != CL_SUCCESS || need == 0)
+    return err;
   char *tmp = malloc(need + 1);
   if (!tmp)
-    return;
-  if (clGetDeviceInfo(dev, what, need, tmp, NULL) == CL_SUCCESS) {
+    return CL_OUT_OF_HOST_MEMORY;
+  err = clGetDeviceInfo(dev, what, need, tmp, NULL);
+  if (err == CL_SUCCESS) {
     tmp[need] = '\0';
     snprintf(buf, size, "%s", tmp);
   }
   free(tmp);
+  return err;
 }
 
-static void platform_string(cl_platform_id plat, cl_platform_info what,
-                            char *buf, size_t size) {
+static cl_int platform_string(cl_platform_id plat, cl_platform_info what,
+                              char *buf, size_t size) {
   buf[0] = '\0';
   size_t need = 0;
-  if (clGetPlatformInfo(plat, what, 0, NULL, &need) != CL_SUCCESS || need == 0)
-    return;
+  cl_int err = clGetPlatformInfo(plat, what, 0, NULL, &need);
+  if (err != CL_SUCCESS || need == 0)
+    return err;
   char *tmp = malloc(need + 1);
   if (!tmp)
-    return;
-  if (clGetPlatformInfo(plat, what, need, tmp, NULL) == CL_SUCCESS) {
+    return CL_OUT_OF_HOST_MEMORY;
+  err = clGetPlatformInfo(plat, what, need, tmp, NULL);
+  if (err == CL_SUCCESS) {
     tmp[need] = '\0';
     snprintf(buf, size, "%s", tmp);
   }
   free(tmp);
+  return err;
 }
 
 clattn_status clattn__profile_read(cl_platform_id platform, cl_device_id device,
@@ -104,20 +120,23 @@ clattn_status clattn__profile_read(cl_platform_id platform, cl_device_id device,
   memset(out, 0, sizeof *out);
   out->platform = platform;
   out->device = device;
-  platform_string(platform, CL_PLATFORM_NAME, out->platform_name,
-                  sizeof out->platform_name);
-  platform_string(platform, CL_PLATFORM_VERSION, out->platform_version,
-                  sizeof out->platform_version);
-  info_string(device, CL_DEVICE_NAME, out->name, sizeof out->name);
-  info_string(device, CL_DEVICE_VENDOR, out->vendor, sizeof out->vendor);
-  info_string(device, CL_DRIVER_VERSION, out->driver_version,
-              sizeof out->driver_version);
-  info_string(device, CL_DEVICE_VERSION, out->device_version,
-              sizeof out->device_version);
-  info_string(device, CL_DEVICE_OPENCL_C_VERSION, out->c_version,
-              sizeof out->c_version);
-  info_string(device, CL_DEVICE_EXTENSIONS, out->extensions,
-              sizeof out->extensions);
+  if (platform_string(platform, CL_PLATFORM_NAME, out->platform_name,
+                      sizeof out->platform_name) != CL_SUCCESS ||
+      platform_string(platform, CL_PLATFORM_VERSION, out->platform_version,
+                      sizeof out->platform_version) != CL_SUCCESS ||
+      info_string(device, CL_DEVICE_NAME, out->name, sizeof out->name) !=
+          CL_SUCCESS ||
+      info_string(device, CL_DEVICE_VENDOR, out->vendor, sizeof out->vendor) !=
+          CL_SUCCESS ||
+      info_string(device, CL_DRIVER_VERSION, out->driver_version,
+                  sizeof out->driver_version) != CL_SUCCESS ||
+      info_string(device, CL_DEVICE_VERSION, out->device_version,
+                  sizeof out->device_version) != CL_SUCCESS ||
+      info_string(device, CL_DEVICE_OPENCL_C_VERSION, out->c_version,
+                  sizeof out->c_version) != CL_SUCCESS ||
+      info_string(device, CL_DEVICE_EXTENSIONS, out->extensions,
+                  sizeof out->extensions) != CL_SUCCESS)
+    return CLATTN_ERROR_OPENCL;
   cl_int err = CL_SUCCESS;
   err |= clGetDeviceInfo(device, CL_DEVICE_VENDOR_ID, sizeof out->vendor_id,
                          &out->vendor_id, NULL);
@@ -206,21 +225,31 @@ static int parse_uint(const char *s, const char *end, cl_uint *out) {
   return 1;
 }
 
+/* 1 or 0; -1 when the type cannot be read (the caller fails rather than
+ * pick another device than the one asked for). */
 static int match_type(cl_device_id dev, cl_device_type want) {
   cl_device_type t = 0;
-  clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof t, &t, NULL);
+  if (clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof t, &t, NULL) != CL_SUCCESS)
+    return -1;
   return (t & want) != 0;
 }
 
+/* 1 or 0; -1 when a name cannot be read, as match_type. */
 static int match_name(const device_list *list, cl_uint i, const char *sel) {
   char buf[256];
-  platform_string(list->platform[i], CL_PLATFORM_NAME, buf, sizeof buf);
+  if (platform_string(list->platform[i], CL_PLATFORM_NAME, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   if (clattn__contains_ci(buf, sel))
     return 1;
-  info_string(list->device[i], CL_DEVICE_VENDOR, buf, sizeof buf);
+  if (info_string(list->device[i], CL_DEVICE_VENDOR, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   if (clattn__contains_ci(buf, sel))
     return 1;
-  info_string(list->device[i], CL_DEVICE_NAME, buf, sizeof buf);
+  if (info_string(list->device[i], CL_DEVICE_NAME, buf, sizeof buf) !=
+      CL_SUCCESS)
+    return -1;
   return clattn__contains_ci(buf, sel);
 }
 
@@ -240,7 +269,10 @@ CLATTN_API clattn_status clattn_device_find(const char *selector,
     return CLATTN_ERROR_DEVICE_NOT_FOUND;
   if (!selector) {
     for (cl_uint i = 0; i < list.count; i++) {
-      if (match_type(list.device[i], CL_DEVICE_TYPE_GPU)) {
+      int m = match_type(list.device[i], CL_DEVICE_TYPE_GPU);
+      if (m < 0)
+        return CLATTN_ERROR_OPENCL;
+      if (m) {
         *index = i;
         return CLATTN_SUCCESS;
       }
@@ -277,7 +309,10 @@ CLATTN_API clattn_status clattn_device_find(const char *selector,
     if (strcmp(selector, types[t].name) != 0)
       continue;
     for (cl_uint i = 0; i < list.count; i++) {
-      if (match_type(list.device[i], types[t].type)) {
+      int m = match_type(list.device[i], types[t].type);
+      if (m < 0)
+        return CLATTN_ERROR_OPENCL;
+      if (m) {
         *index = i;
         return CLATTN_SUCCESS;
       }
@@ -285,7 +320,10 @@ CLATTN_API clattn_status clattn_device_find(const char *selector,
     return CLATTN_ERROR_DEVICE_NOT_FOUND;
   }
   for (cl_uint i = 0; i < list.count; i++) {
-    if (match_name(&list, i, selector)) {
+    int m = match_name(&list, i, selector);
+    if (m < 0)
+      return CLATTN_ERROR_OPENCL;
+    if (m) {
       *index = i;
       return CLATTN_SUCCESS;
     }

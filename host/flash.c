@@ -39,7 +39,9 @@ static void flash_footprint(const clattn__problem *p, int shape,
   }
 }
 
-static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
+/* Chooses the shape and tiles and checks them; builds nothing, so that
+ * clattn_desc_check can ask it too. */
+static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
   const clattn_device_profile *dev = &ctx->profile;
@@ -104,7 +106,6 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
                         "invalid descriptor: tiles: BLOCK_M must be 1..64 "
                         "(1..1024 for the gpu shape), BLOCK_N and WG at least "
                         "1");
-
   size_t private_floats = 0, local_bytes = 0;
   flash_footprint(p, shape, t, &private_floats, &local_bytes);
   CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, private_floats, local_bytes));
@@ -116,13 +117,24 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
         plan, "K transposed, B x Hkv x D x padded Nk floats", fits,
         plan->workspace_bytes));
   }
+cleanup:
+  return st;
+}
+
+static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn__tiles *t = &plan->tiles;
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(flash_choose(plan, spec));
+  const int shape = plan->shape_id;
+  const int bm = clattn__tiles_get(t, "BLOCK_M");
 
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
   snprintf(options, sizeof options,
-           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
-           "-D SHAPE=%d",
-           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal, shape);
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SHAPE=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, shape);
   /* WG is a launch parameter, not a kernel macro; SHAPE is passed above. */
   clattn__tiles kt = *t;
   kt.count = 0;
@@ -289,5 +301,5 @@ static int flash_candidate(const clattn__problem *p,
   return 0;
 }
 
-const clattn__family clattn__flash_family = {flash_create, flash_enqueue,
-                                             flash_candidate};
+const clattn__family clattn__flash_family = {flash_choose, flash_create,
+                                             flash_enqueue, flash_candidate};

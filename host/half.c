@@ -1,7 +1,7 @@
 /*
- * half.c - float32 <-> binary16 conversion. Written here rather than taken
- * from a library because it is short and the OpenCL headers' cl_half.h is not
- * present in every OpenCL SDK.
+ * half.c - float32 <-> binary16 and bfloat16 conversion. Written here rather
+ * than taken from a library because it is short and the OpenCL headers'
+ * cl_half.h is not present in every OpenCL SDK.
  */
 #include "internal.h"
 
@@ -71,4 +71,73 @@ CLATTN_API void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n) {
 CLATTN_API void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n) {
   for (size_t i = 0; i < n; i++)
     dst[i] = half_to_float(src[i]);
+}
+
+/* bfloat16 is the upper half of a float: rounding to nearest even adds
+ * 0x7fff plus the lowest kept bit, which carries into the exponent (up to
+ * infinity) exactly when it should. NaN is kept quiet so that it cannot
+ * round to infinity. */
+static uint16_t float_to_bf16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u)
+    return (uint16_t)((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+static float bf16_to_float(uint16_t b) {
+  uint32_t x = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &x, sizeof f);
+  return f;
+}
+
+CLATTN_API void clattn_f32_to_bf16(const float *src, cl_ushort *dst, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dst[i] = float_to_bf16(src[i]);
+}
+
+CLATTN_API void clattn_bf16_to_f32(const cl_ushort *src, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dst[i] = bf16_to_float(src[i]);
+}
+
+CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype) {
+  switch (dtype) {
+  case CLATTN_DTYPE_F32:
+    return 4;
+  case CLATTN_DTYPE_F16:
+  case CLATTN_DTYPE_BF16:
+    return 2;
+  }
+  return 0;
+}
+
+CLATTN_API clattn_status clattn_convert_from_f32(clattn_dtype dtype,
+                                                 const float *src, void *dst,
+                                                 size_t n) {
+  if (clattn_dtype_size(dtype) == 0 || (n > 0 && (!src || !dst)))
+    return CLATTN_ERROR_INVALID_VALUE;
+  if (dtype == CLATTN_DTYPE_F32 && n > 0)
+    memmove(dst, src, n * sizeof(float));
+  else if (dtype == CLATTN_DTYPE_F16)
+    clattn_f32_to_f16(src, dst, n);
+  else if (dtype == CLATTN_DTYPE_BF16)
+    clattn_f32_to_bf16(src, dst, n);
+  return CLATTN_SUCCESS;
+}
+
+CLATTN_API clattn_status clattn_convert_to_f32(clattn_dtype dtype,
+                                               const void *src, float *dst,
+                                               size_t n) {
+  if (clattn_dtype_size(dtype) == 0 || (n > 0 && (!src || !dst)))
+    return CLATTN_ERROR_INVALID_VALUE;
+  if (dtype == CLATTN_DTYPE_F32 && n > 0)
+    memmove(dst, src, n * sizeof(float));
+  else if (dtype == CLATTN_DTYPE_F16)
+    clattn_f16_to_f32(src, dst, n);
+  else if (dtype == CLATTN_DTYPE_BF16)
+    clattn_bf16_to_f32(src, dst, n);
+  return CLATTN_SUCCESS;
 }

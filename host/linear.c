@@ -57,7 +57,9 @@ static size_t linear_private_floats(const clattn_plan_t plan) {
   return state > out ? state : out;
 }
 
-static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
+/* Chooses the shape and tiles and checks them; builds nothing, so that
+ * clattn_desc_check can ask it too. */
+static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
   clattn_status st = CLATTN_SUCCESS;
@@ -121,24 +123,31 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
-
   CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, linear_private_floats(plan), 0));
-
   /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
-   * in Nk. Checked before the build, which can take seconds. */
+   * in Nk. */
   linear_dims d = dims_of(plan);
-  size_t bytes = 0;
-  int fits = CLATTN_SIZE_PRODUCT(&bytes, p->batch, p->heads_kv, d.nchunks,
-                                 d.block_size, sizeof(cl_float));
+  int fits = CLATTN_SIZE_PRODUCT(&plan->workspace_bytes, p->batch, p->heads_kv,
+                                 d.nchunks, d.block_size, sizeof(cl_float));
   CLATTN_CHECK(clattn__workspace_size(plan, "B x Hkv x chunks x chunk states",
-                                      fits, bytes));
+                                      fits, plan->workspace_bytes));
+cleanup:
+  return st;
+}
+
+static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn__tiles *t = &plan->tiles;
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(linear_choose(plan, spec));
 
   int cosformer = p->variant == CLATTN_VARIANT_COSFORMER;
   char options[512];
   snprintf(options, sizeof options,
-           "-D CLATTN_F16=%d -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d "
            "-D FEATURE_MAP=%d",
-           p->dtype == CLATTN_DTYPE_F16, p->dim, p->dim_v, p->causal,
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
            p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1);
   /* WG is a launch parameter, not a kernel macro. */
   clattn__tiles kt = *t;
@@ -174,10 +183,9 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   clattn__tiles_add(t, "WG", wg);
 
   cl_int err = CL_SUCCESS;
-  plan->workspace =
-      clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                                   plan->workspace_bytes, NULL, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateBuffer (workspace)");
-  plan->workspace_bytes = bytes;
 cleanup:
   return st;
 }
@@ -305,5 +313,5 @@ static int linear_candidate(const clattn__problem *p,
   return 0;
 }
 
-const clattn__family clattn__linear_family = {linear_create, linear_enqueue,
-                                              linear_candidate};
+const clattn__family clattn__linear_family = {linear_choose, linear_create,
+                                              linear_enqueue, linear_candidate};

@@ -100,6 +100,58 @@ cleanup:
   return st;
 }
 
+CLATTN_API clattn_status clattn_desc_check(clattn_context_t ctx,
+                                           const clattn_desc *desc, char *msg,
+                                           size_t size) {
+  clattn__copy_out(msg, size, "");
+  if (!desc) {
+    clattn__copy_out(msg, size, "clattn_desc_check: desc must not be NULL");
+    return CLATTN_ERROR_INVALID_VALUE;
+  }
+  if (ctx && !ctx->has_profile) {
+    clattn__copy_out(msg, size,
+                     "clattn_desc_check: the context was not created "
+                     "successfully");
+    return CLATTN_ERROR_INVALID_VALUE;
+  }
+  /* The checks write their message on a context; a private one with only
+   * the device's profile keeps the caller's context and its message
+   * untouched, and has no OpenCL object to build with by mistake. */
+  struct clattn_context *scratch = calloc(1, sizeof *scratch);
+  clattn_plan_t plan = calloc(1, sizeof *plan);
+  clattn_status st = CLATTN_ERROR_OUT_OF_HOST_MEMORY;
+  if (!scratch || !plan) {
+    clattn__copy_out(msg, size, "out of memory checking a descriptor");
+    goto cleanup;
+  }
+  plan->ctx = scratch;
+  st = clattn__problem_resolve(scratch, desc, &plan->p);
+  if (st == CLATTN_SUCCESS && ctx) {
+    /* The same spec clattn_plan_create would insist on: the descriptor's,
+     * else CLATTN_TUNE. Tuning-file and built-in specs are passed over when
+     * they do not fit, so they cannot make a descriptor invalid. */
+    const char *spec = desc->tiles;
+    plan->tiles.origin = "override";
+    if (!spec) {
+      spec = getenv("CLATTN_TUNE");
+      plan->tiles.origin = "CLATTN_TUNE";
+      if (spec && !*spec)
+        spec = NULL;
+    }
+    scratch->profile = ctx->profile;
+    scratch->has_profile = 1;
+    st = family_of(plan->p.variant)->choose(plan, spec);
+  }
+  clattn__copy_out(
+      msg, size, st != CLATTN_SUCCESS && scratch->error ? scratch->error : "");
+cleanup:
+  if (scratch)
+    free(scratch->error);
+  free(scratch);
+  free(plan);
+  return st;
+}
+
 CLATTN_API clattn_status clattn_tune_candidate(clattn_context_t ctx,
                                                const clattn_desc *desc,
                                                size_t index, char *buf,
@@ -132,6 +184,14 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   }
   if (plan->workspace)
     clReleaseMemObject(plan->workspace);
+  for (size_t i = 0; i < plan->nbwd; i++) {
+    if (plan->bwd_kernels[i])
+      clReleaseKernel(plan->bwd_kernels[i]);
+  }
+  for (size_t i = 0; i < 3; i++) {
+    if (plan->bwd_workspace[i])
+      clReleaseMemObject(plan->bwd_workspace[i]);
+  }
   if (plan->last)
     clReleaseEvent(plan->last);
   if (plan->lock_ok)
@@ -139,14 +199,19 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   free(plan);
 }
 
-static size_t dtype_size(clattn_dtype dtype) {
-  return dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+size_t clattn__dtype_size(clattn_dtype dtype) {
+  return clattn_dtype_size(dtype);
 }
 
-/* Bytes of each tensor: q, k, v, o, lse. The descriptor's validation made
- * sure they fit size_t. */
-static void tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
-  size_t es = dtype_size(p->dtype);
+const char *clattn__dtype_options(clattn_dtype dtype) {
+  return dtype == CLATTN_DTYPE_F16    ? "-D CLATTN_F16=1"
+         : dtype == CLATTN_DTYPE_BF16 ? "-D CLATTN_BF16=1"
+                                      : "-D CLATTN_F16=0";
+}
+
+/* The descriptor's validation made sure these fit size_t. */
+void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
+  size_t es = clattn__dtype_size(p->dtype);
   CLATTN_SIZE_PRODUCT(&bytes[0], p->batch, p->heads_q, p->seq_q, p->dim, es);
   CLATTN_SIZE_PRODUCT(&bytes[1], p->batch, p->heads_kv, p->seq_k, p->dim, es);
   CLATTN_SIZE_PRODUCT(&bytes[2], p->batch, p->heads_kv, p->seq_k, p->dim_v, es);
@@ -170,25 +235,76 @@ clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
   return CLATTN_SUCCESS;
 }
 
-static clattn_status check_buffer(clattn_plan_t plan, cl_mem mem,
-                                  const char *name, size_t need) {
+clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
+                                   const char *name, size_t need) {
   size_t have = 0;
   cl_context mctx = NULL;
   cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof have, &have, NULL);
   if (err == CL_SUCCESS)
     err = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof mctx, &mctx, NULL);
   if (err != CL_SUCCESS)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
                         "%s is not a valid buffer: %s (%d)", name,
                         clattn__cl_error_name(err), (int)err);
-  if (mctx != plan->ctx->context)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
+  if (mctx != ctx->context)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_MEM_OBJECT,
                         "%s belongs to another OpenCL context", name);
   if (have < need)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_BUFFER_SIZE,
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_BUFFER_SIZE,
                         "%s holds %zu bytes; the shapes need %zu", name, have,
                         need);
   return CLATTN_SUCCESS;
+}
+
+/* Enqueues a forward (backward = 0, bufs = q, k, v, o, lse) or backward run
+ * (bufs as clattn__backward_enqueue takes them) after the caller's events.
+ * Runs of one plan share its workspaces: a run waits for the previous one
+ * when a workspace exists, so they stay ordered even on an out-of-order
+ * queue. */
+static clattn_status run_ordered(clattn_plan_t plan, const char *who,
+                                 int backward, const cl_mem *bufs,
+                                 cl_uint num_events, const cl_event *wait_list,
+                                 cl_event *event) {
+  clattn_status st = CLATTN_SUCCESS;
+  cl_event waits[CLATTN_MAX_WAIT];
+  const cl_event *wl = wait_list;
+  cl_uint nw = num_events;
+  cl_event done = NULL;
+  mtx_lock(&plan->lock);
+  if (plan->last && (plan->workspace || backward)) {
+    if (num_events + 1 > CLATTN_MAX_WAIT) {
+      mtx_unlock(&plan->lock);
+      return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_VALUE,
+                          "%s: at most %d events in the wait list", who,
+                          CLATTN_MAX_WAIT - 1);
+    }
+    for (cl_uint i = 0; i < num_events; i++)
+      waits[i] = wait_list[i];
+    waits[num_events] = plan->last;
+    wl = waits;
+    nw = num_events + 1;
+  }
+  if (backward)
+    st = clattn__backward_enqueue(plan, bufs, nw, wl, &done);
+  else
+    st = plan->family->enqueue(plan, bufs[0], bufs[1], bufs[2], bufs[3],
+                               bufs[4], nw, wl, &done);
+  if (st == CLATTN_SUCCESS) {
+    if (plan->last)
+      clReleaseEvent(plan->last);
+    plan->last = done;
+    if (event) {
+      /* Without its own reference the caller's release would free the
+       * event the next run waits on. */
+      cl_int err = clRetainEvent(done);
+      if (err == CL_SUCCESS)
+        *event = done;
+      else
+        st = clattn__fail_cl(plan->ctx, err, "clRetainEvent");
+    }
+  }
+  mtx_unlock(&plan->lock);
+  return st;
 }
 
 CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
@@ -211,46 +327,64 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
                         "%s",
                         clattn_variant_name(plan->p.variant));
   size_t bytes[5];
-  tensor_bytes(&plan->p, bytes);
+  clattn__tensor_bytes(&plan->p, bytes);
   clattn_status st = CLATTN_SUCCESS;
-  CLATTN_CHECK(check_buffer(plan, q, "q", bytes[0]));
-  CLATTN_CHECK(check_buffer(plan, k, "k", bytes[1]));
-  CLATTN_CHECK(check_buffer(plan, v, "v", bytes[2]));
-  CLATTN_CHECK(check_buffer(plan, o, "o", bytes[3]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, q, "q", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, k, "k", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, v, "v", bytes[2]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
   if (lse)
-    CLATTN_CHECK(check_buffer(plan, lse, "lse", bytes[4]));
-  /* Runs of one plan share its workspace: each run waits for the previous
-   * one, so they stay ordered even on an out-of-order queue. */
-  cl_event waits[CLATTN_MAX_WAIT];
-  const cl_event *wl = wait_list;
-  cl_uint nw = num_events;
-  cl_event done = NULL;
-  mtx_lock(&plan->lock);
-  if (plan->last && plan->workspace) {
-    if (num_events + 1 > CLATTN_MAX_WAIT) {
-      mtx_unlock(&plan->lock);
-      st = clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
-                        "clattn_plan_run: at most %d events in the wait list",
-                        CLATTN_MAX_WAIT - 1);
-      goto cleanup;
-    }
-    for (cl_uint i = 0; i < num_events; i++)
-      waits[i] = wait_list[i];
-    waits[num_events] = plan->last;
-    wl = waits;
-    nw = num_events + 1;
+    CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
+  const cl_mem bufs[5] = {q, k, v, o, lse};
+  st = run_ordered(plan, "clattn_plan_run", 0, bufs, num_events, wait_list,
+                   event);
+cleanup:
+  return st;
+}
+
+/* What a backward run of the plan needs besides q, k, v, dout, dq, dk and
+ * dv: softmax needs the forward's o and lse. */
+static int backward_needs_forward(const clattn_plan_t plan) {
+  return plan->p.variant == CLATTN_VARIANT_SOFTMAX;
+}
+
+CLATTN_API clattn_status clattn_plan_backward(
+    clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v, cl_mem o, cl_mem lse,
+    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_events,
+    const cl_event *wait_list, cl_event *event) {
+  if (!plan)
+    return CLATTN_ERROR_INVALID_VALUE;
+  clattn_context_t ctx = plan->ctx;
+  if (!q || !k || !v || !dout || !dq || !dk || !dv)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: q, k, v, dout, dq, dk and dv "
+                        "must not be NULL");
+  if (backward_needs_forward(plan) && (!o || !lse))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: %s backward needs the "
+                        "forward's o and lse",
+                        clattn_variant_name(plan->p.variant));
+  if ((num_events > 0) != (wait_list != NULL))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward: num_events and wait_list "
+                        "disagree");
+  size_t bytes[5];
+  clattn__tensor_bytes(&plan->p, bytes);
+  clattn_status st = CLATTN_SUCCESS;
+  CLATTN_CHECK(clattn__check_buffer(ctx, q, "q", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, k, "k", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, v, "v", bytes[2]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dout, "dout", bytes[3]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dq, "dq", bytes[0]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dk, "dk", bytes[1]));
+  CLATTN_CHECK(clattn__check_buffer(ctx, dv, "dv", bytes[2]));
+  if (backward_needs_forward(plan)) {
+    CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
+    CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
   }
-  st = plan->family->enqueue(plan, q, k, v, o, lse, nw, wl, &done);
-  if (st == CLATTN_SUCCESS) {
-    if (plan->last)
-      clReleaseEvent(plan->last);
-    plan->last = done;
-    if (event) {
-      clRetainEvent(done);
-      *event = done;
-    }
-  }
-  mtx_unlock(&plan->lock);
+  const cl_mem bufs[9] = {q, k, v, o, lse, dout, dq, dk, dv};
+  st = run_ordered(plan, "clattn_plan_backward", 1, bufs, num_events, wait_list,
+                   event);
 cleanup:
   return st;
 }
@@ -266,19 +400,18 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
   return CLATTN_SUCCESS;
 }
 
-/* Uploads a float32 host array as the plan's dtype. */
-static clattn_status upload(clattn_plan_t plan, const float *src, size_t count,
-                            cl_mem *out) {
-  clattn_context_t ctx = plan->ctx;
-  size_t es = dtype_size(plan->p.dtype);
+clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
+                             const float *src, size_t count, cl_mem *out) {
+  size_t es = clattn__dtype_size(dtype);
   void *tmp = NULL;
   const void *host = src;
-  if (plan->p.dtype == CLATTN_DTYPE_F16) {
+  if (dtype != CLATTN_DTYPE_F32) {
     tmp = malloc(count * es);
     if (!tmp)
       return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                          "out of memory converting to f16");
-    clattn_f32_to_f16(src, tmp, count);
+                          "out of memory converting to %s",
+                          clattn_dtype_name(dtype));
+    clattn_convert_from_f32(dtype, src, tmp, count);
     host = tmp;
   }
   cl_int err = CL_SUCCESS;
@@ -292,18 +425,18 @@ static clattn_status upload(clattn_plan_t plan, const float *src, size_t count,
   return CLATTN_SUCCESS;
 }
 
-/* Reads a buffer of count elements (size es each) into float32 dst. */
-static clattn_status download(clattn_plan_t plan, cl_mem mem, size_t count,
-                              size_t es, float *dst) {
-  clattn_context_t ctx = plan->ctx;
-  void *tmp = es == sizeof(float) ? (void *)dst : malloc(count * es);
+clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
+                               clattn_dtype dtype, float *dst) {
+  size_t es = clattn__dtype_size(dtype);
+  void *tmp = dtype == CLATTN_DTYPE_F32 ? (void *)dst : malloc(count * es);
   if (!tmp)
     return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory converting from f16");
+                        "out of memory converting from %s",
+                        clattn_dtype_name(dtype));
   cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0, count * es, tmp,
                                    0, NULL, NULL);
   if (err == CL_SUCCESS && tmp != (void *)dst)
-    clattn_f16_to_f32(tmp, dst, count);
+    clattn_convert_to_f32(dtype, tmp, dst, count);
   if (tmp != (void *)dst)
     free(tmp);
   if (err != CL_SUCCESS)
@@ -311,28 +444,58 @@ static clattn_status download(clattn_plan_t plan, cl_mem mem, size_t count,
   return CLATTN_SUCCESS;
 }
 
-CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
-                                              const float *q, const float *k,
-                                              const float *v, float *o,
-                                              float *lse) {
+/* Host arrays to and from the plan's buffers: converted from or to float32
+ * when convert is set, else copied as they are (already in dtype). */
+static clattn_status upload_host(clattn_context_t ctx, clattn_dtype dtype,
+                                 int convert, const void *src, size_t count,
+                                 cl_mem *out) {
+  if (convert)
+    return clattn__upload(ctx, dtype, src, count, out);
+  cl_int err = CL_SUCCESS;
+  *out = clCreateBuffer(ctx->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                        count * clattn__dtype_size(dtype), (void *)src, &err);
+  if (err != CL_SUCCESS) {
+    *out = NULL;
+    return clattn__fail_cl(ctx, err, "clCreateBuffer");
+  }
+  return CLATTN_SUCCESS;
+}
+
+static clattn_status download_host(clattn_context_t ctx, cl_mem mem,
+                                   size_t count, clattn_dtype dtype,
+                                   int convert, void *dst) {
+  if (convert)
+    return clattn__download(ctx, mem, count, dtype, dst);
+  cl_int err = clEnqueueReadBuffer(ctx->queue, mem, CL_TRUE, 0,
+                                   count * clattn__dtype_size(dtype), dst, 0,
+                                   NULL, NULL);
+  if (err != CL_SUCCESS)
+    return clattn__fail_cl(ctx, err, "clEnqueueReadBuffer");
+  return CLATTN_SUCCESS;
+}
+
+/* The host-pointer calls: convert says whether q, k, v and o are float32
+ * (converted to and from the plan's dtype) or already in the plan's dtype. */
+static clattn_status run_host(clattn_plan_t plan, const char *fn, int convert,
+                              const void *q, const void *k, const void *v,
+                              void *o, float *lse) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
   if (!q || !k || !v || !o)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
-                        "clattn_plan_run_host: q, k, v and o must not be "
-                        "NULL");
+                        "%s: q, k, v and o must not be NULL", fn);
   const clattn__problem *p = &plan->p;
-  size_t es = dtype_size(p->dtype);
+  size_t es = clattn__dtype_size(p->dtype);
   size_t bytes[5];
-  tensor_bytes(p, bytes);
+  clattn__tensor_bytes(p, bytes);
   clattn_status st = CLATTN_SUCCESS;
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, bl = NULL;
   cl_event done = NULL;
   cl_int err = CL_SUCCESS;
-  CLATTN_CHECK(upload(plan, q, bytes[0] / es, &bq));
-  CLATTN_CHECK(upload(plan, k, bytes[1] / es, &bk));
-  CLATTN_CHECK(upload(plan, v, bytes[2] / es, &bv));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, q, bytes[0] / es, &bq));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, k, bytes[1] / es, &bk));
+  CLATTN_CHECK(upload_host(ctx, p->dtype, convert, v, bytes[2] / es, &bv));
   bo = clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[3], NULL, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
   if (lse) {
@@ -341,10 +504,10 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
   }
   CLATTN_CHECK(clattn_plan_run(plan, bq, bk, bv, bo, bl, 0, NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
-  CLATTN_CHECK(download(plan, bo, bytes[3] / es, es, o));
+  CLATTN_CHECK(download_host(ctx, bo, bytes[3] / es, p->dtype, convert, o));
   if (lse)
-    CLATTN_CHECK(
-        download(plan, bl, bytes[4] / sizeof(float), sizeof(float), lse));
+    CLATTN_CHECK(clattn__download(ctx, bl, bytes[4] / sizeof(float),
+                                  CLATTN_DTYPE_F32, lse));
 cleanup:
   if (done)
     clReleaseEvent(done);
@@ -359,8 +522,27 @@ cleanup:
   return st;
 }
 
+CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
+                                              const float *q, const float *k,
+                                              const float *v, float *o,
+                                              float *lse) {
+  return run_host(plan, "clattn_plan_run_host", 1, q, k, v, o, lse);
+}
+
+CLATTN_API clattn_status clattn_plan_run_host_raw(clattn_plan_t plan,
+                                                  const void *q, const void *k,
+                                                  const void *v, void *o,
+                                                  float *lse) {
+  return run_host(plan, "clattn_plan_run_host_raw", 0, q, k, v, o, lse);
+}
+
 CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
-  return plan ? plan->workspace_bytes : 0;
+  if (!plan)
+    return 0;
+  mtx_lock(&plan->lock);
+  size_t bytes = plan->workspace_bytes + plan->bwd_workspace_bytes;
+  mtx_unlock(&plan->lock);
+  return bytes;
 }
 
 CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
@@ -383,4 +565,60 @@ CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,
       snprintf(line + n, sizeof line - (size_t)n, "; %s", plan->warning);
   }
   return clattn__copy_out(buf, size, line);
+}
+
+CLATTN_API clattn_status
+clattn_plan_backward_host(clattn_plan_t plan, const float *q, const float *k,
+                          const float *v, const float *o, const float *lse,
+                          const float *dout, float *dq, float *dk, float *dv) {
+  if (!plan)
+    return CLATTN_ERROR_INVALID_VALUE;
+  clattn_context_t ctx = plan->ctx;
+  if (!q || !k || !v || !dout || !dq || !dk || !dv)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward_host: q, k, v, dout, dq, dk and "
+                        "dv must not be NULL");
+  if (backward_needs_forward(plan) && (!o || !lse))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
+                        "clattn_plan_backward_host: %s backward needs the "
+                        "forward's o and lse",
+                        clattn_variant_name(plan->p.variant));
+  const clattn__problem *p = &plan->p;
+  size_t es = clattn__dtype_size(p->dtype);
+  size_t bytes[5];
+  clattn__tensor_bytes(p, bytes);
+  clattn_status st = CLATTN_SUCCESS;
+  cl_mem b[9] = {NULL};
+  cl_event done = NULL;
+  cl_int err = CL_SUCCESS;
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, q, bytes[0] / es, &b[0]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, k, bytes[1] / es, &b[1]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, v, bytes[2] / es, &b[2]));
+  if (o)
+    CLATTN_CHECK(clattn__upload(ctx, p->dtype, o, bytes[3] / es, &b[3]));
+  if (lse)
+    CLATTN_CHECK(clattn__upload(ctx, CLATTN_DTYPE_F32, lse,
+                                bytes[4] / sizeof(float), &b[4]));
+  CLATTN_CHECK(clattn__upload(ctx, p->dtype, dout, bytes[3] / es, &b[5]));
+  for (int i = 0; i < 3; i++) {
+    b[6 + i] =
+        clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[i], NULL, &err);
+    CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
+  }
+  CLATTN_CHECK(clattn_plan_backward(plan, b[0], b[1], b[2], b[3], b[4], b[5],
+                                    b[6], b[7], b[8], 0, NULL, &done));
+  CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
+  CLATTN_CHECK(clattn__download(ctx, b[6], bytes[0] / es, p->dtype, dq));
+  CLATTN_CHECK(clattn__download(ctx, b[7], bytes[1] / es, p->dtype, dk));
+  CLATTN_CHECK(clattn__download(ctx, b[8], bytes[2] / es, p->dtype, dv));
+cleanup:
+  if (done)
+    clReleaseEvent(done);
+  if (st != CLATTN_SUCCESS && ctx->queue)
+    clFinish(ctx->queue);
+  for (size_t i = 0; i < 9; i++) {
+    if (b[i])
+      clReleaseMemObject(b[i]);
+  }
+  return st;
 }

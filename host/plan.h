@@ -7,10 +7,11 @@
 
 #include "internal.h"
 
+#include <stdio.h>
+
 #define CLATTN_MAX_TILES 8
-#define CLATTN_MAX_TILE_VALUE                                                  \
-  4096 /* the largest value a tile spec may give                               \
-        */
+/* The largest value a tile spec may give. */
+#define CLATTN_MAX_TILE_VALUE 4096
 #define CLATTN_MAX_KERNELS 4
 #define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
 
@@ -36,8 +37,12 @@ typedef struct clattn__problem {
 struct clattn_plan;
 
 typedef struct clattn__family {
-  /* Chooses tiles (defaults first, then clattn__tiles_override), builds the
-   * program, creates the kernels and allocates the workspace. */
+  /* Chooses the shape and tiles (defaults first, then
+   * clattn__tiles_override) and checks them against the problem and the
+   * device, touching no OpenCL object. */
+  clattn_status (*choose)(struct clattn_plan *plan, const char *tiles);
+  /* choose(), then builds the program, creates the kernels and allocates the
+   * workspace. */
   clattn_status (*create)(struct clattn_plan *plan, const char *tiles);
   /* Sets arguments and enqueues; called with the plan's lock held. The last
    * kernel's event goes to *event when event is not NULL. */
@@ -63,8 +68,14 @@ struct clattn_plan {
   size_t nkernels;
   cl_mem workspace;
   size_t workspace_bytes;
-  cl_event last;     /* the previous run's output event (guarded by lock) */
-  char warning[512]; /* why a tuning source was passed over, or "" */
+  cl_event last; /* the previous run's output event (guarded by lock) */
+  /* Backward kernels and workspace, made by the first backward run (guarded
+   * by lock), so that forward-only plans never build them. */
+  cl_kernel bwd_kernels[8];
+  size_t nbwd;
+  cl_mem bwd_workspace[3];
+  size_t bwd_workspace_bytes; /* all of them */
+  char warning[512];          /* why a tuning source was passed over, or "" */
 };
 
 /* Prints "clattn: ..." on stderr when CLATTN_LOG=1; silent otherwise. */
@@ -75,6 +86,13 @@ void clattn__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int clattn__tune_lookup(const clattn_device_profile *dev,
                         const clattn__problem *p, char *spec, size_t size,
                         char *warn, size_t wsize);
+
+/* The body of clattn__tune_lookup: reads an open tuning file (named path in
+ * the warning). Separate so that the parser can be fuzzed from memory. */
+int clattn__tune_scan(FILE *f, const char *path,
+                      const clattn_device_profile *dev,
+                      const clattn__problem *p, char *spec, size_t size,
+                      char *warn, size_t wsize);
 
 /* The built-in table's spec for this problem on this device (1), or 0. */
 int clattn__builtin_lookup(const clattn_device_profile *dev,
@@ -143,6 +161,34 @@ clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
 clattn_status clattn__tiles_fit(clattn_context_t ctx, const clattn__tiles *t,
                                 const clattn__problem *p, size_t private_floats,
                                 size_t local_bytes);
+
+/* Bytes of each tensor of a problem: q, k, v, o, lse. */
+void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]);
+
+/* Enqueues the backward pass (backward.c); called with the plan's lock
+ * held, with buffers already checked. */
+clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
+                                       cl_uint nwait, const cl_event *wait,
+                                       cl_event *event);
+
+/* Bytes per element of a storage dtype. */
+size_t clattn__dtype_size(clattn_dtype dtype);
+
+/* Checks that mem is a buffer of ctx's OpenCL context holding at least need
+ * bytes; the message names the argument. */
+clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
+                                   const char *name, size_t need);
+
+/* Uploads count float32 values as dtype into a new read-only buffer. */
+clattn_status clattn__upload(clattn_context_t ctx, clattn_dtype dtype,
+                             const float *src, size_t count, cl_mem *out);
+
+/* Reads count elements of dtype into float32 dst, blocking. */
+clattn_status clattn__download(clattn_context_t ctx, cl_mem mem, size_t count,
+                               clattn_dtype dtype, float *dst);
+
+/* The -D options that select a dtype's loads and stores in common.cl. */
+const char *clattn__dtype_options(clattn_dtype dtype);
 
 /* Appends "-D NAME=VALUE" for every tile parameter to buf. */
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size);

@@ -41,7 +41,7 @@ CLATTN_API const char *clattn_version_string(void) {
 
 static const char *const variant_names[] = {"softmax", "sigmoid", "linear",
                                             "cosformer"};
-static const char *const dtype_names[] = {"f32", "f16"};
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 static const char *const feature_map_names[] = {"default", "elu1", "relu"};
 
 #define CLATTN_COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))

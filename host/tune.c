@@ -83,6 +83,16 @@ int clattn__tune_lookup(const clattn_device_profile *dev,
   FILE *f = fopen(path, "r");
   if (!f)
     return 0;
+  int found = clattn__tune_scan(f, path, dev, p, spec, size, warn, wsize);
+  fclose(f);
+  return found;
+}
+
+int clattn__tune_scan(FILE *f, const char *path,
+                      const clattn_device_profile *dev,
+                      const clattn__problem *p, char *spec, size_t size,
+                      char *warn, size_t wsize) {
+  warn[0] = '\0';
   char line[2048];
   int lineno = 0, found = 0, bad = 0, header = 0;
   double best = 1e300;
@@ -133,7 +143,6 @@ int clattn__tune_lookup(const clattn_device_profile *dev,
       found = 1;
     }
   }
-  fclose(f);
   if (bad) {
     snprintf(warn, wsize, "tuning file %s ignored: line %d does not parse",
              path, lineno);

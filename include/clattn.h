@@ -84,6 +84,10 @@ const char *clattn_version_string(void);
  * overflow to infinity), for filling and reading f16 buffers. */
 void clattn_f32_to_f16(const float *src, cl_half *dst, size_t n);
 void clattn_f16_to_f32(const cl_half *src, float *dst, size_t n);
+/* The same for bfloat16 (the upper 16 bits of a float32): round to nearest
+ * even, NaN stays NaN (quiet), infinities and signed zeros kept. */
+void clattn_f32_to_bf16(const float *src, cl_ushort *dst, size_t n);
+void clattn_bf16_to_f32(const cl_ushort *src, float *dst, size_t n);
 
 /* ---- Devices ---------------------------------------------------------- */
 
@@ -122,7 +126,7 @@ typedef struct clattn_device_profile {
 } clattn_device_profile;
 
 /* Number of devices over all platforms. 0 with CLATTN_SUCCESS when there is
- * no platform at all. */
+ * no platform at all; CLATTN_ERROR_OPENCL when listing them fails. */
 clattn_status clattn_device_count(cl_uint *count);
 
 /* Profile of the device with global index `index`. */
@@ -193,7 +197,8 @@ typedef enum clattn_variant {
 
 typedef enum clattn_dtype {
   CLATTN_DTYPE_F32 = 0, /* float storage */
-  CLATTN_DTYPE_F16      /* half storage, float arithmetic */
+  CLATTN_DTYPE_F16,     /* half storage, float arithmetic */
+  CLATTN_DTYPE_BF16     /* bfloat16 storage, float arithmetic */
 } clattn_dtype;
 
 typedef enum clattn_feature_map {
@@ -201,6 +206,19 @@ typedef enum clattn_feature_map {
   CLATTN_FEATURE_MAP_ELU1,        /* elu(x) + 1 */
   CLATTN_FEATURE_MAP_RELU         /* max(x, 0) */
 } clattn_feature_map;
+
+/* Bytes per element of a storage dtype (4, 2, 2); 0 for a value out of
+ * range. */
+size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* Converts n float32 values into dtype storage at dst (clattn_dtype_size
+ * bytes each), or n dtype elements at src into float32, with the conversions
+ * above; CLATTN_ERROR_INVALID_VALUE for an unknown dtype or a NULL pointer
+ * with n > 0. */
+clattn_status clattn_convert_from_f32(clattn_dtype dtype, const float *src,
+                                      void *dst, size_t n);
+clattn_status clattn_convert_to_f32(clattn_dtype dtype, const void *src,
+                                    float *dst, size_t n);
 
 /* "softmax", "f16", "elu1"; NULL for a value out of range. */
 const char *clattn_variant_name(clattn_variant variant);
@@ -250,6 +268,22 @@ void clattn_desc_init(clattn_desc *desc, clattn_variant variant);
 clattn_status clattn_plan_create(clattn_context_t ctx, const clattn_desc *desc,
                                  clattn_plan_t *out);
 
+/* Checks a descriptor as clattn_plan_create does, without building or
+ * allocating anything on a device, so that a program can ask which problems
+ * clattn takes before it commits to one (like ggml's supports_op). Every
+ * field is checked; with a context, also the tiles clattn_plan_create would
+ * insist on (desc.tiles, else CLATTN_TUNE) against the context's device.
+ * ctx may be NULL: the tiles are then not checked, since the shapes and their
+ * parameters depend on the device.
+ *
+ * Returns CLATTN_SUCCESS when clattn_plan_create would accept the problem
+ * (it can still fail for want of device memory or when a build fails), else
+ * the status it would return, with the reason in msg: always terminated, ""
+ * on success; msg may be NULL or size 0. The context is only read: its
+ * message is left as it was. */
+clattn_status clattn_desc_check(clattn_context_t ctx, const clattn_desc *desc,
+                                char *msg, size_t size);
+
 /* NULL does nothing. Waits for nothing: finish the queue first if kernels of
  * this plan may still be running. */
 void clattn_plan_destroy(clattn_plan_t plan);
@@ -271,6 +305,14 @@ clattn_status clattn_plan_run_host(clattn_plan_t plan, const float *q,
                                    const float *k, const float *v, float *o,
                                    float *lse);
 
+/* Like clattn_plan_run_host, but q, k, v and o are host arrays in the plan's
+ * own dtype (cl_half for f16, as clattn_f32_to_f16 writes it), copied as they
+ * are with no conversion on the host: for callers whose data is already
+ * stored that way. lse (float32) may be NULL. Blocking. */
+clattn_status clattn_plan_run_host_raw(clattn_plan_t plan, const void *q,
+                                       const void *k, const void *v, void *o,
+                                       float *lse);
+
 /* Device bytes the plan itself holds (workspace), not counting the caller's
  * q, k, v, o and lse buffers. */
 size_t clattn_plan_device_bytes(clattn_plan_t plan);
@@ -279,6 +321,64 @@ size_t clattn_plan_device_bytes(clattn_plan_t plan);
  * ("builtin", "heuristic", "override", ...). Always terminated; returns the
  * full length. */
 size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
+
+/* ---- Backward ---------------------------------------------------------- */
+
+/* Enqueues the gradients of a loss L with respect to q, k and v, given
+ * dout = dL/dO of a forward run of this plan on the same q, k and v:
+ * dq, dk and dv receive dL/dQ, dL/dK and dL/dV with the shapes of q, k and
+ * v, in the plan's dtype (accumulated in float). With grouped-query
+ * attention, the gradient of a kv head is summed over its query heads in a
+ * fixed order, without atomics, so results are deterministic. Nothing of size
+ * Nq x Nk is stored: softmax recomputes its weights from the forward's lse
+ * and needs the forward's o too; sigmoid needs neither (o and lse may be
+ * NULL). Rows with no visible key give zero gradients. The backward kernels
+ * are built by the first call on a plan. Events as in clattn_plan_run; runs
+ * and backward runs of one plan are ordered one after another. */
+clattn_status clattn_plan_backward(clattn_plan_t plan, cl_mem q, cl_mem k,
+                                   cl_mem v, cl_mem o, cl_mem lse, cl_mem dout,
+                                   cl_mem dq, cl_mem dk, cl_mem dv,
+                                   cl_uint num_events,
+                                   const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays, blocking. o and lse are the forward's
+ * outputs (from clattn_plan_run_host), as clattn_plan_backward needs them. */
+clattn_status clattn_plan_backward_host(clattn_plan_t plan, const float *q,
+                                        const float *k, const float *v,
+                                        const float *o, const float *lse,
+                                        const float *dout, float *dq, float *dk,
+                                        float *dv);
+
+/* ---- Merging partial attention ---------------------------------------- */
+
+/* Combines `parts` partial softmax attentions of the same query rows, each
+ * over a disjoint range of keys, into the attention over all those keys:
+ *   lse = log sum_p exp(lse_p),   o = sum_p exp(lse_p - lse) o_p.
+ * Merging the results of split key ranges (clattn_plan_run with lse, one run
+ * per range) equals one run over the whole range, up to rounding; it is the
+ * building block for attention split over devices or machines.
+ *
+ * o_parts holds the parts one after another, [parts, rows, dim_v] in dtype
+ * storage, and lse_parts is float32 [parts, rows] (natural log, as
+ * clattn_plan_run writes it; rows = B * Hq * Nq for a [B, Hq, Nq, Dv]
+ * output). A part whose lse is -inf (it saw no key of that row) carries no
+ * weight, whatever its o holds; a row that no part saw gives o = 0 and
+ * lse = -inf. o is [rows, dim_v] in dtype and lse float32 [rows], or NULL.
+ * The merge is enqueued on the context's queue after wait_list; event, when
+ * not NULL, receives an event that completes when o (and lse) are written.
+ * o and lse must not overlap the parts. */
+clattn_status clattn_merge(clattn_context_t ctx, clattn_dtype dtype,
+                           size_t parts, size_t rows, size_t dim_v,
+                           cl_mem o_parts, cl_mem lse_parts, cl_mem o,
+                           cl_mem lse, cl_uint num_events,
+                           const cl_event *wait_list, cl_event *event);
+
+/* Convenience: float32 host arrays in and out (converted to dtype on the way
+ * to the device), blocking. lse may be NULL. */
+clattn_status clattn_merge_host(clattn_context_t ctx, clattn_dtype dtype,
+                                size_t parts, size_t rows, size_t dim_v,
+                                const float *o_parts, const float *lse_parts,
+                                float *o, float *lse);
 
 /* ---- Tuning ----------------------------------------------------------- */
 

@@ -25,4 +25,17 @@ void clattn_ref_attention(const clattn_desc *desc, const float *q,
                           const float *k, const float *v, double *o,
                           double *lse);
 
+/*
+ * The gradients of L = sum_t O_t dO_t with respect to Q, K and V (double,
+ * shaped as Q, K and V), from float32 inputs and dO [B, Hq, Nq, Dv]; GQA
+ * gradients of a kv head are summed over its query heads. Masked pairs and
+ * rows with no visible key contribute nothing. The feature maps' derivative
+ * at 0 is taken from the right-hand side's complement: relu'(0) = 0 and
+ * (elu+1)'(0) = exp(0) = 1, as x > 0 selects the branch in the forward.
+ */
+void clattn_ref_attention_backward(const clattn_desc *desc, const float *q,
+                                   const float *k, const float *v,
+                                   const float *dout, double *dq, double *dk,
+                                   double *dv);
+
 #endif /* CLATTN_TESTS_REFERENCE_H */

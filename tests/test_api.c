@@ -130,7 +130,7 @@ static void test_api_names_out_of_range(void **state) {
   (void)state;
   assert_null(clattn_variant_name(CLATTN_VARIANT_COUNT));
   assert_null(clattn_variant_name((clattn_variant)-1));
-  assert_null(clattn_dtype_name((clattn_dtype)2));
+  assert_null(clattn_dtype_name((clattn_dtype)3));
   assert_null(clattn_dtype_name((clattn_dtype)-1));
   assert_null(clattn_feature_map_name((clattn_feature_map)3));
   assert_null(clattn_feature_map_name((clattn_feature_map)-1));
@@ -588,14 +588,14 @@ static void test_api_valid_descriptors(void **state) {
 
 /* ---- Tile specs ------------------------------------------------------- */
 
-typedef struct tiles_case {
+typedef struct spec_case {
   const char *spec;
   const char *says; /* the message must contain this (any case) */
-} tiles_case;
+} spec_case;
 
 static void test_api_tiles_strict(void **state) {
   /* A spec means one thing: digits only, each name once, no empty entry. */
-  static const tiles_case cases[] = {
+  static const spec_case cases[] = {
       {"BLOCK_M=+4", "BLOCK_M"},
       {"BLOCK_M= 4", "BLOCK_M"},
       {"BLOCK_M=4 ", "BLOCK_M"},
@@ -777,6 +777,152 @@ static void test_api_sizes_past_limits(void **state) {
     clattn_plan_destroy(plan);
   }
   assert_int_equal(failures, 0);
+}
+
+/* clattn_desc_check says what clattn_plan_create would, in the same words,
+ * and leaves the context's message alone. */
+static void test_api_desc_check_matches_plan_create(void **state) {
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof bad_cases / sizeof bad_cases[0]; t++) {
+    clattn_desc d = bad_desc(t);
+    clattn_plan_t plan = NULL;
+    char msg[1024], nomsg[1024], before[1024];
+    clattn_status want = clattn_plan_create(ctx, &d, &plan);
+    clattn_plan_destroy(plan);
+    snprintf(before, sizeof before, "%s", clattn_context_error(ctx));
+    clattn_status got = clattn_desc_check(ctx, &d, msg, sizeof msg);
+    clattn_status got_null = clattn_desc_check(NULL, &d, nomsg, sizeof nomsg);
+    /* Without a device the tiles are not checked; every other case fails
+     * the same way with or without one. */
+    int tiles_case = d.tiles != NULL;
+    if (got != want || strcmp(msg, before) != 0 ||
+        strcmp(clattn_context_error(ctx), before) != 0 ||
+        (tiles_case ? got_null != CLATTN_SUCCESS || nomsg[0] != '\0'
+                    : got_null != want || strcmp(nomsg, before) != 0)) {
+      print_error("%s: plan_create %s \"%s\"; desc_check %s \"%s\", "
+                  "without a context %s \"%s\"; context now \"%s\"\n",
+                  bad_cases[t].what, clattn_status_name(want), before,
+                  clattn_status_name(got), msg, clattn_status_name(got_null),
+                  nomsg, clattn_context_error(ctx));
+      failures++;
+    }
+  }
+  assert_int_equal(failures, 0);
+}
+
+static void test_api_desc_check_tiles(void **state) {
+  static const struct {
+    clattn_variant variant;
+    const char *tiles;
+    int ok;
+  } cases[] = {
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=cpu,BLOCK_M=4", 1},
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=gpu,BLOCK_M=32,BLOCK_N=8", 1},
+      {CLATTN_VARIANT_SIGMOID, "SHAPE=row", 1},
+      {CLATTN_VARIANT_LINEAR, "SHAPE=cpu,CHUNK=32,ROWS_D=2", 1},
+      {CLATTN_VARIANT_COSFORMER, "SHAPE=gpu,WG=32", 1},
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=tpu", 0},
+      {CLATTN_VARIANT_LINEAR, "SHAPE=row", 0},
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=cpu,KEYS_VEC=5", 0},
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=cpu,VEC=3", 0},
+      {CLATTN_VARIANT_LINEAR, "SHAPE=cpu,BLOCK_M=0", 0},
+      {CLATTN_VARIANT_SIGMOID, "BLOCK_M", 0},
+      {CLATTN_VARIANT_SOFTMAX, "SHAPE=cpu,BLOCK_M=99999", 0},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  char msg[512];
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    clattn_desc d = small_desc(cases[t].variant);
+    d.tiles = cases[t].tiles;
+    clattn_status st = clattn_desc_check(ctx, &d, msg, sizeof msg);
+    int ok = st == CLATTN_SUCCESS && msg[0] == '\0';
+    int refused =
+        st == CLATTN_ERROR_INVALID_DESCRIPTOR && contains_ci(msg, "tiles");
+    if (cases[t].ok ? !ok : !refused) {
+      print_error("%s \"%s\": %s \"%s\"\n", clattn_variant_name(d.variant),
+                  d.tiles, clattn_status_name(st), msg);
+      failures++;
+    }
+    if (cases[t].ok) {
+      /* What the check accepts, a plan builds. */
+      clattn_plan_t plan = NULL;
+      st = clattn_plan_create(ctx, &d, &plan);
+      if (st != CLATTN_SUCCESS) {
+        print_error("%s \"%s\": plan_create %s: %s\n",
+                    clattn_variant_name(d.variant), d.tiles,
+                    clattn_status_name(st), clattn_context_error(ctx));
+        failures++;
+      }
+      clattn_plan_destroy(plan);
+    }
+  }
+  /* CLATTN_TUNE is insisted on like desc.tiles, and desc.tiles wins. */
+  {
+    clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
+    assert_int_equal(setenv("CLATTN_TUNE", "SHAPE=cpu,KEYS_VEC=3", 1), 0);
+    clattn_status st = clattn_desc_check(ctx, &d, msg, sizeof msg);
+    if (st != CLATTN_ERROR_INVALID_DESCRIPTOR ||
+        !contains_ci(msg, "KEYS_VEC")) {
+      print_error("bad CLATTN_TUNE: %s \"%s\"\n", clattn_status_name(st), msg);
+      failures++;
+    }
+    d.tiles = "SHAPE=row";
+    st = clattn_desc_check(ctx, &d, msg, sizeof msg);
+    if (st != CLATTN_SUCCESS) {
+      print_error("desc.tiles over a bad CLATTN_TUNE: %s \"%s\"\n",
+                  clattn_status_name(st), msg);
+      failures++;
+    }
+    unsetenv("CLATTN_TUNE");
+  }
+  assert_int_equal(failures, 0);
+}
+
+static void test_api_desc_check_arguments(void **state) {
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc d = small_desc(CLATTN_VARIANT_LINEAR);
+  char msg[16];
+  (void)state;
+  /* Valid descriptors of every variant pass, with and without a device. */
+  for (int v = 0; v < CLATTN_VARIANT_COUNT; v++) {
+    clattn_desc ok = small_desc((clattn_variant)v);
+    memset(msg, 'x', sizeof msg);
+    assert_int_equal(clattn_desc_check(ctx, &ok, msg, sizeof msg),
+                     CLATTN_SUCCESS);
+    assert_string_equal(msg, "");
+    assert_int_equal(clattn_desc_check(NULL, &ok, NULL, 0), CLATTN_SUCCESS);
+  }
+  memset(msg, 'x', sizeof msg);
+  assert_int_equal(clattn_desc_check(ctx, NULL, msg, sizeof msg),
+                   CLATTN_ERROR_INVALID_VALUE);
+  assert_non_null(memchr(msg, '\0', sizeof msg));
+  assert_true(strlen(msg) > 0);
+  assert_int_equal(clattn_desc_check(NULL, NULL, NULL, 0),
+                   CLATTN_ERROR_INVALID_VALUE);
+  /* A long message is cut to the buffer and terminated. */
+  d.batch = 0;
+  memset(msg, 'x', sizeof msg);
+  assert_int_equal(clattn_desc_check(ctx, &d, msg, sizeof msg),
+                   CLATTN_ERROR_INVALID_DESCRIPTOR);
+  assert_int_equal(strlen(msg), sizeof msg - 1);
+  assert_int_equal(clattn_desc_check(ctx, &d, msg, 0),
+                   CLATTN_ERROR_INVALID_DESCRIPTOR);
+  /* A context that failed to be created has no device to check against. */
+  {
+    clattn_context_t bad = NULL;
+    char buf[256];
+    d.batch = 1;
+    assert_int_not_equal(clattn_context_create(&bad, "no-such-device-xyz", 0),
+                         CLATTN_SUCCESS);
+    assert_int_equal(clattn_desc_check(bad, &d, buf, sizeof buf),
+                     CLATTN_ERROR_INVALID_VALUE);
+    assert_true(strlen(buf) > 0);
+    clattn_context_destroy(bad);
+  }
 }
 
 /* ---- Buffers ---------------------------------------------------------- */
@@ -1225,6 +1371,9 @@ int main(void) {
       cmocka_unit_test(test_api_sizes_past_limits),
       cmocka_unit_test(test_api_tiles_strict),
       cmocka_unit_test(test_api_tiles_past_budget),
+      cmocka_unit_test(test_api_desc_check_matches_plan_create),
+      cmocka_unit_test(test_api_desc_check_tiles),
+      cmocka_unit_test(test_api_desc_check_arguments),
       cmocka_unit_test(test_api_buffer_too_small),
       cmocka_unit_test(test_api_lse_refused_for_other_variants),
       cmocka_unit_test(test_api_bad_selector),

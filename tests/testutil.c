@@ -116,7 +116,19 @@ void clattn_test_round_half_array(float *x, size_t n) {
     x[t] = clattn_test_round_half(x[t]);
 }
 
+float clattn_test_round_bf16(float x) {
+  if (!isfinite(x) || x == 0.0f)
+    return x;
+  int e = 0;
+  double m = frexp((double)x, &e); /* 0.5 <= |m| < 1 */
+  double r = ldexp(rint(ldexp(m, 8)), e - 8);
+  return (float)r; /* beyond FLT_MAX the conversion gives infinity */
+}
+
 void clattn_test_round_to_dtype(float *x, size_t n, clattn_dtype dtype) {
+  if (dtype == CLATTN_DTYPE_BF16)
+    for (size_t t = 0; t < n; t++)
+      x[t] = clattn_test_round_bf16(x[t]);
   if (dtype == CLATTN_DTYPE_F16)
     clattn_test_round_half_array(x, n);
 }

@@ -50,8 +50,13 @@ float clattn_test_half_to_float(uint16_t h);
 /* x rounded to the nearest half and back. */
 float clattn_test_round_half(float x);
 void clattn_test_round_half_array(float *x, size_t n);
-/* Rounds to what a device storing `dtype` holds: half for F16, nothing for
- * F32. */
+/* x rounded to the nearest bfloat16 (8 significant bits, ties to even) and
+ * back, computed with frexp and rint rather than bit tricks, so that it
+ * checks the library's conversions independently. Infinities and NaN pass
+ * through; a float that rounds past the largest bfloat16 becomes infinity. */
+float clattn_test_round_bf16(float x);
+/* Rounds to what a device storing `dtype` holds: half for F16, bfloat16 for
+ * BF16, nothing for F32. */
 void clattn_test_round_to_dtype(float *x, size_t n, clattn_dtype dtype);
 
 /* ---- Comparison ------------------------------------------------------- */

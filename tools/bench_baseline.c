@@ -3,7 +3,7 @@
  * bench_baseline.h): the host side that converts inputs, sizes S, enqueues
  * the CLBlast GEMMs and the row kernel of bench_baseline.cl, and times them.
  *
- * f16 inputs are converted to float copies by a small kernel and the
+ * f16 and bf16 inputs are converted to float copies by a small kernel and the
  * baseline runs in f32; its output is converted back to half at the end.
  * CLBlast's HGEMM is not used: it needs cl_khr_fp16, which many devices lack
  * (PoCL's CPU device answers -2045), and half arithmetic would compare a
@@ -29,6 +29,8 @@ enum {
   BL_TO_FLOAT,
   BL_HALF_TO_FLOAT,
   BL_TO_HALF,
+  BL_BF16_TO_FLOAT,
+  BL_TO_BF16,
   BL_SOFTMAX,
   BL_SIGMOID,
   BL_LINEAR,
@@ -36,8 +38,8 @@ enum {
 };
 
 static const char *const bl_kernel_names[BL_NKERNELS] = {
-    "float_to_float", "half_to_float", "float_to_half",
-    "rows_softmax",   "rows_sigmoid",  "rows_linear"};
+    "float_to_float", "half_to_float", "float_to_half", "bf16_to_float",
+    "float_to_bf16",  "rows_softmax",  "rows_sigmoid",  "rows_linear"};
 
 struct bench_baseline {
   cl_context cl;
@@ -144,7 +146,7 @@ typedef struct bl_case {
   size_t batches; /* B * Hkv: one S matrix each */
   size_t g, nq, nk, d, dv;
   size_t rows; /* g * Nq, rows of one S matrix */
-  int causal, f16, linear_like;
+  int causal, f16, bf16, linear_like;
   cl_int map; /* 0 none, 1 elu1, 2 relu */
   float scale, bias, eps, cos_m;
   cl_kernel rows_kernel;
@@ -165,7 +167,9 @@ static cl_int bl_enqueue_1d(cl_command_queue queue, cl_kernel kern,
 /* Enqueues src -> dst as float, applying the feature map. */
 static cl_int bl_to_float(bl_case *c, cl_mem src, cl_mem dst, size_t n,
                           cl_int map) {
-  cl_kernel kern = c->b->kernels[c->f16 ? BL_HALF_TO_FLOAT : BL_TO_FLOAT];
+  cl_kernel kern = c->b->kernels[c->f16    ? BL_HALF_TO_FLOAT
+                                 : c->bf16 ? BL_BF16_TO_FLOAT
+                                           : BL_TO_FLOAT];
   cl_uint un = (cl_uint)n;
   cl_int e = clSetKernelArg(kern, 0, sizeof src, &src);
   e |= clSetKernelArg(kern, 1, sizeof dst, &dst);
@@ -288,7 +292,7 @@ static int bl_enqueue(bl_case *c, cl_event *begin, cl_event *end, char *err,
     }
   }
   if (c->own_o) {
-    cl_kernel kern = c->b->kernels[BL_TO_HALF];
+    cl_kernel kern = c->b->kernels[c->bf16 ? BL_TO_BF16 : BL_TO_HALF];
     cl_uint un = (cl_uint)nov;
     e = clSetKernelArg(kern, 0, sizeof c->of, &c->of);
     e |= clSetKernelArg(kern, 1, sizeof c->o, &c->o);
@@ -372,6 +376,7 @@ int bench_baseline_time(bench_baseline *b, const clattn_desc *d, cl_mem q,
   c.rows = c.g * c.nq;
   c.causal = d->causal != 0;
   c.f16 = d->dtype == CLATTN_DTYPE_F16;
+  c.bf16 = d->dtype == CLATTN_DTYPE_BF16;
   c.linear_like = d->variant == CLATTN_VARIANT_LINEAR ||
                   d->variant == CLATTN_VARIANT_COSFORMER;
   c.scale = d->scale != 0.0f ? d->scale : 1.0f / sqrtf((float)c.d);
@@ -417,10 +422,10 @@ int bench_baseline_time(bench_baseline *b, const clattn_desc *d, cl_mem q,
   }
   /* Float copies: of f16 inputs, and of Q and K with the feature map applied
    * for linear attention. */
-  c.own_q = c.f16 || c.linear_like;
-  c.own_k = c.f16 || c.linear_like;
-  c.own_v = c.f16;
-  c.own_o = c.f16;
+  c.own_q = c.f16 || c.bf16 || c.linear_like;
+  c.own_k = c.f16 || c.bf16 || c.linear_like;
+  c.own_v = c.f16 || c.bf16;
+  c.own_o = c.f16 || c.bf16;
   size_t copies = (c.own_q ? nqd : 0) + (c.own_k ? nkd : 0) +
                   (c.own_v ? nkv : 0) + (c.own_o ? nov : 0);
   copies *= sizeof(float);

@@ -93,6 +93,24 @@ __kernel void float_to_half(__global const float *src, __global half *dst,
     vstore_half(src[i], i, dst);
 }
 
+/* bfloat16 is the upper half of a float; stores round to nearest even. */
+__kernel void bf16_to_float(__global const ushort *src, __global float *dst,
+                            uint n, int map) {
+  uint i = get_global_id(0);
+  if (i < n)
+    dst[i] = bench_feature(as_float((uint)src[i] << 16), map);
+}
+
+__kernel void float_to_bf16(__global const float *src, __global ushort *dst,
+                            uint n) {
+  uint i = get_global_id(0);
+  if (i < n) {
+    uint u = as_uint(src[i]);
+    dst[i] = isnan(src[i]) ? (ushort)((u >> 16) | 0x40u)
+                           : (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
 /* Keys visible to query i: all, or j <= i + Nk - Nq when causal. */
 int bench_visible(uint i, uint nq, uint nk, int causal);
 int bench_visible(uint i, uint nq, uint nk, int causal) {

@@ -132,9 +132,10 @@ int bench_clblast_prepare(const clattn_device_profile *prof, char *what,
 
 cl_int bench_fill_random(cl_command_queue q, cl_mem buf, size_t count,
                          clattn_dtype dtype, unsigned *seed) {
+  size_t es = clattn_dtype_size(dtype);
   float *f = malloc(count * sizeof *f);
-  cl_half *h = dtype == CLATTN_DTYPE_F16 ? malloc(count * sizeof *h) : NULL;
-  if (!f || (dtype == CLATTN_DTYPE_F16 && !h)) {
+  void *h = dtype != CLATTN_DTYPE_F32 ? malloc(count * es) : NULL;
+  if (!f || (dtype != CLATTN_DTYPE_F32 && !h)) {
     free(f);
     free(h);
     return CL_OUT_OF_HOST_MEMORY;
@@ -146,9 +147,9 @@ cl_int bench_fill_random(cl_command_queue q, cl_mem buf, size_t count,
   const void *src = f;
   size_t bytes = count * sizeof(float);
   if (h) {
-    clattn_f32_to_f16(f, h, count);
+    clattn_convert_from_f32(dtype, f, h, count);
     src = h;
-    bytes = count * sizeof(cl_half);
+    bytes = count * es;
   }
   cl_int err =
       clEnqueueWriteBuffer(q, buf, CL_TRUE, 0, bytes, src, 0, NULL, NULL);
@@ -162,13 +163,14 @@ cl_int bench_read_floats(cl_command_queue q, cl_mem buf, size_t count,
   if (dtype == CLATTN_DTYPE_F32)
     return clEnqueueReadBuffer(q, buf, CL_TRUE, 0, count * sizeof(float), out,
                                0, NULL, NULL);
-  cl_half *h = malloc(count * sizeof *h);
+  size_t es = clattn_dtype_size(dtype);
+  void *h = malloc(count * es);
   if (!h)
     return CL_OUT_OF_HOST_MEMORY;
-  cl_int e = clEnqueueReadBuffer(q, buf, CL_TRUE, 0, count * sizeof *h, h, 0,
-                                 NULL, NULL);
+  cl_int e =
+      clEnqueueReadBuffer(q, buf, CL_TRUE, 0, count * es, h, 0, NULL, NULL);
   if (e == CL_SUCCESS)
-    clattn_f16_to_f32(h, out, count);
+    clattn_convert_to_f32(dtype, h, out, count);
   free(h);
   return e;
 }

@@ -38,46 +38,51 @@ typedef struct options {
   double max_seconds, max_case_seconds;
   int json;
   const char *tiles;
-  int baseline, ceiling, sweep, clblast_defaults;
+  int baseline, ceiling, sweep, clblast_defaults, backward;
   size_t ceiling_size;
   int variant_given, seq_given, causal_given;
 } options;
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: clattn-bench [--variant V[,V...]|all] [--batch B] "
-          "[--heads H] [--kv-heads H]\n"
-          "                    [--seq N[,N...]] [--seq-k N] [--dim D] "
-          "[--dim-v D] [--causal|--causal-both]\n"
-          "                    [--dtype f32|f16] [--device SEL] [--repeat R] "
-          "[--warmup W]\n"
-          "                    [--max-seconds S] [--max-case-seconds S] "
-          "[--tiles SPEC] [--json]\n"
-          "                    [--baseline naive] [--clblast-defaults] "
-          "[--ceiling] [--ceiling-size N] [--sweep]\n"
-          "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
-          "2 warm-up runs;\n"
-          "a case stops repeating (after 3 runs) once it has taken "
-          "--max-seconds (10).\n"
-          "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
-          "P V (CLBlast)\n"
-          "                     on the same inputs, and check that it agrees "
-          "with clattn.\n"
-          "--clblast-defaults   keep CLBlast's own SGEMM parameters on a CPU "
-          "device too (by\n"
-          "                     default a CPU gets parameters suited to it, "
-          "4-6x faster).\n"
-          "--ceiling            measure the device's SGEMM rate (size "
-          "--ceiling-size, 2048)\n"
-          "                     once and report each case as a fraction of "
-          "it.\n"
-          "--sweep              lengths 256, 512, ..., 32768, every variant, "
-          "causal and not\n"
-          "                     (--seq, --variant, --causal narrow it).\n"
-          "Lengths run in increasing order; a variant (per causal mode) stops "
-          "at the length\n"
-          "where it runs out of memory or one run would take longer than "
-          "--max-case-seconds (60).\n");
+  fprintf(
+      f,
+      "usage: clattn-bench [--variant V[,V...]|all] [--batch B] "
+      "[--heads H] [--kv-heads H]\n"
+      "                    [--seq N[,N...]] [--seq-k N] [--dim D] "
+      "[--dim-v D] [--causal|--causal-both]\n"
+      "                    [--dtype f32|f16|bf16] [--device SEL] [--repeat R] "
+      "[--warmup W]\n"
+      "                    [--max-seconds S] [--max-case-seconds S] "
+      "[--tiles SPEC] [--json]\n"
+      "                    [--baseline naive] [--clblast-defaults] "
+      "[--ceiling] [--ceiling-size N] [--sweep]\n"
+      "                    [--backward]\n"
+      "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
+      "2 warm-up runs;\n"
+      "a case stops repeating (after 3 runs) once it has taken "
+      "--max-seconds (10).\n"
+      "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
+      "P V (CLBlast)\n"
+      "                     on the same inputs, and check that it agrees "
+      "with clattn.\n"
+      "--clblast-defaults   keep CLBlast's own SGEMM parameters on a CPU "
+      "device too (by\n"
+      "                     default a CPU gets parameters suited to it, "
+      "4-6x faster).\n"
+      "--ceiling            measure the device's SGEMM rate (size "
+      "--ceiling-size, 2048)\n"
+      "                     once and report each case as a fraction of "
+      "it.\n"
+      "--backward           time the backward pass (dQ, dK, dV) instead "
+      "of the forward;\n"
+      "                     the forward runs once first for its outputs.\n"
+      "--sweep              lengths 256, 512, ..., 32768, every variant, "
+      "causal and not\n"
+      "                     (--seq, --variant, --causal narrow it).\n"
+      "Lengths run in increasing order; a variant (per causal mode) stops "
+      "at the length\n"
+      "where it runs out of memory or one run would take longer than "
+      "--max-case-seconds (60).\n");
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -132,6 +137,10 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     if (!strcmp(a, "--ceiling")) {
       o->ceiling = 1;
+      continue;
+    }
+    if (!strcmp(a, "--backward")) {
+      o->backward = 1;
       continue;
     }
     if (!strcmp(a, "--sweep")) {
@@ -282,6 +291,19 @@ static double flops_of(const clattn_desc *d) {
   }
 }
 
+/* The backward pass: 2.5x the forward for softmax and sigmoid (dV = P^T dO,
+ * dP = dO V^T, dQ = dS K, dK = dS^T Q and the recomputed S = Q K^T, the
+ * FlashAttention convention), and 2x for linear attention and cosFormer
+ * (the forward's state products once more for dQ, and their reverse for dK
+ * and dV). */
+static double backward_flops_of(const clattn_desc *d) {
+  double f = flops_of(d);
+  return d->variant == CLATTN_VARIANT_SOFTMAX ||
+                 d->variant == CLATTN_VARIANT_SIGMOID
+             ? 2.5 * f
+             : 2.0 * f;
+}
+
 /* ---- One case ------------------------------------------------------------ */
 
 typedef struct result {
@@ -302,7 +324,7 @@ typedef struct plan_run {
   clattn_context_t ctx;
   clattn_plan_t plan;
   cl_command_queue queue;
-  cl_mem *bufs;
+  cl_mem *bufs; /* q, k, v, o, then for the backward lse, dO, dQ, dK, dV */
 } plan_run;
 
 static int status_is_resource(clattn_status st) {
@@ -336,6 +358,46 @@ static int plan_once(void *arg, double *ms, char *err, size_t errlen,
   }
 }
 
+/* bench_run_fn: the device time of one backward run in ms, from a marker
+ * enqueued just before it to its end. */
+static int backward_once(void *arg, double *ms, char *err, size_t errlen,
+                         int *resource) {
+  plan_run *p = arg;
+  cl_mem *b = p->bufs;
+  cl_event marker = NULL, done = NULL;
+  cl_int e = clEnqueueMarkerWithWaitList(p->queue, 0, NULL, &marker);
+  int rc = 1;
+  if (e != CL_SUCCESS) {
+    snprintf(err, errlen, "clEnqueueMarkerWithWaitList failed (%d)", e);
+    *resource = bench_cl_is_resource_error(e);
+    goto cleanup;
+  }
+  clattn_status st =
+      clattn_plan_backward(p->plan, b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+                           b[7], b[8], 1, &marker, &done);
+  if (st != CLATTN_SUCCESS) {
+    snprintf(err, errlen, "%s: %s", clattn_status_name(st),
+             clattn_context_error(p->ctx));
+    *resource = status_is_resource(st);
+    goto cleanup;
+  }
+  e = clWaitForEvents(1, &done);
+  if (e == CL_SUCCESS)
+    e = tool_event_span_ms(marker, done, ms);
+  if (e != CL_SUCCESS) {
+    snprintf(err, errlen, "the backward run or its profiling failed (%d)", e);
+    *resource = bench_cl_is_resource_error(e);
+    goto cleanup;
+  }
+  rc = 0;
+cleanup:
+  if (marker)
+    clReleaseEvent(marker);
+  if (done)
+    clReleaseEvent(done);
+  return rc;
+}
+
 /* Largest |a - b| over the largest |b|; NaN anywhere gives infinity. */
 static double max_rel_error(const float *a, const float *b, size_t n) {
   double num = 0.0, den = 0.0;
@@ -356,7 +418,9 @@ static double max_rel_error(const float *a, const float *b, size_t n) {
  * both compute in float, in different orders; f16 adds the output's
  * rounding. */
 static double agree_tolerance(clattn_dtype dtype) {
-  return dtype == CLATTN_DTYPE_F16 ? 1e-2 : 1e-4;
+  return dtype == CLATTN_DTYPE_BF16  ? 2e-2
+         : dtype == CLATTN_DTYPE_F16 ? 1e-2
+                                     : 1e-4;
 }
 
 /* Runs the baseline on the case's buffers; fills the base_ fields of r.
@@ -366,7 +430,7 @@ static int baseline_case(bench_baseline *bl, cl_command_queue queue,
                          cl_context cl, const bench_limits *lim,
                          const clattn_desc *d, cl_mem *bufs, size_t out_count,
                          size_t in_use, result *r) {
-  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  size_t es = clattn_dtype_size(d->dtype);
   float *ours = NULL, *theirs = NULL;
   cl_mem o2 = NULL;
   cl_int e = CL_SUCCESS;
@@ -423,14 +487,24 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   cl_context cl = clattn_context_cl(ctx);
   cl_command_queue queue = clattn_context_queue(ctx);
   clattn_device_profile prof;
-  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  size_t es = clattn_dtype_size(d->dtype);
   size_t hkv = d->heads_kv ? d->heads_kv : d->heads_q;
   size_t dv = d->dim_v ? d->dim_v : d->dim;
-  size_t counts[4] = {d->batch * d->heads_q * d->seq_q * d->dim,
+  /* q, k, v, o; for the backward also lse, dO, dQ, dK, dV. */
+  size_t counts[9] = {d->batch * d->heads_q * d->seq_q * d->dim,
                       d->batch * hkv * d->seq_k * d->dim,
                       d->batch * hkv * d->seq_k * dv,
-                      d->batch * d->heads_q * d->seq_q * dv};
-  cl_mem bufs[4] = {NULL, NULL, NULL, NULL};
+                      d->batch * d->heads_q * d->seq_q * dv,
+                      d->batch * d->heads_q * d->seq_q,
+                      d->batch * d->heads_q * d->seq_q * dv,
+                      d->batch * d->heads_q * d->seq_q * d->dim,
+                      d->batch * hkv * d->seq_k * d->dim,
+                      d->batch * hkv * d->seq_k * dv};
+  size_t sizes[9];
+  int nbufs = o->backward ? 9 : 4;
+  for (int i = 0; i < 9; i++)
+    sizes[i] = counts[i] * (i == 4 ? sizeof(float) : es);
+  cl_mem bufs[9] = {NULL};
   clattn_plan_t plan = NULL;
   bench_limits lim = {o->warmup, o->repeat, o->max_seconds,
                       o->max_case_seconds};
@@ -449,16 +523,16 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   clattn_plan_describe(plan, r->tiles, sizeof r->tiles);
   r->device_bytes = clattn_plan_device_bytes(plan);
   size_t in_use = r->device_bytes;
-  for (int i = 0; i < 4; i++) {
-    if (counts[i] * es > prof.max_mem_alloc_size) {
+  for (int i = 0; i < nbufs; i++) {
+    if (sizes[i] > prof.max_mem_alloc_size) {
       snprintf(err, errlen,
                "out of memory: a %zu-byte tensor exceeds the device's largest "
                "allocation (%llu bytes)",
-               counts[i] * es, (unsigned long long)prof.max_mem_alloc_size);
+               sizes[i], (unsigned long long)prof.max_mem_alloc_size);
       *resource = 1;
       goto cleanup;
     }
-    in_use += counts[i] * es;
+    in_use += sizes[i];
   }
   if (in_use > prof.global_mem_size) {
     snprintf(err, errlen,
@@ -469,10 +543,10 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
     goto cleanup;
   }
   unsigned seed = 12345u;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < nbufs; i++) {
     cl_int e = CL_SUCCESS;
-    bufs[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, counts[i] * es, NULL, &e);
-    if (e == CL_SUCCESS && i < 3)
+    bufs[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, sizes[i], NULL, &e);
+    if (e == CL_SUCCESS && (i < 3 || i == 5))
       e = bench_fill_random(queue, bufs[i], counts[i], d->dtype, &seed);
     if (e != CL_SUCCESS) {
       snprintf(err, errlen, "could not allocate or fill inputs (%d)", e);
@@ -481,10 +555,34 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
     }
   }
   plan_run pr = {ctx, plan, queue, bufs};
-  if (bench_time_runs(plan_once, &pr, &lim, &r->t, err, errlen, resource))
-    goto cleanup;
-  r->gflops = flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
-  if (bl) {
+  if (o->backward) {
+    /* The forward once, for the o and lse the backward reads. */
+    int softmax = d->variant == CLATTN_VARIANT_SOFTMAX;
+    cl_event fwd = NULL;
+    st = clattn_plan_run(plan, bufs[0], bufs[1], bufs[2], bufs[3],
+                         softmax ? bufs[4] : NULL, 0, NULL, &fwd);
+    if (st == CLATTN_SUCCESS) {
+      clWaitForEvents(1, &fwd);
+      clReleaseEvent(fwd);
+    } else {
+      snprintf(err, errlen, "%s: %s", clattn_status_name(st),
+               clattn_context_error(ctx));
+      *resource = status_is_resource(st);
+      goto cleanup;
+    }
+    if (bench_time_runs(backward_once, &pr, &lim, &r->t, err, errlen, resource))
+      goto cleanup;
+    r->device_bytes = clattn_plan_device_bytes(plan);
+    r->gflops = backward_flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
+  } else {
+    if (bench_time_runs(plan_once, &pr, &lim, &r->t, err, errlen, resource))
+      goto cleanup;
+    r->gflops = flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
+  }
+  if (bl && o->backward) {
+    snprintf(r->base_error, sizeof r->base_error,
+             "the naive baseline is forward only");
+  } else if (bl) {
     if (base_skip) {
       snprintf(r->base_error, sizeof r->base_error, "%s", base_skip);
     } else {
@@ -503,7 +601,7 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   rc = 0;
 cleanup:
   clFinish(queue);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 9; i++) {
     if (bufs[i])
       clReleaseMemObject(bufs[i]);
   }
@@ -606,6 +704,7 @@ static void json_case(const clattn_device_profile *p, const clattn_desc *d,
                       const result *r, const options *o,
                       const bench_ceiling *peak) {
   json_case_head("case", p, d);
+  printf(",\"pass\":\"%s\"", o->backward ? "backward" : "forward");
   printf(",\"ms_median\":%.6g,\"ms_min\":%.6g,\"gflops\":%.6g,\"runs\":%d,"
          "\"device_bytes\":%zu,\"tiles\":",
          r->t.ms_median, r->t.ms_min, r->gflops, r->t.runs, r->device_bytes);
@@ -652,7 +751,7 @@ static void table_ceiling(const bench_ceiling *c,
 }
 
 static void table_header(const options *o) {
-  printf("%-10s %6s %6s %5s %6s %-4s %10s %10s %9s", "variant", "seq_q",
+  printf("%-13s %6s %6s %5s %6s %-4s %10s %10s %9s", "variant", "seq_q",
          "seq_k", "dim", "causal", "type", "ms_median", "ms_min", "GFLOP/s");
   if (o->ceiling)
     printf(" %7s", "of_ceil");
@@ -664,10 +763,12 @@ static void table_header(const options *o) {
 
 static void table_case(const clattn_desc *d, const result *r, const options *o,
                        const bench_ceiling *peak) {
-  printf("%-10s %6zu %6zu %5zu %6s %-4s %10.3f %10.3f %9.2f",
-         clattn_variant_name(d->variant), d->seq_q, d->seq_k, d->dim,
-         d->causal ? "yes" : "no", clattn_dtype_name(d->dtype), r->t.ms_median,
-         r->t.ms_min, r->gflops);
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", clattn_variant_name(d->variant),
+           o->backward ? " bwd" : "");
+  printf("%-13s %6zu %6zu %5zu %6s %-4s %10.3f %10.3f %9.2f", name, d->seq_q,
+         d->seq_k, d->dim, d->causal ? "yes" : "no",
+         clattn_dtype_name(d->dtype), r->t.ms_median, r->t.ms_min, r->gflops);
   if (o->ceiling)
     printf(" %6.1f%%", peak ? 100.0 * r->gflops / peak->gflops : 0.0);
   printf(" %12zu", r->device_bytes);

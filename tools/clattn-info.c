@@ -20,7 +20,7 @@ static void usage(FILE *f) {
           "                   [--batch B] [--heads H] [--kv-heads H] "
           "[--seq N] [--seq-k N]\n"
           "                   [--dim D] [--dim-v D] [--causal] [--dtype "
-          "f32|f16] [--tiles SPEC]\n"
+          "f32|f16|bf16] [--tiles SPEC]\n"
           "Lists every OpenCL device with its profile; with --device, only "
           "that one.\n"
           "The tiles a plan chooses are shown for the problem given (default "

@@ -67,6 +67,10 @@ enum {
   OPT_DTYPE,
   OPT_DEVICE,
   OPT_TILES,
+  OPT_DO,
+  OPT_DQ,
+  OPT_DK,
+  OPT_DV,
   OPT_HELP,
   OPT_VERSION,
   OPT_COUNT
@@ -94,6 +98,10 @@ static const struct option_spec {
     [OPT_DTYPE] = {"dtype", 1, V_ALL, NULL},
     [OPT_DEVICE] = {"device", 1, V_ALL, NULL},
     [OPT_TILES] = {"tiles", 1, V_ALL, NULL},
+    [OPT_DO] = {"do", 1, V_ALL, NULL},
+    [OPT_DQ] = {"dq", 1, V_ALL, NULL},
+    [OPT_DK] = {"dk", 1, V_ALL, NULL},
+    [OPT_DV] = {"dv", 1, V_ALL, NULL},
     [OPT_HELP] = {"help", 0, V_ALL, NULL},
     [OPT_VERSION] = {"version", 0, V_ALL, NULL},
 };
@@ -102,11 +110,16 @@ static void usage(FILE *out) {
   fputs(
       "usage: clattn-run --variant softmax|sigmoid|linear|cosformer\n"
       "                  --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
+      "       clattn-run ... --do DO.npy [--dq DQ.npy] [--dk DK.npy]\n"
+      "                  [--dv DV.npy] [--out O.npy] [options]\n"
       "\n"
       "Runs one attention operator on an OpenCL device. The inputs are\n"
       "little-endian float32 C-order .npy files: Q [B,Hq,Nq,D],\n"
       "K [B,Hkv,Nk,D] and V [B,Hkv,Nk,Dv], with Hq a multiple of Hkv and\n"
       "D and Dv in 1..256. O.npy is written as float32 [B,Hq,Nq,Dv].\n"
+      "With --do (dL/dO, float32 [B,Hq,Nq,Dv]) the forward is followed by\n"
+      "the backward pass, and the gradients asked for are written as\n"
+      "float32 with the shapes of Q, K and V; --out is then optional.\n"
       "\n"
       "options:\n"
       "  --lse L.npy         softmax: also write the float32 log-sum-exp\n"
@@ -124,12 +137,15 @@ static void usage(FILE *out) {
       "                      (default 1e-6)\n"
       "  --cos-m M           cosformer: the M of t_i = (pi/2) i / M, > 0\n"
       "                      (default max(Nq, Nk))\n"
-      "  --dtype f32|f16     storage type on the device (default f32); the\n"
+      "  --dtype f32|f16|bf16  storage type on the device (default f32); the\n"
       "                      files stay float32\n"
       "  --device SEL        device index, P:D, cpu, gpu, accelerator or a\n"
       "                      name substring (default: $CLATTN_DEVICE, else\n"
       "                      the first GPU, else the first device)\n"
       "  --tiles SPEC        tile override NAME=VALUE,... (see clattn-info)\n"
+      "  --do DO.npy         run the backward pass with this dL/dO\n"
+      "  --dq F, --dk F, --dv F\n"
+      "                      write dL/dQ, dL/dK, dL/dV (need --do)\n"
       "  --help              print this and exit\n"
       "  --version           print the version and exit\n",
       out);
@@ -329,8 +345,8 @@ static void library_error(const char *what, clattn_status st,
 int main(int argc, char **argv) {
   const char *values[OPT_COUNT] = {0};
   int seen[OPT_COUNT] = {0};
-  tensor q = {0}, k = {0}, v = {0};
-  float *o = NULL, *lse = NULL;
+  tensor q = {0}, k = {0}, v = {0}, dout = {0};
+  float *o = NULL, *lse = NULL, *dq = NULL, *dk = NULL, *dv = NULL;
   clattn_context_t ctx = NULL;
   clattn_plan_t plan = NULL;
   int rc = EXIT_USAGE;
@@ -390,13 +406,30 @@ int main(int argc, char **argv) {
     values[id] = value;
   }
 
-  static const int required[] = {OPT_VARIANT, OPT_Q, OPT_K, OPT_V, OPT_OUT};
+  static const int required[] = {OPT_VARIANT, OPT_Q, OPT_K, OPT_V};
   for (size_t r = 0; r < sizeof required / sizeof required[0]; r++)
     if (!seen[required[r]]) {
       errorf("missing required option --%s (see --help)",
              option_specs[required[r]].name);
       goto done;
     }
+  const int grads = seen[OPT_DQ] || seen[OPT_DK] || seen[OPT_DV];
+  if (grads && !seen[OPT_DO]) {
+    errorf("--dq, --dk and --dv need --do (the gradient of the output)");
+    goto done;
+  }
+  if (seen[OPT_DO] && !grads) {
+    errorf("--do needs at least one of --dq, --dk and --dv");
+    goto done;
+  }
+  if (!seen[OPT_OUT] && !seen[OPT_DO]) {
+    errorf("missing required option --out (see --help)");
+    goto done;
+  }
+  if (seen[OPT_LSE] && !seen[OPT_OUT]) {
+    errorf("--lse is written with --out");
+    goto done;
+  }
   clattn_variant variant;
   if (clattn_variant_parse(values[OPT_VARIANT], &variant) != CLATTN_SUCCESS ||
       (unsigned)variant >= CLATTN_VARIANT_COUNT) {
@@ -411,9 +444,28 @@ int main(int argc, char **argv) {
              option_specs[id].applies);
       goto done;
     }
-  if (seen[OPT_LSE] && strcmp(values[OPT_LSE], values[OPT_OUT]) == 0) {
-    errorf("--out and --lse name the same file '%s'", values[OPT_OUT]);
-    goto done;
+  /* Every file written must be its own, and none may be an input. */
+  static const int written[] = {OPT_OUT, OPT_LSE, OPT_DQ, OPT_DK, OPT_DV};
+  static const int inputs[] = {OPT_Q, OPT_K, OPT_V, OPT_DO};
+  for (size_t a = 0; a < 5; a++) {
+    if (!seen[written[a]])
+      continue;
+    for (size_t b = a + 1; b < 5; b++)
+      if (seen[written[b]] &&
+          strcmp(values[written[a]], values[written[b]]) == 0) {
+        errorf("--%s and --%s name the same file '%s'",
+               option_specs[written[a]].name, option_specs[written[b]].name,
+               values[written[a]]);
+        goto done;
+      }
+    for (size_t b = 0; b < 4; b++)
+      if (seen[inputs[b]] &&
+          strcmp(values[written[a]], values[inputs[b]]) == 0) {
+        errorf("--%s would overwrite the input --%s '%s'",
+               option_specs[written[a]].name, option_specs[inputs[b]].name,
+               values[written[a]]);
+        goto done;
+      }
   }
 
   clattn_desc desc;
@@ -421,7 +473,7 @@ int main(int argc, char **argv) {
   desc.causal = seen[OPT_CAUSAL];
   if (seen[OPT_DTYPE] &&
       clattn_dtype_parse(values[OPT_DTYPE], &desc.dtype) != CLATTN_SUCCESS) {
-    errorf("unknown --dtype '%s' (f32 or f16)", values[OPT_DTYPE]);
+    errorf("unknown --dtype '%s' (f32, f16 or bf16)", values[OPT_DTYPE]);
     goto done;
   }
   if (seen[OPT_FEATURE_MAP] &&
@@ -463,10 +515,34 @@ int main(int argc, char **argv) {
            CLATTN_RUN_MAX_FILE_GIB);
     goto done;
   }
+  const int backward = seen[OPT_DO];
+  if (backward) {
+    if (load_tensor(&dout, "dO", values[OPT_DO], "[B,Hq,Nq,Dv]") != 0)
+      goto done;
+    if (memcmp(dout.shape, o_shape, sizeof o_shape) != 0) {
+      errorf("dO is [%zu,%zu,%zu,%zu]; the output is [%zu,%zu,%zu,%zu]",
+             dout.shape[0], dout.shape[1], dout.shape[2], dout.shape[3],
+             o_shape[0], o_shape[1], o_shape[2], o_shape[3]);
+      goto done;
+    }
+  }
+  /* Softmax's backward reads the forward's LSE even when no file asks. */
+  const int need_lse =
+      seen[OPT_LSE] || (backward && variant == CLATTN_VARIANT_SOFTMAX);
   o = malloc(o_count * sizeof(float));
-  if (seen[OPT_LSE])
+  if (need_lse)
     lse = malloc(lse_count * sizeof(float));
-  if (o == NULL || (seen[OPT_LSE] && lse == NULL)) {
+  if (backward) {
+    /* The inputs were read, so their element counts fit in memory. */
+    dq = malloc(q.shape[0] * q.shape[1] * q.shape[2] * q.shape[3] *
+                sizeof(float));
+    dk = malloc(k.shape[0] * k.shape[1] * k.shape[2] * k.shape[3] *
+                sizeof(float));
+    dv = malloc(v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3] *
+                sizeof(float));
+  }
+  if (o == NULL || (need_lse && lse == NULL) ||
+      (backward && (!dq || !dk || !dv))) {
     errorf("out of memory for the output");
     goto done;
   }
@@ -490,6 +566,10 @@ int main(int argc, char **argv) {
   if (failed == NULL && (st = clattn_plan_run_host(plan, q.data, k.data, v.data,
                                                    o, lse)) != CLATTN_SUCCESS)
     failed = "the attention failed";
+  if (failed == NULL && backward &&
+      (st = clattn_plan_backward_host(plan, q.data, k.data, v.data, o, lse,
+                                      dout.data, dq, dk, dv)) != CLATTN_SUCCESS)
+    failed = "the backward pass failed";
   restore_stderr(saved_stderr);
   if (failed != NULL) {
     library_error(failed, st, ctx);
@@ -497,10 +577,16 @@ int main(int argc, char **argv) {
   }
 
   char err[1024];
-  if (clattn_npy_write_f32(values[OPT_OUT], o, 4, o_shape, err, sizeof err) !=
-          0 ||
-      (lse != NULL && clattn_npy_write_f32(values[OPT_LSE], lse, 3, o_shape,
-                                           err, sizeof err) != 0)) {
+  if ((seen[OPT_OUT] && clattn_npy_write_f32(values[OPT_OUT], o, 4, o_shape,
+                                             err, sizeof err) != 0) ||
+      (seen[OPT_LSE] && clattn_npy_write_f32(values[OPT_LSE], lse, 3, o_shape,
+                                             err, sizeof err) != 0) ||
+      (seen[OPT_DQ] && clattn_npy_write_f32(values[OPT_DQ], dq, 4, q.shape, err,
+                                            sizeof err) != 0) ||
+      (seen[OPT_DK] && clattn_npy_write_f32(values[OPT_DK], dk, 4, k.shape, err,
+                                            sizeof err) != 0) ||
+      (seen[OPT_DV] && clattn_npy_write_f32(values[OPT_DV], dv, 4, v.shape, err,
+                                            sizeof err) != 0)) {
     errorf("%s", err);
     goto done;
   }
@@ -512,7 +598,11 @@ done:
   free(q.data);
   free(k.data);
   free(v.data);
+  free(dout.data);
   free(o);
   free(lse);
+  free(dq);
+  free(dk);
+  free(dv);
   return rc;
 }

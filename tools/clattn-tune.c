@@ -39,7 +39,7 @@ static void usage(FILE *f) {
           "usage: clattn-tune [--device SEL] [--variant V[,V...]|all] "
           "[--dim D[,D...]]\n"
           "                   [--seq N[,N...]] [--causal|--no-causal] "
-          "[--dtype f32|f16]\n"
+          "[--dtype f32|f16|bf16]\n"
           "                   [--batch B] [--heads H] [--repeat R] [--out "
           "FILE] [--dry-run]\n"
           "Times the tile candidates of every variant for each head dim, "
@@ -150,7 +150,7 @@ static double time_plan(clattn_context_t ctx, clattn_plan_t plan, cl_mem *b,
 /* Buffers for desc, filled with small values (their content does not change
  * the time). Returns 0 on failure. */
 static int make_buffers(clattn_context_t ctx, const clattn_desc *d, cl_mem *b) {
-  size_t es = d->dtype == CLATTN_DTYPE_F16 ? 2 : 4;
+  size_t es = clattn_dtype_size(d->dtype);
   size_t hkv = d->heads_kv ? d->heads_kv : d->heads_q;
   size_t dv = d->dim_v ? d->dim_v : d->dim;
   size_t counts[4] = {d->batch * d->heads_q * d->seq_q * d->dim,
@@ -163,7 +163,8 @@ static int make_buffers(clattn_context_t ctx, const clattn_desc *d, cl_mem *b) {
                           counts[i] * es, NULL, &err);
     if (err != CL_SUCCESS)
       return 0;
-    /* 0x3c00 pairs are 1.0 in half; 0x3c003c00 is about 0.0078 in float. */
+    /* 0x3c00 pairs are 1.0 in half and 0.0078 in bf16; 0x3c003c00 is about
+     * 0.0078 in float. */
     cl_uint pattern = 0x3c003c00u;
     if (clEnqueueFillBuffer(clattn_context_queue(ctx), b[i], &pattern,
                             sizeof pattern, 0, counts[i] * es, 0, NULL,

@@ -386,6 +386,54 @@ bad "bad tile override" 1 --variant softmax $QKV --tiles NO_SUCH_TILE=-1
 bad "unwritable output" 1 --variant softmax --q "$D/q.npy" --k "$D/k.npy" \
   --v "$D/v.npy" --out "$D/no/such/dir/o.npy"
 
+# ---- The backward pass ---------------------------------------------------
+
+good_input "$D/do.npy" 4 "1, 4, 8, 8"
+bad "gradient without --do" 2 --variant softmax $QKV --dq "$D/dq.npy"
+bad "--do without a gradient" 2 --variant softmax $QKV --do "$D/do.npy"
+bad "gradient over an input" 2 --variant softmax $QKV --do "$D/do.npy" \
+  --dq "$D/q.npy"
+bad "two gradients in one file" 2 --variant softmax $QKV --do "$D/do.npy" \
+  --dq "$D/g.npy" --dk "$D/g.npy"
+bad "dO of the wrong shape" 1 --variant softmax $QKV --do "$D/q.npy" \
+  --dq "$D/dq.npy"
+bad "missing dO file" 1 --variant sigmoid $QKV --do "$D/no-such.npy" \
+  --dv "$D/dv.npy"
+bad "--lse without --out" 2 --variant softmax --q "$D/q.npy" \
+  --k "$D/k.npy" --v "$D/v.npy" --lse "$D/l.npy" --do "$D/do.npy" \
+  --dq "$D/dq.npy"
+
+# grads NAME ARGS...: the backward must exit 0 silently and write dQ, dK and
+# dV with the shapes of Q, K and V.
+grads() {
+  _name=$1
+  shift
+  rm -f "$DIR/dq.npy" "$DIR/dk.npy" "$DIR/dv.npy"
+  if [ -n "${CLATTN_DEVICE:-}" ]; then
+    set -- "$@" --device "$CLATTN_DEVICE"
+  fi
+  $WRAPPER "$BIN" "$@" --do "$DIR/do.npy" --dq "$DIR/dq.npy" \
+    --dk "$DIR/dk.npy" --dv "$DIR/dv.npy" >"$DIR/stdout.txt" \
+    2>"$DIR/stderr.txt"
+  _code=$?
+  if [ "$_code" -ne 0 ]; then
+    not_ok "$_name" "exit status $_code, expected 0"
+  elif [ -s "$DIR/stderr.txt" ] || [ -s "$DIR/stdout.txt" ]; then
+    not_ok "$_name" "printed something on success"
+  elif ! header_ok "$DIR/dq.npy" "1, 4, 8, 16" ||
+    ! header_ok "$DIR/dk.npy" "1, 2, 12, 16" ||
+    ! header_ok "$DIR/dv.npy" "1, 2, 12, 8"; then
+    not_ok "$_name" "gradients are not float32 with the inputs' shapes"
+  else
+    ok "$_name"
+  fi
+}
+QKV_IN="--q $D/q.npy --k $D/k.npy --v $D/v.npy"
+grads "softmax backward" --variant softmax $QKV_IN --causal
+grads "sigmoid backward f16" --variant sigmoid $QKV_IN --dtype f16
+grads "linear backward with --out" --variant linear $QKV
+grads "cosformer backward" --variant cosformer $QKV_IN --causal --cos-m 9
+
 # ---- Good cases: exit 0 --------------------------------------------------
 
 good "softmax with LSE" "1, 4, 8, 8" "1, 4, 8" --variant softmax $QKV \
@@ -393,6 +441,7 @@ good "softmax with LSE" "1, 4, 8, 8" "1, 4, 8" --variant softmax $QKV \
 good "softmax causal f16" "1, 4, 8, 8" "" --variant softmax $QKV --causal \
   --dtype f16 --scale 0.125
 good "sigmoid" "1, 4, 8, 8" "" --variant sigmoid $QKV --bias -2.5 --scale 0.25
+good "linear bf16" "1, 4, 8, 8" "" --variant linear $QKV --dtype bf16
 good "linear" "1, 4, 8, 8" "" --variant linear $QKV --feature-map relu \
   --eps 1e-5
 good "cosformer causal" "1, 4, 8, 8" "" --variant cosformer $QKV --causal \

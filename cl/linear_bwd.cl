@@ -1,0 +1,340 @@
+/*
+ * linear_bwd.cl - linear attention and cosFormer backward, chunked so that
+ * time and memory stay O(N): no N x D x Dv tensor and no Nq x Nk matrix.
+ *
+ * With features q'_i, k'_j (phi(x), or for cosFormer [phi(x) sin t,
+ * phi(x) cos t], FEAT = D or 2D wide) and L_i the last key row i sees, the
+ * forward is S_i = sum_{j<=L_i} k'_j v_j^T, z_i = sum_{j<=L_i} k'_j,
+ * n_i = q'_i.z_i + eps (cosFormer: max(q'_i.z_i, eps)), O_i = q'_i S_i / n_i.
+ * Its gradients, with g_i = dO_i / n_i, u_i = S_i g_i and
+ * c_i = -(q'_i.u_i) / n_i (0 while cosFormer's clamp holds n_i at eps):
+ *   dq'_i = u_i + c_i z_i
+ *   dk'_j = R_j v_j + r_j,   dv_j = R_j^T k'_j,
+ * where R_j = sum_{i: L_i >= j} q'_i g_i^T and r_j = sum_{i: L_i >= j} c_i q'_i
+ * are suffix sums over the queries that see key j. The chain rule through
+ * the position weights and phi gives dq and dk.
+ *
+ * Kernels, per (batch, head) and chunks of CHUNK rows:
+ *   clattn_lbwd_kstate   chunk sums of k'_j v_j^T and k'_j (one work-item
+ *                        per feature row, chunk and kv head);
+ *   clattn_lbwd_scan     exclusive prefix (or suffix) over chunks, with the
+ *                        total in an extra last slot;
+ *   clattn_lbwd_query    one work-item per query row: n_i, g_i, c_i and dq
+ *                        from the prefix state and the row's own chunk;
+ *                        writes g_i and c_i for the key side;
+ *   clattn_lbwd_qstate   chunk sums of q'_i g_i^T and c_i q'_i over the
+ *                        query heads that share a kv head, queries grouped
+ *                        by the chunk of L_i;
+ *   clattn_lbwd_key      one work-item per key row: dk and dv from the
+ *                        suffix state and the queries of its own chunk.
+ * Without masking every query sees every key: the totals replace the
+ * prefix and suffix states and nothing is done within chunks.
+ *
+ * State layout: [B * Hkv][chunks + 1][FEAT * (Dv + 1)], a chunk's FEAT x Dv
+ * matrix followed by its FEAT vector.
+ */
+
+#ifndef CAUSAL
+#define CAUSAL 0
+#endif
+#ifndef COSFORMER
+#define COSFORMER 0
+#endif
+#ifndef FEATURE_MAP
+#define FEATURE_MAP 1 // 1: elu(x) + 1, 2: relu(x)
+#endif
+#ifndef CHUNK
+#define CHUNK 64 // rows per chunk
+#endif
+
+#define FEAT (HEAD_DIM * (COSFORMER ? 2 : 1))
+#define SLOT ((size_t)FEAT * (HEAD_DIM_V + 1))
+
+float clattn_lbwd_phi(const float x) {
+#if FEATURE_MAP == 2
+  return fmax(x, 0.0f);
+#else
+  return x > 0.0f ? x + 1.0f : exp(x);
+#endif
+}
+
+float clattn_lbwd_dphi(const float x) {
+#if FEATURE_MAP == 2
+  return x > 0.0f ? 1.0f : 0.0f;
+#else
+  return x > 0.0f ? 1.0f : exp(x);
+#endif
+}
+
+/* Feature f of a row at position pos: cosFormer's copy 0 is weighted by
+ * sin t, copy 1 by cos t, t = pi (pos + 1) hinv (hinv = 1 / (2M)). */
+float clattn_lbwd_feat(__global const store_t *row, const int f,
+                       const int pos, const float hinv) {
+#if COSFORMER
+  const float x = (float)(pos + 1) * hinv;
+  const float w = f < HEAD_DIM ? sinpi(x) : cospi(x);
+  return clattn_lbwd_phi(LOAD1(row, f % HEAD_DIM)) * w;
+#else
+  (void)pos;
+  (void)hinv;
+  return clattn_lbwd_phi(LOAD1(row, f));
+#endif
+}
+
+void clattn_lbwd_feats(__global const store_t *row, const int pos,
+                       const float hinv, float *out) {
+  for (int f = 0; f < FEAT; f++)
+    out[f] = clattn_lbwd_feat(row, f, pos, hinv);
+}
+
+/* d/dx of the loss from the gradient of the features of row x. */
+void clattn_lbwd_store_grad(__global const store_t *x, const float *dfeat,
+                            const int pos, const float hinv,
+                            __global store_t *out) {
+#if COSFORMER
+  const float t = (float)(pos + 1) * hinv;
+  const float ws = sinpi(t), wc = cospi(t);
+#else
+  (void)pos;
+  (void)hinv;
+#endif
+  for (int a = 0; a < HEAD_DIM; a++) {
+#if COSFORMER
+    const float d = ws * dfeat[a] + wc * dfeat[HEAD_DIM + a];
+#else
+    const float d = dfeat[a];
+#endif
+    STORE1(d * clattn_lbwd_dphi(LOAD1(x, a)), out, a);
+  }
+}
+
+/* Rows of chunk c: keys [c CHUNK, (c + 1) CHUNK). Work-item (f, c, bh). */
+__kernel void clattn_lbwd_kstate(__global const store_t *k,
+                                 __global const store_t *v,
+                                 __global float *st, const int nk,
+                                 const int chunks, const float hinv) {
+  const int f = (int)get_global_id(0);
+  const int c = (int)get_global_id(1);
+  const size_t bh = get_global_id(2);
+  if (f >= FEAT)
+    return;
+  float acc[HEAD_DIM_V + 1];
+  for (int t = 0; t <= HEAD_DIM_V; t++)
+    acc[t] = 0.0f;
+  const int j1 = min((c + 1) * CHUNK, nk);
+  for (int j = c * CHUNK; j < j1; j++) {
+    const size_t row = bh * nk + j;
+    const float kf = clattn_lbwd_feat(k + row * HEAD_DIM, f, j, hinv);
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      acc[t] = fma(kf, LOAD1(v, row * HEAD_DIM_V + t), acc[t]);
+    acc[HEAD_DIM_V] += kf;
+  }
+  __global float *s = st + (bh * (chunks + 1) + c) * SLOT;
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    s[(size_t)f * HEAD_DIM_V + t] = acc[t];
+  s[(size_t)FEAT * HEAD_DIM_V + f] = acc[HEAD_DIM_V];
+}
+
+/* Element e of every chunk's slot, per bh: an exclusive prefix (reverse =
+ * 0) or suffix (1), and the total into slot `chunks`. */
+__kernel void clattn_lbwd_scan(__global float *st, const int chunks,
+                               const int reverse) {
+  const size_t e = get_global_id(0);
+  const size_t bh = get_global_id(1);
+  if (e >= SLOT)
+    return;
+  __global float *s = st + bh * (chunks + 1) * SLOT + e;
+  float run = 0.0f;
+  for (int n = 0; n < chunks; n++) {
+    const int c = reverse ? chunks - 1 - n : n;
+    const float x = s[(size_t)c * SLOT];
+    s[(size_t)c * SLOT] = run;
+    run += x;
+  }
+  s[(size_t)chunks * SLOT] = run;
+}
+
+/* One work-item per query row (i, h, b). gc holds g_i (Dv floats) and c_i
+ * per row. */
+__kernel void clattn_lbwd_query(
+    __global const store_t *q, __global const store_t *k,
+    __global const store_t *v, __global const store_t *dout,
+    __global const float *st, __global float *gc, __global store_t *dq,
+    const int nq, const int nk, const int hq, const int hkv,
+    const int chunks, const float eps, const float hinv) {
+  const int i = (int)get_global_id(0);
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  if (i >= nq)
+    return;
+  const size_t row = ((size_t)b * hq + h) * nq + i;
+  const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
+  __global float *gci = gc + row * (HEAD_DIM_V + 1);
+  const long last = CAUSAL ? (long)i + nk - nq : (long)nk - 1;
+  float dfeat[FEAT];
+  if (last < 0) {
+    for (int t = 0; t <= HEAD_DIM_V; t++)
+      gci[t] = 0.0f;
+    for (int f = 0; f < FEAT; f++)
+      dfeat[f] = 0.0f;
+    clattn_lbwd_store_grad(q + row * HEAD_DIM, dfeat, i, hinv,
+                           dq + row * HEAD_DIM);
+    return;
+  }
+  const int c = CAUSAL ? (int)(last / CHUNK) : chunks;
+  __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
+  __global const float *zs = s + (size_t)FEAT * HEAD_DIM_V;
+  float qf[FEAT], z[FEAT];
+  clattn_lbwd_feats(q + row * HEAD_DIM, i, hinv, qf);
+  for (int f = 0; f < FEAT; f++)
+    z[f] = zs[f];
+  /* The keys of the row's own chunk up to L_i join z here and u below. */
+  const int j0 = CAUSAL ? c * CHUNK : 0, j1 = CAUSAL ? (int)last + 1 : 0;
+  for (int j = j0; j < j1; j++)
+    for (int f = 0; f < FEAT; f++)
+      z[f] += clattn_lbwd_feat(k + (bhk * nk + j) * HEAD_DIM, f, j, hinv);
+  float n = 0.0f;
+  for (int f = 0; f < FEAT; f++)
+    n = fma(qf[f], z[f], n);
+#if COSFORMER
+  const int live = n > eps;
+  n = fmax(n, eps);
+#else
+  const int live = 1;
+  n += eps;
+#endif
+  float g[HEAD_DIM_V];
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    g[t] = LOAD1(dout, row * HEAD_DIM_V + t) / n;
+  float qu = 0.0f;
+  for (int f = 0; f < FEAT; f++) {
+    float u = 0.0f;
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      u = fma(s[(size_t)f * HEAD_DIM_V + t], g[t], u);
+    dfeat[f] = u;
+  }
+  for (int j = j0; j < j1; j++) {
+    const size_t kr = bhk * nk + j;
+    float vg = 0.0f;
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      vg = fma(LOAD1(v, kr * HEAD_DIM_V + t), g[t], vg);
+    for (int f = 0; f < FEAT; f++)
+      dfeat[f] =
+          fma(clattn_lbwd_feat(k + kr * HEAD_DIM, f, j, hinv), vg, dfeat[f]);
+  }
+  for (int f = 0; f < FEAT; f++)
+    qu = fma(qf[f], dfeat[f], qu);
+  const float cc = live ? -qu / n : 0.0f;
+  for (int f = 0; f < FEAT; f++)
+    dfeat[f] = fma(cc, z[f], dfeat[f]);
+  clattn_lbwd_store_grad(q + row * HEAD_DIM, dfeat, i, hinv,
+                         dq + row * HEAD_DIM);
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    gci[t] = g[t];
+  gci[HEAD_DIM_V] = cc;
+}
+
+/* Query rows grouped by the chunk of L_i (causal) or of i (not): chunk c
+ * holds rows [c CHUNK - off, (c + 1) CHUNK - off), off = Nk - Nq when
+ * causal. Work-item (f, c, b * hkv + hk) sums over the heads of the group. */
+__kernel void clattn_lbwd_qstate(__global const store_t *q,
+                                 __global const float *gc, __global float *st,
+                                 const int nq, const int nk, const int hq,
+                                 const int hkv, const int chunks,
+                                 const float hinv) {
+  const int f = (int)get_global_id(0);
+  const int c = (int)get_global_id(1);
+  const size_t bhk = get_global_id(2);
+  if (f >= FEAT)
+    return;
+  const long off = CAUSAL ? (long)nk - nq : 0;
+  const int i0 = (int)clamp((long)c * CHUNK - off, 0L, (long)nq);
+  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)nq);
+  const int group = hq / hkv;
+  const size_t b = bhk / hkv, hk = bhk % hkv;
+  float acc[HEAD_DIM_V + 1];
+  for (int t = 0; t <= HEAD_DIM_V; t++)
+    acc[t] = 0.0f;
+  for (int hh = 0; hh < group; hh++) {
+    const size_t row0 = (b * hq + hk * group + hh) * nq;
+    for (int i = i0; i < i1; i++) {
+      const float qf =
+          clattn_lbwd_feat(q + (row0 + i) * HEAD_DIM, f, i, hinv);
+      __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
+      for (int t = 0; t <= HEAD_DIM_V; t++)
+        acc[t] = fma(qf, gci[t], acc[t]);
+    }
+  }
+  __global float *s = st + (bhk * (chunks + 1) + c) * SLOT;
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    s[(size_t)f * HEAD_DIM_V + t] = acc[t];
+  s[(size_t)FEAT * HEAD_DIM_V + f] = acc[HEAD_DIM_V];
+}
+
+/* One work-item per key row (j, hk, b). */
+__kernel void clattn_lbwd_key(__global const store_t *q,
+                              __global const store_t *k,
+                              __global const store_t *v,
+                              __global const float *gc,
+                              __global const float *st, __global store_t *dk,
+                              __global store_t *dv, const int nq,
+                              const int nk, const int hq, const int hkv,
+                              const int chunks, const float hinv) {
+  const int j = (int)get_global_id(0);
+  const int hk = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  if (j >= nk)
+    return;
+  const size_t bhk = (size_t)b * hkv + hk;
+  const size_t kr = bhk * nk + j;
+  const int c = CAUSAL ? j / CHUNK : chunks;
+  __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
+  float kf[FEAT], vr[HEAD_DIM_V], dfeat[FEAT], dvr[HEAD_DIM_V];
+  clattn_lbwd_feats(k + kr * HEAD_DIM, j, hinv, kf);
+  for (int t = 0; t < HEAD_DIM_V; t++) {
+    vr[t] = LOAD1(v, kr * HEAD_DIM_V + t);
+    dvr[t] = 0.0f;
+  }
+  /* The suffix state: dk' = R v + r, dv = R^T k'. */
+  for (int f = 0; f < FEAT; f++) {
+    float acc = s[(size_t)FEAT * HEAD_DIM_V + f];
+    for (int t = 0; t < HEAD_DIM_V; t++) {
+      const float r = s[(size_t)f * HEAD_DIM_V + t];
+      acc = fma(r, vr[t], acc);
+      dvr[t] = fma(r, kf[f], dvr[t]);
+    }
+    dfeat[f] = acc;
+  }
+#if CAUSAL
+  /* Queries whose L_i falls in this key's chunk and reaches j. */
+  const long off = (long)nk - nq;
+  const int i0 = (int)clamp((long)j - off, 0L, (long)nq);
+  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)nq);
+  const int group = hq / hkv;
+  for (int hh = 0; hh < group; hh++) {
+    const size_t row0 = ((size_t)b * hq + (size_t)hk * group + hh) * nq;
+    for (int i = i0; i < i1; i++) {
+      __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
+      float qf[FEAT];
+      clattn_lbwd_feats(q + (row0 + i) * HEAD_DIM, i, hinv, qf);
+      float gv = gci[HEAD_DIM_V], qk = 0.0f;
+      for (int t = 0; t < HEAD_DIM_V; t++)
+        gv = fma(gci[t], vr[t], gv);
+      for (int f = 0; f < FEAT; f++) {
+        dfeat[f] = fma(qf[f], gv, dfeat[f]);
+        qk = fma(qf[f], kf[f], qk);
+      }
+      for (int t = 0; t < HEAD_DIM_V; t++)
+        dvr[t] = fma(qk, gci[t], dvr[t]);
+    }
+  }
+#else
+  (void)q;
+  (void)gc;
+  (void)nq;
+  (void)hq;
+#endif
+  clattn_lbwd_store_grad(k + kr * HEAD_DIM, dfeat, j, hinv, dk + kr * HEAD_DIM);
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    STORE1(dvr[t], dv, kr * HEAD_DIM_V + t);
+}
