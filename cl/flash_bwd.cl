@@ -26,6 +26,27 @@
  *                     query head), visiting their visible keys.
  * Masking is bottom-right causal: key j is visible to row i when
  * j <= i + Nk - Nq (computed in long: the difference can pass INT_MAX).
+ *
+ * SHAPE 1 (cpu) replaces dkdv and dq by one pass shaped like blocked GEMMs,
+ * which computes S and dP once per (query block, key block) instead of
+ * twice:
+ *   clattn_bwd_pack     K and V as float in blocks of BLOCK_N keys: K and V
+ *                       transposed per block (the score micro-kernel reads
+ *                       whole vectors of keys), and K as rows padded to DP.
+ *   clattn_bwd_cpu      one work-item per (split, batch * kv head). For each
+ *                       of its key blocks (block jb belongs to split
+ *                       jb % splits, which balances causal work) it visits
+ *                       every query block of the group's heads in a fixed
+ *                       order: S = Q.K^T and dP = dO.V^T from a register-tiled
+ *                       micro-kernel, P and dS on the block in private
+ *                       buffers with a vector exp2, then dV += P^T.dO and
+ *                       dK += dS^T.Q into a float scratch block and
+ *                       dQ_split += dS.K into the split's own float copy of
+ *                       dQ. DELTA comes with the dO rows.
+ *   clattn_bwd_dq_sum   dQ = scale * the sum of the splits' copies, in split
+ *                       order.
+ * No float atomics and no race: every float written belongs to one
+ * work-item. Tiles (host/backward.c) are sized to the vector register file.
  */
 
 #ifndef SIGMOID
@@ -39,6 +60,9 @@
 #endif
 #ifndef BLOCK_M
 #define BLOCK_M 4 // query rows per work-item in clattn_bwd_dq
+#endif
+#ifndef SHAPE
+#define SHAPE 0 // 0 row (dkdv and dq), 1 cpu
 #endif
 
 float clattn_bwd_dot(const floatv *a, const floatv *b, const int n) {
@@ -206,3 +230,354 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
   for (int r = 0; r < BLOCK_M && i0 + r < nq; r++)
     clattn_store_row(dq + (row0 + i0 + r) * HEAD_DIM, acc[r], HEAD_DIM, scale);
 }
+
+#if SHAPE == 1
+
+#ifndef KEYS_VEC
+#define KEYS_VEC 16 // keys per vector
+#endif
+#ifndef MR
+#define MR 8 // rows per score and dQ micro-tile; divides BLOCK_M
+#endif
+#ifndef S_VECS
+#define S_VECS 2 // key vectors per score micro-tile
+#endif
+#ifndef O_VECS
+#define O_VECS 2 // head-dimension vectors per dQ micro-tile
+#endif
+#ifndef JR
+#define JR 4 // keys per dK/dV micro-tile
+#endif
+#ifndef T_VECS
+#define T_VECS 4 // head-dimension vectors per dK/dV micro-tile
+#endif
+#ifndef SUM_ROWS
+#define SUM_ROWS 64 // rows per work-item of clattn_bwd_dq_sum
+#endif
+
+#if KEYS_VEC == 16
+typedef float16 floatk;
+typedef int16 intk;
+#define KIOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#define KLOAD(p) vload16(0, (p))
+#define KSTORE(x, p) vstore16((x), 0, (p))
+#define KCONVERT_INT(x) convert_int16(x)
+#define KAS_FLOAT(x) as_float16(x)
+#elif KEYS_VEC == 8
+typedef float8 floatk;
+typedef int8 intk;
+#define KIOTA ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
+#define KLOAD(p) vload8(0, (p))
+#define KSTORE(x, p) vstore8((x), 0, (p))
+#define KCONVERT_INT(x) convert_int8(x)
+#define KAS_FLOAT(x) as_float8(x)
+#else
+#error KEYS_VEC must be 8 or 16
+#endif
+
+#define KTILE (S_VECS * KEYS_VEC)
+/* Padded rows: whole vectors of the head dimensions. */
+#define DP (DCH * VEC)
+#define DVP (DVCH * VEC)
+
+/* 2^x for a vector of keys: 2^round(x) from the exponent bits times a
+ * degree-6 polynomial for 2^f, |f| <= 1/2 (Cephes exp2f; relative error
+ * about 2e-7). Inputs below -126 give 0, inputs above 126 give 2^126; the
+ * callers mask what must be exactly zero. */
+floatk clattn_bwd_exp2k(const floatk x) {
+  const floatk xc = clamp(x, -126.0f, 126.0f);
+  const floatk n = rint(xc);
+  const floatk f = xc - n;
+  floatk p = (floatk)(1.535336188319500e-4f);
+  p = fma(p, f, (floatk)(1.339887440266574e-3f));
+  p = fma(p, f, (floatk)(9.618437357674640e-3f));
+  p = fma(p, f, (floatk)(5.550332471162809e-2f));
+  p = fma(p, f, (floatk)(2.402264791363012e-1f));
+  p = fma(p, f, (floatk)(6.931472028550421e-1f));
+  p = fma(p, f, (floatk)(1.0f));
+  const floatk scale = KAS_FLOAT((KCONVERT_INT(n) + 127) << 23);
+  return select(p * scale, (floatk)(0.0f), x < -126.0f);
+}
+
+/* One work-item per (key block, batch * kv head): kt[bh][j][d] holds the
+ * block of keys from j transposed, d major (vt likewise for V), kr[bh][j]
+ * the keys as rows of DP floats. Zero past nk and past the head dims. */
+__kernel void clattn_bwd_pack(__global const store_t *k,
+                              __global const store_t *v, __global float *ws,
+                              const int nk, const int nkp, const ulong vt_off,
+                              const ulong kr_off) {
+  const int j0 = (int)get_global_id(0) * BLOCK_N;
+  const size_t bh = get_global_id(1);
+  if (j0 >= nkp)
+    return;
+  __global float *kt = ws + (bh * nkp + j0) * HEAD_DIM;
+  __global float *vt = ws + vt_off + (bh * nkp + j0) * HEAD_DIM_V;
+  __global float *kr = ws + kr_off + (bh * nkp + j0) * DP;
+  for (int jj = 0; jj < BLOCK_N; jj++) {
+    const int j = j0 + jj;
+    const int in = j < nk;
+    __global const store_t *ks = k + (bh * nk + min(j, nk - 1)) * HEAD_DIM;
+    __global const store_t *vs = v + (bh * nk + min(j, nk - 1)) * HEAD_DIM_V;
+    for (int d = 0; d < DP; d++) {
+      const float x = in && d < HEAD_DIM ? LOAD1(ks, d) : 0.0f;
+      kr[jj * DP + d] = x;
+      if (d < HEAD_DIM)
+        kt[d * BLOCK_N + jj] = x;
+    }
+    for (int d = 0; d < HEAD_DIM_V; d++)
+      vt[d * BLOCK_N + jj] = in ? LOAD1(vs, d) : 0.0f;
+  }
+}
+
+/* s = x . y^T for BLOCK_M rows of x (xw floats apart, depth used) and the
+ * BLOCK_N columns of a transposed block yt (depth x BLOCK_N), one micro-tile
+ * of MR rows x KTILE keys at a time with its accumulators in registers. */
+void clattn_bwd_scores(const float *x, const int xw, const int depth,
+                       __global const float *yt, float (*s)[BLOCK_N]) {
+  for (int r0 = 0; r0 < BLOCK_M; r0 += MR) {
+    for (int j = 0; j < BLOCK_N; j += KTILE) {
+      floatk acc[MR][S_VECS];
+#pragma unroll
+      for (int r = 0; r < MR; r++)
+#pragma unroll
+        for (int t = 0; t < S_VECS; t++)
+          acc[r][t] = (floatk)(0.0f);
+      for (int d = 0; d < depth; d++) {
+        floatk kv[S_VECS];
+#pragma unroll
+        for (int t = 0; t < S_VECS; t++)
+          kv[t] = KLOAD(yt + d * BLOCK_N + j + t * KEYS_VEC);
+#pragma unroll
+        for (int r = 0; r < MR; r++) {
+          const floatk xv = (floatk)(x[(r0 + r) * xw + d]);
+#pragma unroll
+          for (int t = 0; t < S_VECS; t++)
+            acc[r][t] = fma(xv, kv[t], acc[r][t]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < MR; r++)
+#pragma unroll
+        for (int t = 0; t < S_VECS; t++)
+          KSTORE(acc[r][t], &s[r0 + r][j + t * KEYS_VEC]);
+    }
+  }
+}
+
+/* out[jj][c0 .. c0 + nv) += sum_r w[r][jj] * x[r][c0 .. c0 + nv) (vectors;
+ * out rows and x rows xw floats apart), JR keys x nv vectors at a time in
+ * registers; nv <= T_VECS is a constant once inlined. */
+void clattn_bwd_rank_slice(const float *w, const float *x, const int xw,
+                           __global float *out, const int c0, const int nv) {
+  for (int j = 0; j < BLOCK_N; j += JR) {
+    floatv acc[JR][T_VECS];
+#pragma unroll
+    for (int u = 0; u < JR; u++)
+#pragma unroll
+      for (int t = 0; t < T_VECS; t++)
+        if (t < nv)
+          acc[u][t] = VLOAD_PRIV(out + (j + u) * xw + (c0 + t) * VEC);
+    for (int r = 0; r < BLOCK_M; r++) {
+      floatv xv[T_VECS];
+#pragma unroll
+      for (int t = 0; t < T_VECS; t++)
+        if (t < nv)
+          xv[t] = VLOAD_PRIV(x + r * xw + (c0 + t) * VEC);
+#pragma unroll
+      for (int u = 0; u < JR; u++) {
+        const floatv wv = (floatv)(w[r * BLOCK_N + j + u]);
+#pragma unroll
+        for (int t = 0; t < T_VECS; t++)
+          if (t < nv)
+            acc[u][t] = fma(wv, xv[t], acc[u][t]);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < JR; u++)
+#pragma unroll
+      for (int t = 0; t < T_VECS; t++)
+        if (t < nv)
+          VSTORE_PRIV(acc[u][t], out + (j + u) * xw + (c0 + t) * VEC);
+  }
+}
+
+/* out (BLOCK_N rows of xw floats) += w^T . x over the nch vectors of a row. */
+#define CLATTN_BWD_RANK(w, x, xw, nch, out)                                    \
+  do {                                                                         \
+    for (int c_ = 0; c_ + T_VECS <= (nch); c_ += T_VECS)                       \
+      clattn_bwd_rank_slice((w), (x), (xw), (out), c_, T_VECS);                \
+    if ((nch) % T_VECS)                                                        \
+      clattn_bwd_rank_slice((w), (x), (xw), (out), (nch) - (nch) % T_VECS,     \
+                            (nch) % T_VECS);                                   \
+  } while (0)
+
+/* dq[r][c0 .. c0 + nv) += sum_jj w[r][jj] * kr[jj][c0 .. c0 + nv) for the
+ * first nrows rows (the rest are not stored), MR rows x nv vectors at a time
+ * in registers. */
+void clattn_bwd_dq_slice(float (*w)[BLOCK_N], __global const float *kr,
+                         __global float *dq, const int nrows, const int c0,
+                         const int nv) {
+  for (int r0 = 0; r0 < BLOCK_M; r0 += MR) {
+    floatv acc[MR][O_VECS];
+#pragma unroll
+    for (int r = 0; r < MR; r++)
+#pragma unroll
+      for (int t = 0; t < O_VECS; t++)
+        if (t < nv)
+          acc[r][t] =
+              VLOAD_PRIV(dq + min(r0 + r, nrows - 1) * DP + (c0 + t) * VEC);
+    for (int jj = 0; jj < BLOCK_N; jj++) {
+      floatv kv[O_VECS];
+#pragma unroll
+      for (int t = 0; t < O_VECS; t++)
+        if (t < nv)
+          kv[t] = VLOAD_PRIV(kr + jj * DP + (c0 + t) * VEC);
+#pragma unroll
+      for (int r = 0; r < MR; r++) {
+        const floatv wv = (floatv)(w[r0 + r][jj]);
+#pragma unroll
+        for (int t = 0; t < O_VECS; t++)
+          if (t < nv)
+            acc[r][t] = fma(wv, kv[t], acc[r][t]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < MR; r++)
+#pragma unroll
+      for (int t = 0; t < O_VECS; t++)
+        if (t < nv && r0 + r < nrows)
+          VSTORE_PRIV(acc[r][t], dq + (r0 + r) * DP + (c0 + t) * VEC);
+  }
+}
+
+/* Workspace (floats): packed K transposed at 0, V transposed at vt_off, K
+ * rows at kr_off, dK/dV scratch blocks at scr_off (one per work-item), the
+ * splits' dQ copies at dq_off ([split][row][DP], rows = B * Hq * Nq). */
+__kernel void clattn_bwd_cpu(
+    __global const store_t *q, __global const store_t *o,
+    __global const store_t *dout, __global const float *lse,
+    __global float *ws, __global store_t *dk, __global store_t *dv,
+    const int nq, const int nk, const int nkp, const int hq, const int hkv,
+    const int splits, const float scale_log2, const float scale,
+    const float bias_log2, const ulong vt_off, const ulong kr_off,
+    const ulong scr_off, const ulong dq_off) {
+  const int sp = (int)get_global_id(0);
+  const size_t bh = get_global_id(1);
+  if (sp >= splits)
+    return;
+  const int group = hq / hkv;
+  const size_t rows_all = get_global_size(1) * (size_t)group * nq;
+  const size_t head0 = bh * group; /* first query head of the group */
+  __global float *dks =
+      ws + scr_off + (bh * splits + sp) * (size_t)BLOCK_N * (DP + DVP);
+  __global float *dvs = dks + BLOCK_N * DP;
+  __global float *dqs = ws + dq_off + (size_t)sp * rows_all * DP;
+  /* This work-item's copy of dQ for the group's rows starts at zero. */
+  for (size_t e = head0 * nq * DP; e < (head0 + group) * nq * DP; e += VEC)
+    VSTORE_PRIV((floatv)(0.0f), dqs + e);
+  float xs[BLOCK_M][DP], gs[BLOCK_M][DVP];
+  float s[BLOCK_M][BLOCK_N], g[BLOCK_M][BLOCK_N];
+  float lse2[BLOCK_M], dl[BLOCK_M];
+  const long off = (long)nk - (long)nq;
+  for (int j0 = sp * BLOCK_N; j0 < nk; j0 += splits * BLOCK_N) {
+    for (int e = 0; e < BLOCK_N * (DP + DVP); e += VEC)
+      VSTORE_PRIV((floatv)(0.0f), dks + e);
+    __global const float *ktb = ws + (bh * nkp + j0) * HEAD_DIM;
+    __global const float *vtb = ws + vt_off + (bh * nkp + j0) * HEAD_DIM_V;
+    __global const float *krb = ws + kr_off + (bh * nkp + j0) * DP;
+    /* Rows before istart see none of the block's keys. */
+    const int istart =
+        CAUSAL ? (int)clamp((long)j0 - off, 0L, (long)nq) / BLOCK_M * BLOCK_M
+               : 0;
+    for (int hh = 0; hh < group; hh++) {
+      const size_t row0 = (head0 + hh) * nq;
+      for (int i0 = istart; i0 < nq; i0 += BLOCK_M) {
+        for (int r = 0; r < BLOCK_M; r++) {
+          const size_t i = row0 + min(i0 + r, nq - 1);
+          __global const store_t *qi = q + i * HEAD_DIM;
+          __global const store_t *gi = dout + i * HEAD_DIM_V;
+          for (int d = 0; d < DP; d++)
+            xs[r][d] = d < HEAD_DIM ? LOAD1(qi, d) : 0.0f;
+          float dsum = 0.0f;
+          for (int d = 0; d < DVP; d++) {
+            const float gd = d < HEAD_DIM_V ? LOAD1(gi, d) : 0.0f;
+            gs[r][d] = gd;
+#if !SIGMOID
+            if (d < HEAD_DIM_V)
+              dsum = fma(gd, LOAD1(o + i * HEAD_DIM_V, d), dsum);
+#endif
+          }
+#if SIGMOID
+          (void)o;
+          (void)lse;
+          lse2[r] = 0.0f;
+#else
+          lse2[r] = lse[i] * M_LOG2E_F;
+#endif
+          dl[r] = dsum;
+        }
+        clattn_bwd_scores(&xs[0][0], DP, HEAD_DIM, ktb, s);
+        clattn_bwd_scores(&gs[0][0], DVP, HEAD_DIM_V, vtb, g);
+        /* P and dS of the block; masked pairs and rows past nq get 0. */
+        for (int r = 0; r < BLOCK_M; r++) {
+          const long last = CAUSAL ? min((long)nk - 1, (long)(i0 + r) + off)
+                                   : (long)nk - 1;
+          const int lim =
+              i0 + r < nq ? (int)clamp(last - j0, -1L, (long)BLOCK_N) : -1;
+          for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
+            const floatk sv = KLOAD(&s[r][j]) * scale_log2;
+            const floatk dp = KLOAD(&g[r][j]);
+#if SIGMOID
+            const floatk p =
+                1.0f / (1.0f + clattn_bwd_exp2k(-(sv + bias_log2)));
+            const floatk ds = p * (1.0f - p) * dp;
+#else
+            (void)bias_log2;
+            const floatk p = clattn_bwd_exp2k(sv - lse2[r]);
+            const floatk ds = p * (dp - dl[r]);
+#endif
+            const intk masked = j + KIOTA > lim;
+            KSTORE(select(p, (floatk)(0.0f), masked), &s[r][j]);
+            KSTORE(select(ds, (floatk)(0.0f), masked), &g[r][j]);
+          }
+        }
+        CLATTN_BWD_RANK(&s[0][0], &gs[0][0], DVP, DVCH, dvs);
+        CLATTN_BWD_RANK(&g[0][0], &xs[0][0], DP, DCH, dks);
+        __global float *dqb = dqs + (row0 + i0) * DP;
+        const int nrows = min(BLOCK_M, nq - i0);
+        for (int c = 0; c + O_VECS <= DCH; c += O_VECS)
+          clattn_bwd_dq_slice(g, krb, dqb, nrows, c, O_VECS);
+#if DCH % O_VECS
+        clattn_bwd_dq_slice(g, krb, dqb, nrows, DCH - DCH % O_VECS,
+                            DCH % O_VECS);
+#endif
+      }
+    }
+    for (int jj = 0; jj < BLOCK_N && j0 + jj < nk; jj++) {
+      const size_t j = bh * nk + j0 + jj;
+      for (int d = 0; d < HEAD_DIM; d++)
+        STORE1(dks[jj * DP + d] * scale, dk + j * HEAD_DIM, d);
+      for (int d = 0; d < HEAD_DIM_V; d++)
+        STORE1(dvs[jj * DVP + d], dv + j * HEAD_DIM_V, d);
+    }
+  }
+}
+
+/* dQ of SUM_ROWS rows: scale times the splits' copies summed in order. */
+__kernel void clattn_bwd_dq_sum(__global const float *ws,
+                                __global store_t *dq, const ulong dq_off,
+                                const ulong rows, const int splits,
+                                const float scale) {
+  const size_t r0 = get_global_id(0) * SUM_ROWS;
+  for (size_t r = r0; r < r0 + SUM_ROWS && r < rows; r++) {
+    floatv acc[DCH];
+    for (int c = 0; c < DCH; c++)
+      acc[c] = VLOAD_PRIV(ws + dq_off + r * DP + c * VEC);
+    for (int sp = 1; sp < splits; sp++)
+      for (int c = 0; c < DCH; c++)
+        acc[c] += VLOAD_PRIV(ws + dq_off + (sp * rows + r) * DP + c * VEC);
+    clattn_store_row(dq + r * HEAD_DIM, acc, HEAD_DIM, scale);
+  }
+}
+
+#endif /* SHAPE */

@@ -15,17 +15,22 @@
  * the position weights and phi gives dq and dk.
  *
  * Kernels, per (batch, head) and chunks of CHUNK rows:
+ *   clattn_lbwd_featmap  the features q'_i and k'_j, once per row, into the
+ *                        workspace (the other kernels read them many times;
+ *                        recomputing meant an exp, or a sin and a cos, per
+ *                        feature and visit);
  *   clattn_lbwd_kstate   chunk sums of k'_j v_j^T and k'_j (one work-item
- *                        per feature row, chunk and kv head);
+ *                        per FB feature rows, chunk and kv head: each value
+ *                        row loaded serves FB features);
  *   clattn_lbwd_scan     exclusive prefix (or suffix) over chunks, with the
  *                        total in an extra last slot;
- *   clattn_lbwd_query    one work-item per query row: n_i, g_i, c_i and dq
+ *   clattn_lbwd_query    one work-item per LR query rows: n_i, g_i, c_i, dq
  *                        from the prefix state and the row's own chunk;
  *                        writes g_i and c_i for the key side;
  *   clattn_lbwd_qstate   chunk sums of q'_i g_i^T and c_i q'_i over the
  *                        query heads that share a kv head, queries grouped
  *                        by the chunk of L_i;
- *   clattn_lbwd_key      one work-item per key row: dk and dv from the
+ *   clattn_lbwd_key      one work-item per LR key rows: dk and dv from the
  *                        suffix state and the queries of its own chunk.
  * Without masking every query sees every key: the totals replace the
  * prefix and suffix states and nothing is done within chunks.
@@ -45,6 +50,17 @@
 #endif
 #ifndef CHUNK
 #define CHUNK 64 // rows per chunk
+#endif
+
+#ifndef FB
+#define FB 8 // feature rows per work-item of the state kernels
+#endif
+#ifndef LR
+#define LR 8 // rows per work-item of the query and key kernels
+#endif
+
+#ifndef SCAN_E
+#define SCAN_E 64 // state elements per work-item of clattn_lbwd_scan
 #endif
 
 #define FEAT (HEAD_DIM * (COSFORMER ? 2 : 1))
@@ -68,8 +84,8 @@ float clattn_lbwd_dphi(const float x) {
 
 /* Feature f of a row at position pos: cosFormer's copy 0 is weighted by
  * sin t, copy 1 by cos t, t = pi (pos + 1) hinv (hinv = 1 / (2M)). */
-float clattn_lbwd_feat(__global const store_t *row, const int f,
-                       const int pos, const float hinv) {
+float clattn_lbwd_feat(__global const store_t *row, const int f, const int pos,
+                       const float hinv) {
 #if COSFORMER
   const float x = (float)(pos + 1) * hinv;
   const float w = f < HEAD_DIM ? sinpi(x) : cospi(x);
@@ -79,12 +95,6 @@ float clattn_lbwd_feat(__global const store_t *row, const int f,
   (void)hinv;
   return clattn_lbwd_phi(LOAD1(row, f));
 #endif
-}
-
-void clattn_lbwd_feats(__global const store_t *row, const int pos,
-                       const float hinv, float *out) {
-  for (int f = 0; f < FEAT; f++)
-    out[f] = clattn_lbwd_feat(row, f, pos, hinv);
 }
 
 /* d/dx of the loss from the gradient of the features of row x. */
@@ -108,65 +118,106 @@ void clattn_lbwd_store_grad(__global const store_t *x, const float *dfeat,
   }
 }
 
-/* Rows of chunk c: keys [c CHUNK, (c + 1) CHUNK). Work-item (f, c, bh). */
-__kernel void clattn_lbwd_kstate(__global const store_t *k,
-                                 __global const store_t *v,
-                                 __global float *st, const int nk,
-                                 const int chunks, const float hinv) {
-  const int f = (int)get_global_id(0);
+/* Features of LR rows from row LR * id: out[r][f], r = (batch, head,
+ * position pos = r % n). */
+__kernel void clattn_lbwd_featmap(__global const store_t *x,
+                                  __global float *out, const ulong rows,
+                                  const int n, const float hinv) {
+  const size_t r0 = get_global_id(0) * LR;
+  for (size_t r = r0; r < r0 + LR && r < rows; r++)
+    for (int f = 0; f < FEAT; f++)
+      out[r * FEAT + f] =
+          clattn_lbwd_feat(x + r * HEAD_DIM, f, (int)(r % n), hinv);
+}
+
+/* a . b over Dv floats; in vectors of 8 where Dv allows (a loop-carried
+ * scalar sum does not vectorise without reassociation). */
+float clattn_lbwd_dot(__global const float *a, const float *b) {
+#if HEAD_DIM_V % 8 == 0
+  float8 acc = (float8)(0.0f);
+  for (int t = 0; t < HEAD_DIM_V; t += 8)
+    acc = fma(vload8(0, a + t), vload8(0, b + t), acc);
+  return clattn_hsum8(acc);
+#else
+  float acc = 0.0f;
+  for (int t = 0; t < HEAD_DIM_V; t++)
+    acc = fma(a[t], b[t], acc);
+  return acc;
+#endif
+}
+
+/* Rows of chunk c: keys [c CHUNK, (c + 1) CHUNK). Work-item (f / FB, c,
+ * bh). */
+__kernel void clattn_lbwd_kstate(__global const float *kfe,
+                                 __global const store_t *v, __global float *st,
+                                 const int nk, const int chunks) {
+  const int f0 = (int)get_global_id(0) * FB;
   const int c = (int)get_global_id(1);
   const size_t bh = get_global_id(2);
-  if (f >= FEAT)
+  if (f0 >= FEAT)
     return;
-  float acc[HEAD_DIM_V + 1];
-  for (int t = 0; t <= HEAD_DIM_V; t++)
-    acc[t] = 0.0f;
+  float acc[FB][HEAD_DIM_V + 1];
+  for (int u = 0; u < FB; u++)
+    for (int t = 0; t <= HEAD_DIM_V; t++)
+      acc[u][t] = 0.0f;
   const int j1 = min((c + 1) * CHUNK, nk);
   for (int j = c * CHUNK; j < j1; j++) {
     const size_t row = bh * nk + j;
-    const float kf = clattn_lbwd_feat(k + row * HEAD_DIM, f, j, hinv);
+    float kf[FB];
+    for (int u = 0; u < FB; u++)
+      kf[u] = f0 + u < FEAT ? kfe[row * FEAT + f0 + u] : 0.0f;
+    float vr[HEAD_DIM_V + 1];
     for (int t = 0; t < HEAD_DIM_V; t++)
-      acc[t] = fma(kf, LOAD1(v, row * HEAD_DIM_V + t), acc[t]);
-    acc[HEAD_DIM_V] += kf;
+      vr[t] = LOAD1(v, row * HEAD_DIM_V + t);
+    vr[HEAD_DIM_V] = 1.0f;
+    for (int u = 0; u < FB; u++)
+      for (int t = 0; t <= HEAD_DIM_V; t++)
+        acc[u][t] = fma(kf[u], vr[t], acc[u][t]);
   }
   __global float *s = st + (bh * (chunks + 1) + c) * SLOT;
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    s[(size_t)f * HEAD_DIM_V + t] = acc[t];
-  s[(size_t)FEAT * HEAD_DIM_V + f] = acc[HEAD_DIM_V];
+  for (int u = 0; u < FB && f0 + u < FEAT; u++) {
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      s[(size_t)(f0 + u) * HEAD_DIM_V + t] = acc[u][t];
+    s[(size_t)FEAT * HEAD_DIM_V + f0 + u] = acc[u][HEAD_DIM_V];
+  }
 }
 
-/* Element e of every chunk's slot, per bh: an exclusive prefix (reverse =
- * 0) or suffix (1), and the total into slot `chunks`. */
+/* Elements [SCAN_E id, SCAN_E (id + 1)) of every chunk's slot, per bh: an
+ * exclusive prefix (reverse = 0) or suffix (1), and the total into slot
+ * `chunks`. A run of elements per work-item: contiguous loads, and few
+ * work-items (a CPU runtime pays for each work-group). */
 __kernel void clattn_lbwd_scan(__global float *st, const int chunks,
                                const int reverse) {
-  const size_t e = get_global_id(0);
+  const size_t e0 = get_global_id(0) * SCAN_E;
   const size_t bh = get_global_id(1);
-  if (e >= SLOT)
+  if (e0 >= SLOT)
     return;
-  __global float *s = st + bh * (chunks + 1) * SLOT + e;
-  float run = 0.0f;
-  for (int n = 0; n < chunks; n++) {
-    const int c = reverse ? chunks - 1 - n : n;
-    const float x = s[(size_t)c * SLOT];
-    s[(size_t)c * SLOT] = run;
-    run += x;
+  const int n = (int)min((size_t)SCAN_E, SLOT - e0);
+  __global float *s = st + bh * (chunks + 1) * SLOT + e0;
+  float run[SCAN_E];
+  for (int e = 0; e < SCAN_E; e++)
+    run[e] = 0.0f;
+  for (int m = 0; m < chunks; m++) {
+    __global float *sc = s + (size_t)(reverse ? chunks - 1 - m : m) * SLOT;
+    for (int e = 0; e < n; e++) {
+      const float x = sc[e];
+      sc[e] = run[e];
+      run[e] += x;
+    }
   }
-  s[(size_t)chunks * SLOT] = run;
+  for (int e = 0; e < n; e++)
+    s[(size_t)chunks * SLOT + e] = run[e];
 }
 
-/* One work-item per query row (i, h, b). gc holds g_i (Dv floats) and c_i
- * per row. */
-__kernel void clattn_lbwd_query(
-    __global const store_t *q, __global const store_t *k,
-    __global const store_t *v, __global const store_t *dout,
-    __global const float *st, __global float *gc, __global store_t *dq,
-    const int nq, const int nk, const int hq, const int hkv,
-    const int chunks, const float eps, const float hinv) {
-  const int i = (int)get_global_id(0);
-  const int h = (int)get_global_id(1);
-  const int b = (int)get_global_id(2);
-  if (i >= nq)
-    return;
+/* Query row (i, h, b). gc holds g_i (Dv floats) and c_i per row. */
+void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
+                           __global const float *kfe, __global const store_t *v,
+                           __global const store_t *dout,
+                           __global const float *st, __global float *gc,
+                           __global store_t *dq, const int i, const int h,
+                           const int b, const int nq, const int nk,
+                           const int hq, const int hkv, const int chunks,
+                           const float eps, const float hinv) {
   const size_t row = ((size_t)b * hq + h) * nq + i;
   const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
   __global float *gci = gc + row * (HEAD_DIM_V + 1);
@@ -185,14 +236,15 @@ __kernel void clattn_lbwd_query(
   __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
   __global const float *zs = s + (size_t)FEAT * HEAD_DIM_V;
   float qf[FEAT], z[FEAT];
-  clattn_lbwd_feats(q + row * HEAD_DIM, i, hinv, qf);
-  for (int f = 0; f < FEAT; f++)
+  for (int f = 0; f < FEAT; f++) {
+    qf[f] = qfe[row * FEAT + f];
     z[f] = zs[f];
+  }
   /* The keys of the row's own chunk up to L_i join z here and u below. */
   const int j0 = CAUSAL ? c * CHUNK : 0, j1 = CAUSAL ? (int)last + 1 : 0;
   for (int j = j0; j < j1; j++)
     for (int f = 0; f < FEAT; f++)
-      z[f] += clattn_lbwd_feat(k + (bhk * nk + j) * HEAD_DIM, f, j, hinv);
+      z[f] += kfe[(bhk * nk + j) * FEAT + f];
   float n = 0.0f;
   for (int f = 0; f < FEAT; f++)
     n = fma(qf[f], z[f], n);
@@ -207,20 +259,15 @@ __kernel void clattn_lbwd_query(
   for (int t = 0; t < HEAD_DIM_V; t++)
     g[t] = LOAD1(dout, row * HEAD_DIM_V + t) / n;
   float qu = 0.0f;
-  for (int f = 0; f < FEAT; f++) {
-    float u = 0.0f;
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      u = fma(s[(size_t)f * HEAD_DIM_V + t], g[t], u);
-    dfeat[f] = u;
-  }
+  for (int f = 0; f < FEAT; f++)
+    dfeat[f] = clattn_lbwd_dot(s + (size_t)f * HEAD_DIM_V, g);
   for (int j = j0; j < j1; j++) {
     const size_t kr = bhk * nk + j;
     float vg = 0.0f;
     for (int t = 0; t < HEAD_DIM_V; t++)
       vg = fma(LOAD1(v, kr * HEAD_DIM_V + t), g[t], vg);
     for (int f = 0; f < FEAT; f++)
-      dfeat[f] =
-          fma(clattn_lbwd_feat(k + kr * HEAD_DIM, f, j, hinv), vg, dfeat[f]);
+      dfeat[f] = fma(kfe[kr * FEAT + f], vg, dfeat[f]);
   }
   for (int f = 0; f < FEAT; f++)
     qu = fma(qf[f], dfeat[f], qu);
@@ -234,76 +281,91 @@ __kernel void clattn_lbwd_query(
   gci[HEAD_DIM_V] = cc;
 }
 
+/* LR query rows from LR * id of head (h, b). */
+__kernel void
+clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
+                  __global const float *kfe, __global const store_t *v,
+                  __global const store_t *dout, __global const float *st,
+                  __global float *gc, __global store_t *dq, const int nq,
+                  const int nk, const int hq, const int hkv, const int chunks,
+                  const float eps, const float hinv) {
+  const int i0 = (int)get_global_id(0) * LR;
+  const int h = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  for (int i = i0; i < i0 + LR && i < nq; i++)
+    clattn_lbwd_query_row(q, qfe, kfe, v, dout, st, gc, dq, i, h, b, nq, nk, hq,
+                          hkv, chunks, eps, hinv);
+}
+
 /* Query rows grouped by the chunk of L_i (causal) or of i (not): chunk c
  * holds rows [c CHUNK - off, (c + 1) CHUNK - off), off = Nk - Nq when
  * causal. Work-item (f, c, b * hkv + hk) sums over the heads of the group. */
-__kernel void clattn_lbwd_qstate(__global const store_t *q,
+__kernel void clattn_lbwd_qstate(__global const float *qfe,
                                  __global const float *gc, __global float *st,
                                  const int nq, const int nk, const int hq,
-                                 const int hkv, const int chunks,
-                                 const float hinv) {
-  const int f = (int)get_global_id(0);
+                                 const int hkv, const int chunks) {
+  const int f0 = (int)get_global_id(0) * FB;
   const int c = (int)get_global_id(1);
   const size_t bhk = get_global_id(2);
-  if (f >= FEAT)
+  if (f0 >= FEAT)
     return;
   const long off = CAUSAL ? (long)nk - nq : 0;
   const int i0 = (int)clamp((long)c * CHUNK - off, 0L, (long)nq);
   const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)nq);
   const int group = hq / hkv;
   const size_t b = bhk / hkv, hk = bhk % hkv;
-  float acc[HEAD_DIM_V + 1];
-  for (int t = 0; t <= HEAD_DIM_V; t++)
-    acc[t] = 0.0f;
+  float acc[FB][HEAD_DIM_V + 1];
+  for (int u = 0; u < FB; u++)
+    for (int t = 0; t <= HEAD_DIM_V; t++)
+      acc[u][t] = 0.0f;
   for (int hh = 0; hh < group; hh++) {
     const size_t row0 = (b * hq + hk * group + hh) * nq;
     for (int i = i0; i < i1; i++) {
-      const float qf =
-          clattn_lbwd_feat(q + (row0 + i) * HEAD_DIM, f, i, hinv);
+      float qf[FB];
+      for (int u = 0; u < FB; u++)
+        qf[u] = f0 + u < FEAT ? qfe[(row0 + i) * FEAT + f0 + u] : 0.0f;
       __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
+      float gr[HEAD_DIM_V + 1];
       for (int t = 0; t <= HEAD_DIM_V; t++)
-        acc[t] = fma(qf, gci[t], acc[t]);
+        gr[t] = gci[t];
+      for (int u = 0; u < FB; u++)
+        for (int t = 0; t <= HEAD_DIM_V; t++)
+          acc[u][t] = fma(qf[u], gr[t], acc[u][t]);
     }
   }
   __global float *s = st + (bhk * (chunks + 1) + c) * SLOT;
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    s[(size_t)f * HEAD_DIM_V + t] = acc[t];
-  s[(size_t)FEAT * HEAD_DIM_V + f] = acc[HEAD_DIM_V];
+  for (int u = 0; u < FB && f0 + u < FEAT; u++) {
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      s[(size_t)(f0 + u) * HEAD_DIM_V + t] = acc[u][t];
+    s[(size_t)FEAT * HEAD_DIM_V + f0 + u] = acc[u][HEAD_DIM_V];
+  }
 }
 
-/* One work-item per key row (j, hk, b). */
-__kernel void clattn_lbwd_key(__global const store_t *q,
-                              __global const store_t *k,
-                              __global const store_t *v,
-                              __global const float *gc,
-                              __global const float *st, __global store_t *dk,
-                              __global store_t *dv, const int nq,
-                              const int nk, const int hq, const int hkv,
-                              const int chunks, const float hinv) {
-  const int j = (int)get_global_id(0);
-  const int hk = (int)get_global_id(1);
-  const int b = (int)get_global_id(2);
-  if (j >= nk)
-    return;
+/* Key row (j, hk, b). */
+void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
+                         __global const float *kfe, __global const store_t *v,
+                         __global const float *gc, __global const float *st,
+                         __global store_t *dk, __global store_t *dv,
+                         const int j, const int hk, const int b, const int nq,
+                         const int nk, const int hq, const int hkv,
+                         const int chunks, const float hinv) {
   const size_t bhk = (size_t)b * hkv + hk;
   const size_t kr = bhk * nk + j;
   const int c = CAUSAL ? j / CHUNK : chunks;
   __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
   float kf[FEAT], vr[HEAD_DIM_V], dfeat[FEAT], dvr[HEAD_DIM_V];
-  clattn_lbwd_feats(k + kr * HEAD_DIM, j, hinv, kf);
+  for (int f = 0; f < FEAT; f++)
+    kf[f] = kfe[kr * FEAT + f];
   for (int t = 0; t < HEAD_DIM_V; t++) {
     vr[t] = LOAD1(v, kr * HEAD_DIM_V + t);
     dvr[t] = 0.0f;
   }
   /* The suffix state: dk' = R v + r, dv = R^T k'. */
   for (int f = 0; f < FEAT; f++) {
-    float acc = s[(size_t)FEAT * HEAD_DIM_V + f];
-    for (int t = 0; t < HEAD_DIM_V; t++) {
-      const float r = s[(size_t)f * HEAD_DIM_V + t];
-      acc = fma(r, vr[t], acc);
-      dvr[t] = fma(r, kf[f], dvr[t]);
-    }
-    dfeat[f] = acc;
+    __global const float *rf = s + (size_t)f * HEAD_DIM_V;
+    dfeat[f] = s[(size_t)FEAT * HEAD_DIM_V + f] + clattn_lbwd_dot(rf, vr);
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      dvr[t] = fma(rf[t], kf[f], dvr[t]);
   }
 #if CAUSAL
   /* Queries whose L_i falls in this key's chunk and reaches j. */
@@ -315,8 +377,7 @@ __kernel void clattn_lbwd_key(__global const store_t *q,
     const size_t row0 = ((size_t)b * hq + (size_t)hk * group + hh) * nq;
     for (int i = i0; i < i1; i++) {
       __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
-      float qf[FEAT];
-      clattn_lbwd_feats(q + (row0 + i) * HEAD_DIM, i, hinv, qf);
+      __global const float *qf = qfe + (row0 + i) * FEAT;
       float gv = gci[HEAD_DIM_V], qk = 0.0f;
       for (int t = 0; t < HEAD_DIM_V; t++)
         gv = fma(gci[t], vr[t], gv);
@@ -329,7 +390,7 @@ __kernel void clattn_lbwd_key(__global const store_t *q,
     }
   }
 #else
-  (void)q;
+  (void)qfe;
   (void)gc;
   (void)nq;
   (void)hq;
@@ -337,4 +398,20 @@ __kernel void clattn_lbwd_key(__global const store_t *q,
   clattn_lbwd_store_grad(k + kr * HEAD_DIM, dfeat, j, hinv, dk + kr * HEAD_DIM);
   for (int t = 0; t < HEAD_DIM_V; t++)
     STORE1(dvr[t], dv, kr * HEAD_DIM_V + t);
+}
+
+/* LR key rows from LR * id of kv head (hk, b). */
+__kernel void
+clattn_lbwd_key(__global const float *qfe, __global const store_t *k,
+                __global const float *kfe, __global const store_t *v,
+                __global const float *gc, __global const float *st,
+                __global store_t *dk, __global store_t *dv, const int nq,
+                const int nk, const int hq, const int hkv, const int chunks,
+                const float hinv) {
+  const int j0 = (int)get_global_id(0) * LR;
+  const int hk = (int)get_global_id(1);
+  const int b = (int)get_global_id(2);
+  for (int j = j0; j < j0 + LR && j < nk; j++)
+    clattn_lbwd_key_row(qfe, k, kfe, v, gc, st, dk, dv, j, hk, b, nq, nk, hq,
+                        hkv, chunks, hinv);
 }

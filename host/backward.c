@@ -43,6 +43,190 @@ static int native_width(const clattn_device_profile *dev) {
   return w >= 16 ? 16 : w >= 8 ? 8 : 4;
 }
 
+/* The cpu shape's tiles and workspace layout (floats), derived from the
+ * problem and the device alone so that create and enqueue agree. */
+typedef struct {
+  int keys_vec, mr, bm, bn, s_vecs, o_vecs, jr, t_vecs, vec, splits;
+  size_t nkp, dp, dvp, vt_off, kr_off, scr_off, dq_off, total;
+} cpu_bwd_tiles;
+
+/* A plan whose forward runs the cpu shape (a CPU's default) gets the
+ * single-pass backward; the gpu and row shapes keep the dkdv and dq kernels,
+ * whose work-items are many and independent. */
+static int use_cpu_shape(const clattn_plan_t plan) {
+  return plan->shape_id == CLATTN__SHAPE_CPU;
+}
+
+/* Like the forward's cpu shape: 16-float vectors (AVX-512) come with 32
+ * vector registers, narrower ones with 16. The score micro-tile holds
+ * MR x S_VECS accumulators plus S_VECS key vectors and a broadcast; the
+ * dK/dV micro-tile JR x T_VECS accumulators plus T_VECS row vectors and a
+ * broadcast; the dQ micro-tile MR x O_VECS plus O_VECS. A query block is two
+ * score micro-tiles high, so that the dK/dV accumulators are reloaded once
+ * per 2 MR rows. Key blocks of 64 keep the packed blocks and the scratch
+ * inside L2 up to D = 256. Splits give every compute unit two work-items. */
+static void cpu_bwd_tiles_get(const clattn_plan_t plan, cpu_bwd_tiles *t) {
+  const clattn__problem *p = &plan->p;
+  const clattn_device_profile *dev = &plan->ctx->profile;
+  cl_uint w = dev->native_vector_width_float;
+  if (w < dev->preferred_vector_width_float)
+    w = dev->preferred_vector_width_float;
+  const int wide = w >= 16;
+  const int regs = wide ? 32 : 16;
+  t->keys_vec = wide ? 16 : 8;
+  t->vec = wide ? 16 : 8;
+  while (t->vec > 1 && (size_t)t->vec / 2 >= p->dim &&
+         (size_t)t->vec / 2 >= p->dim_v)
+    t->vec /= 2;
+  size_t dch = (p->dim + (size_t)t->vec - 1) / (size_t)t->vec;
+  size_t dvch = (p->dim_v + (size_t)t->vec - 1) / (size_t)t->vec;
+  t->dp = dch * (size_t)t->vec;
+  t->dvp = dvch * (size_t)t->vec;
+  t->mr = wide ? 8 : 6;
+  t->bm = 2 * t->mr;
+  t->s_vecs = 2;
+  t->o_vecs = (regs - 1) / (t->mr + 1);
+  if ((size_t)t->o_vecs > dch)
+    t->o_vecs = (int)dch;
+  size_t nch = dch > dvch ? dch : dvch;
+  t->t_vecs = nch < 4 ? (int)nch : 4;
+  t->jr = (regs - 1 - t->t_vecs) / t->t_vecs;
+  t->jr = t->jr >= 4 ? 4 : t->jr >= 2 ? 2 : 1;
+  size_t ktile = (size_t)(t->s_vecs * t->keys_vec);
+  t->bn = (int)clattn__round_up(64, ktile);
+  t->nkp = clattn__round_up(p->seq_k, (size_t)t->bn);
+  size_t blocks = t->nkp / (size_t)t->bn, items = p->batch * p->heads_kv;
+  size_t want = (2 * (size_t)dev->compute_units + items - 1) / items;
+  if (want > blocks)
+    want = blocks;
+  t->splits = want < 1 ? 1 : (int)want;
+  size_t bhk = p->batch * p->heads_kv;
+  t->vt_off = bhk * t->nkp * p->dim;
+  t->kr_off = t->vt_off + bhk * t->nkp * p->dim_v;
+  t->scr_off = t->kr_off + bhk * t->nkp * t->dp;
+  t->dq_off =
+      t->scr_off + bhk * (size_t)t->splits * (size_t)t->bn * (t->dp + t->dvp);
+  t->total =
+      t->dq_off + (size_t)t->splits * p->batch * p->heads_q * p->seq_q * t->dp;
+}
+
+static clattn_status cpu_backward_create(clattn_plan_t plan) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn_status st = CLATTN_SUCCESS;
+  cpu_bwd_tiles t;
+  cpu_bwd_tiles_get(plan, &t);
+  char options[512];
+  snprintf(options, sizeof options,
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SIGMOID=%d "
+           "-D SHAPE=1 -D VEC=%d -D KEYS_VEC=%d -D MR=%d -D BLOCK_M=%d "
+           "-D BLOCK_N=%d -D S_VECS=%d -D O_VECS=%d -D JR=%d -D T_VECS=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
+           p->variant == CLATTN_VARIANT_SIGMOID, t.vec, t.keys_vec, t.mr, t.bm,
+           t.bn, t.s_vecs, t.o_vecs, t.jr, t.t_vecs);
+  static const char *const files[] = {"common.cl", "flash_bwd.cl"};
+  static const char *const names[] = {"clattn_bwd_pack", "clattn_bwd_cpu",
+                                      "clattn_bwd_dq_sum"};
+  cl_program program = NULL;
+  CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
+  for (size_t i = 0; i < 3; i++) {
+    cl_int err = CL_SUCCESS;
+    plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);
+    CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
+    plan->nbwd = i + 1;
+  }
+  if (t.total > SIZE_MAX / sizeof(float))
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: the backward workspace of these "
+                        "shapes overflows the address space");
+  cl_int err = CL_SUCCESS;
+  plan->bwd_workspace[0] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                                          t.total * sizeof(float), NULL, &err);
+  CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
+  plan->bwd_workspace_bytes = t.total * sizeof(float);
+cleanup:
+  return st;
+}
+
+/* bufs: q, k, v, o, lse, dout, dq, dk, dv. */
+static clattn_status cpu_backward_enqueue(clattn_plan_t plan,
+                                          const cl_mem *bufs, cl_uint nwait,
+                                          const cl_event *wait,
+                                          cl_event *event) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn_status st = CLATTN_SUCCESS;
+  cl_event ev[2] = {NULL, NULL};
+  cl_int err = CL_SUCCESS;
+  cpu_bwd_tiles t;
+  cpu_bwd_tiles_get(plan, &t);
+  const cl_mem ws = plan->bwd_workspace[0], none = NULL;
+  int softmax = p->variant == CLATTN_VARIANT_SOFTMAX;
+  cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k, nkp = (cl_int)t.nkp;
+  cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
+  cl_int splits = t.splits;
+  const float log2e = 1.4426950408889634f;
+  cl_float scale = p->scale, scale_log2 = p->scale * log2e;
+  cl_float bias_log2 = softmax ? 0.0f : p->bias * log2e;
+  cl_ulong vt_off = t.vt_off, kr_off = t.kr_off, scr_off = t.scr_off;
+  cl_ulong dq_off = t.dq_off;
+  cl_ulong rows = (cl_ulong)(p->batch * p->heads_q * p->seq_q);
+  size_t bhk = p->batch * p->heads_kv;
+  cl_kernel kp = plan->bwd_kernels[0], kc = plan->bwd_kernels[1];
+  cl_kernel ksum = plan->bwd_kernels[2];
+  cl_uint a = 0;
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &bufs[1]);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &bufs[2]);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nkp);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &vt_off);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &kr_off);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gp[2] = {t.nkp / (size_t)t.bn, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kp, 2, gp, nwait, wait, &ev[0]));
+  a = 0;
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[0]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), softmax ? &bufs[3] : &none);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[5]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), softmax ? &bufs[4] : &none);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[7]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_mem), &bufs[8]);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nq);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &nkp);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &hq);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &hkv);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_int), &splits);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &scale_log2);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &scale);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_float), &bias_log2);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &vt_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &kr_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &scr_off);
+  CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &dq_off);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gc[2] = {(size_t)t.splits, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kc, 2, gc, 1, &ev[0], &ev[1]));
+  a = 0;
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_mem), &bufs[6]);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_ulong), &dq_off);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_ulong), &rows);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_int), &splits);
+  CLATTN_SET_ARG(err, ksum, a++, sizeof(cl_float), &scale);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t gs = (size_t)((rows + 63) / 64);
+  CLATTN_CHECK(bwd_enqueue(plan, ksum, 1, &gs, 1, &ev[1], event));
+cleanup:
+  for (int i = 0; i < 2; i++) {
+    if (ev[i])
+      clReleaseEvent(ev[i]);
+  }
+  return st;
+}
+
 static clattn_status flash_backward_create(clattn_plan_t plan) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -159,9 +343,15 @@ cleanup:
 
 /* ---- Linear attention and cosFormer ------------------------------------ */
 
-enum { LB_KSTATE = 0, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
+enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
 
 #define LB_CHUNK 64
+/* Feature rows per work-item of the state kernels, rows per work-item of
+ * the row kernels: fewer, longer work-items (a CPU runtime pays for each
+ * work-group), each state or value row loaded once for several. */
+#define LB_FB 8
+#define LB_LR 32
+#define LB_SCAN_E 64
 
 /* Chunk counts of the key-side and query-side states: keys in chunks of
  * LB_CHUNK; queries grouped by the chunk of their last key when causal,
@@ -179,13 +369,15 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
   char options[512];
   snprintf(options, sizeof options,
            "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D COSFORMER=%d "
-           "-D FEATURE_MAP=%d -D CHUNK=%d -D VEC=1",
+           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D SCAN_E=%d "
+           "-D VEC=1",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, cos,
-           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK);
+           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK, LB_FB,
+           LB_LR, LB_SCAN_E);
   static const char *const files[] = {"common.cl", "linear_bwd.cl"};
-  static const char *const names[] = {"clattn_lbwd_kstate", "clattn_lbwd_scan",
-                                      "clattn_lbwd_query", "clattn_lbwd_qstate",
-                                      "clattn_lbwd_key"};
+  static const char *const names[] = {
+      "clattn_lbwd_featmap", "clattn_lbwd_kstate", "clattn_lbwd_scan",
+      "clattn_lbwd_query",   "clattn_lbwd_qstate", "clattn_lbwd_key"};
   cl_program program = NULL;
   CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
   for (size_t i = 0; i < LB_COUNT; i++) {
@@ -194,21 +386,24 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nbwd = i + 1;
   }
-  /* Workspace: key-side and query-side chunk states, then g_i and c_i of
-   * every query row. */
+  /* Workspace: key-side and query-side chunk states, g_i and c_i of every
+   * query row, the features of every query and key row. */
   size_t kc, qc, feat = p->dim * (cos ? 2u : 1u);
   linear_chunks(p, &kc, &qc);
   size_t bhk = p->batch * p->heads_kv, rows = p->batch * p->heads_q * p->seq_q;
-  size_t bytes[3];
+  size_t bytes[5], largest = 0;
   int fits = CLATTN_SIZE_PRODUCT(&bytes[0], feat, p->dim_v + 1, sizeof(float),
                                  bhk, kc + 1);
   fits &= CLATTN_SIZE_PRODUCT(&bytes[1], feat, p->dim_v + 1, sizeof(float), bhk,
                               qc + 1);
   fits &= CLATTN_SIZE_PRODUCT(&bytes[2], rows, p->dim_v + 1, sizeof(float));
-  size_t largest = bytes[0] > bytes[1] ? bytes[0] : bytes[1];
-  CLATTN_CHECK(clattn__workspace_size(plan, "backward chunk states", fits,
-                                      largest > bytes[2] ? largest : bytes[2]));
-  for (size_t i = 0; i < 3; i++) {
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[3], rows, feat, sizeof(float));
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[4], bhk, p->seq_k, feat, sizeof(float));
+  for (size_t i = 0; i < 5; i++)
+    largest = bytes[i] > largest ? bytes[i] : largest;
+  CLATTN_CHECK(
+      clattn__workspace_size(plan, "backward chunk states", fits, largest));
+  for (size_t i = 0; i < 5; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_workspace[i] =
         clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes[i], NULL, &err);
@@ -228,9 +423,10 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   const clattn__problem *p = &plan->p;
   clattn_status st = CLATTN_SUCCESS;
   cl_int err = CL_SUCCESS;
-  cl_event ev[6] = {NULL};
+  cl_event ev[8] = {NULL};
   const cl_mem ks = plan->bwd_workspace[0], qs = plan->bwd_workspace[1];
-  const cl_mem gc = plan->bwd_workspace[2];
+  const cl_mem gc = plan->bwd_workspace[2], qfe = plan->bwd_workspace[3];
+  const cl_mem kfe = plan->bwd_workspace[4];
   int cos = p->variant == CLATTN_VARIANT_COSFORMER;
   size_t kc, qc, feat = p->dim * (cos ? 2u : 1u);
   linear_chunks(p, &kc, &qc);
@@ -241,25 +437,38 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   cl_float eps = p->eps, hinv = (cl_float)(0.5 / (double)p->cos_m);
   cl_kernel *kn = plan->bwd_kernels;
   cl_uint a = 0;
+  /* 0: the features of the query rows, then of the key rows. */
+  cl_ulong rq = (cl_ulong)(p->batch * p->heads_q * p->seq_q);
+  cl_ulong rk = (cl_ulong)(bhk * p->seq_k);
+  for (int side = 0; side < 2; side++) {
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 0, sizeof(cl_mem), &bufs[side]);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 1, sizeof(cl_mem), side ? &kfe : &qfe);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 2, sizeof(cl_ulong), side ? &rk : &rq);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 3, sizeof(cl_int), side ? &nk : &nq);
+    CLATTN_SET_ARG(err, kn[LB_FEAT], 4, sizeof(cl_float), &hinv);
+    CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+    size_t gf = (size_t)(((side ? rk : rq) + LB_LR - 1) / LB_LR);
+    CLATTN_CHECK(bwd_enqueue(plan, kn[LB_FEAT], 1, &gf, side ? 1 : nwait,
+                             side ? &ev[5] : wait, &ev[5 + side]));
+  }
   /* 1: key chunk sums; 2: their exclusive prefix. */
-  CLATTN_SET_ARG(err, kn[LB_KSTATE], 0, sizeof(cl_mem), &bufs[1]);
+  CLATTN_SET_ARG(err, kn[LB_KSTATE], 0, sizeof(cl_mem), &kfe);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 1, sizeof(cl_mem), &bufs[2]);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 2, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 3, sizeof(cl_int), &nk);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 4, sizeof(cl_int), &ikc);
-  CLATTN_SET_ARG(err, kn[LB_KSTATE], 5, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g1[3] = {feat, kc, bhk};
-  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, nwait, wait, &ev[0]));
-  size_t gs[2] = {feat * (p->dim_v + 1), bhk};
+  size_t g1[3] = {(feat + LB_FB - 1) / LB_FB, kc, bhk};
+  CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, 1, &ev[6], &ev[0]));
+  size_t gs[2] = {(feat * (p->dim_v + 1) + LB_SCAN_E - 1) / LB_SCAN_E, bhk};
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &ks);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &ikc);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 2, sizeof(cl_int), &fwd);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[0], &ev[1]));
   /* 3: per query row. */
-  const cl_mem qargs[] = {bufs[0], bufs[1], bufs[2], bufs[5], ks, gc, bufs[6]};
-  for (a = 0; a < 7; a++)
+  const cl_mem qargs[] = {bufs[0], qfe, kfe, bufs[2], bufs[5], ks, gc, bufs[6]};
+  for (a = 0; a < 8; a++)
     CLATTN_SET_ARG(err, kn[LB_QUERY], a, sizeof(cl_mem), &qargs[a]);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_int), &nq);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_int), &nk);
@@ -269,11 +478,11 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_float), &eps);
   CLATTN_SET_ARG(err, kn[LB_QUERY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g3[3] = {p->seq_q, p->heads_q, p->batch};
+  size_t g3[3] = {(p->seq_q + LB_LR - 1) / LB_LR, p->heads_q, p->batch};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QUERY], 3, g3, 1, &ev[1], &ev[2]));
   /* 4: query chunk sums per kv head; 5: their exclusive suffix. */
   a = 0;
-  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &bufs[0]);
+  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &qfe);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &gc);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &nq);
@@ -281,9 +490,8 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &hq);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &hkv);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_int), &iqc);
-  CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g4[3] = {feat, qc, bhk};
+  size_t g4[3] = {(feat + LB_FB - 1) / LB_FB, qc, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QSTATE], 3, g4, 1, &ev[2], &ev[3]));
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &iqc);
@@ -291,8 +499,8 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_SCAN], 2, gs, 1, &ev[3], &ev[4]));
   /* 6: per key row. */
-  const cl_mem kargs[] = {bufs[0], bufs[1], bufs[2], gc, qs, bufs[7], bufs[8]};
-  for (a = 0; a < 7; a++)
+  const cl_mem kargs[] = {qfe, bufs[1], kfe, bufs[2], gc, qs, bufs[7], bufs[8]};
+  for (a = 0; a < 8; a++)
     CLATTN_SET_ARG(err, kn[LB_KEY], a, sizeof(cl_mem), &kargs[a]);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &nq);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &nk);
@@ -301,10 +509,10 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_int), &iqc);
   CLATTN_SET_ARG(err, kn[LB_KEY], a++, sizeof(cl_float), &hinv);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g6[3] = {p->seq_k, p->heads_kv, p->batch};
+  size_t g6[3] = {(p->seq_k + LB_LR - 1) / LB_LR, p->heads_kv, p->batch};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KEY], 3, g6, 1, &ev[4], event));
 cleanup:
-  for (int i = 0; i < 6; i++) {
+  for (int i = 0; i < 8; i++) {
     if (ev[i])
       clReleaseEvent(ev[i]);
   }
@@ -317,13 +525,14 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   int linear = plan->p.variant == CLATTN_VARIANT_LINEAR ||
                plan->p.variant == CLATTN_VARIANT_COSFORMER;
   if (plan->nbwd == 0) {
-    clattn_status st =
-        linear ? linear_backward_create(plan) : flash_backward_create(plan);
+    clattn_status st = linear                ? linear_backward_create(plan)
+                       : use_cpu_shape(plan) ? cpu_backward_create(plan)
+                                             : flash_backward_create(plan);
     if (st != CLATTN_SUCCESS) {
       for (size_t i = 0; i < plan->nbwd; i++)
         clReleaseKernel(plan->bwd_kernels[i]);
       plan->nbwd = 0;
-      for (size_t i = 0; i < 3; i++) {
+      for (size_t i = 0; i < 5; i++) {
         if (plan->bwd_workspace[i])
           clReleaseMemObject(plan->bwd_workspace[i]);
         plan->bwd_workspace[i] = NULL;
@@ -332,6 +541,9 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
       return st;
     }
   }
-  return linear ? linear_backward_enqueue(plan, bufs, nwait, wait, event)
-                : flash_backward_enqueue(plan, bufs, nwait, wait, event);
+  if (linear)
+    return linear_backward_enqueue(plan, bufs, nwait, wait, event);
+  return use_cpu_shape(plan)
+             ? cpu_backward_enqueue(plan, bufs, nwait, wait, event)
+             : flash_backward_enqueue(plan, bufs, nwait, wait, event);
 }

@@ -234,14 +234,27 @@ static int match_type(cl_device_id dev, cl_device_type want) {
   return (t & want) != 0;
 }
 
-/* 1 or 0; -1 when a name cannot be read, as match_type. */
-static int match_name(const device_list *list, cl_uint i, const char *sel) {
+/* 1 or 0; -1 when a string cannot be read, as match_type. Tier 0 is the
+ * platform (name, vendor, version: "Portable Computing Language", "The pocl
+ * project", "OpenCL 3.0 PoCL 3.1"), tier 1 the device (vendor, name).
+ * Platform matches win, so that "amd" picks AMD's platform before a CPU
+ * runtime's device called "AMD EPYC", and "intel" picks Intel's platform
+ * rather than a device that merely reports Intel's vendor id. */
+static int match_name(const device_list *list, cl_uint i, const char *sel,
+                      int tier) {
   char buf[256];
-  if (platform_string(list->platform[i], CL_PLATFORM_NAME, buf, sizeof buf) !=
-      CL_SUCCESS)
-    return -1;
-  if (clattn__contains_ci(buf, sel))
-    return 1;
+  if (tier == 0) {
+    static const cl_platform_info what[] = {
+        CL_PLATFORM_NAME, CL_PLATFORM_VENDOR, CL_PLATFORM_VERSION};
+    for (size_t w = 0; w < sizeof what / sizeof what[0]; w++) {
+      if (platform_string(list->platform[i], what[w], buf, sizeof buf) !=
+          CL_SUCCESS)
+        return -1;
+      if (clattn__contains_ci(buf, sel))
+        return 1;
+    }
+    return 0;
+  }
   if (info_string(list->device[i], CL_DEVICE_VENDOR, buf, sizeof buf) !=
       CL_SUCCESS)
     return -1;
@@ -319,13 +332,15 @@ CLATTN_API clattn_status clattn_device_find(const char *selector,
     }
     return CLATTN_ERROR_DEVICE_NOT_FOUND;
   }
-  for (cl_uint i = 0; i < list.count; i++) {
-    int m = match_name(&list, i, selector);
-    if (m < 0)
-      return CLATTN_ERROR_OPENCL;
-    if (m) {
-      *index = i;
-      return CLATTN_SUCCESS;
+  for (int tier = 0; tier < 2; tier++) {
+    for (cl_uint i = 0; i < list.count; i++) {
+      int m = match_name(&list, i, selector, tier);
+      if (m < 0)
+        return CLATTN_ERROR_OPENCL;
+      if (m) {
+        *index = i;
+        return CLATTN_SUCCESS;
+      }
     }
   }
   return CLATTN_ERROR_DEVICE_NOT_FOUND;

@@ -86,6 +86,12 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     int bm = 1;
     while (bm < 8 && 2 * bm * dvch <= 16)
       bm *= 2;
+    /* A runtime whose preferred float width is 1 vectorises across
+     * work-items itself (Intel's CPU runtime). Its compiler took 1-4 minutes
+     * to build clattn_linear_out with several query rows per work-item
+     * (D = 64 to 128, not causal) and 2 s with one. */
+    if (ctx->profile.preferred_vector_width_float == 1)
+      bm = 1;
     /* Causal chunks trade the intra-chunk work (grows with CHUNK) against
      * the states written, summed and read (shrink with it). */
     clattn__tiles_add(t, "CHUNK", p->causal ? 64 : 128);

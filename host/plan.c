@@ -188,7 +188,7 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
     if (plan->bwd_kernels[i])
       clReleaseKernel(plan->bwd_kernels[i]);
   }
-  for (size_t i = 0; i < 3; i++) {
+  for (size_t i = 0; i < 5; i++) {
     if (plan->bwd_workspace[i])
       clReleaseMemObject(plan->bwd_workspace[i]);
   }

@@ -73,7 +73,7 @@ struct clattn_plan {
    * by lock), so that forward-only plans never build them. */
   cl_kernel bwd_kernels[8];
   size_t nbwd;
-  cl_mem bwd_workspace[3];
+  cl_mem bwd_workspace[5];
   size_t bwd_workspace_bytes; /* all of them */
   char warning[512];          /* why a tuning source was passed over, or "" */
 };

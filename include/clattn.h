@@ -135,9 +135,12 @@ clattn_status clattn_device_profile_get(cl_uint index,
 
 /* Resolves a selector to a global device index. A selector is a global index
  * ("1"), a platform:device pair ("0:1"), a type ("cpu", "gpu",
- * "accelerator"), or a case-insensitive substring of the platform, vendor or
- * device name ("pocl", "nvidia"). NULL or "" means: CLATTN_DEVICE from the
- * environment if set, else the first GPU, else the first device. */
+ * "accelerator"), or a case-insensitive substring of the platform's name,
+ * vendor or version ("pocl", "intel", "nvidia", "amd"), else of the device's
+ * vendor or name ("epyc"): the first device whose platform matches wins over
+ * the first whose device strings match. NULL or "" means: CLATTN_DEVICE from
+ * the environment if set, else the first GPU, else the first device. No
+ * match gives CLATTN_ERROR_DEVICE_NOT_FOUND. */
 clattn_status clattn_device_find(const char *selector, cl_uint *index);
 
 /* ---- Contexts --------------------------------------------------------- */

@@ -129,14 +129,29 @@ static void check_variant(clattn_variant variant, uint64_t seed) {
   }
 }
 
+/* Several key blocks, query blocks and (one kv head) key splits, whose dQ
+ * copies are summed; Nq != Nk. */
+static void check_long(clattn_variant variant, uint64_t seed) {
+  if (tiny)
+    return;
+  check_desc(
+      clattn_test_desc(variant, CLATTN_DTYPE_F32, 1, 1, 2, 1, 300, 333, 40, 24),
+      seed);
+  check_desc(
+      clattn_test_desc(variant, CLATTN_DTYPE_F32, 0, 1, 1, 1, 260, 200, 64, 64),
+      seed + 1);
+}
+
 static void test_backward_softmax(void **state) {
   (void)state;
   check_variant(CLATTN_VARIANT_SOFTMAX, 1000);
+  check_long(CLATTN_VARIANT_SOFTMAX, 1200);
 }
 
 static void test_backward_sigmoid(void **state) {
   (void)state;
   check_variant(CLATTN_VARIANT_SIGMOID, 2000);
+  check_long(CLATTN_VARIANT_SIGMOID, 2200);
   if (!tiny) {
     clattn_desc d = clattn_test_desc(CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32,
                                      0, 1, 2, 1, 31, 47, 16, 8);

@@ -19,14 +19,24 @@
 /* f16 storage: inputs pre-rounded to half, O stored as half (2^-11). */
 #define TOL_F16 2e-2
 
+/* Every small case runs with the device's own tiles and each kernel shape
+ * forced; the long cases, which test the position weights (the same code in
+ * every shape), with the device's tiles only. Building a program per head
+ * dims, masking, feature map, dtype and tiles dominates this file's time, so
+ * cases share the head dims (40, 24) and (1, 3) wherever the shape of the
+ * problem, not the dims, is what they test. */
 static const char *const shapes[] = {NULL, "SHAPE=cpu", "SHAPE=gpu"};
 
 #define make_desc(...) clattn_test_desc(CLATTN_VARIANT_COSFORMER, __VA_ARGS__)
 
-static void check_desc(clattn_desc desc, uint64_t seed, double tol) {
+static void check_tiles(clattn_desc desc, uint64_t seed, double tol,
+                        size_t nshapes) {
   assert_true(clattn_test_check_tiles(clattn_test_shared_context(), desc, seed,
-                                      tol, shapes,
-                                      sizeof shapes / sizeof shapes[0]));
+                                      tol, shapes, nshapes));
+}
+
+static void check_desc(clattn_desc desc, uint64_t seed, double tol) {
+  check_tiles(desc, seed, tol, sizeof shapes / sizeof shapes[0]);
 }
 
 static void check_both(clattn_desc desc, uint64_t seed) {
@@ -39,7 +49,8 @@ static void check_both(clattn_desc desc, uint64_t seed) {
 
 static void test_cosformer_tiny(void **state) {
   (void)state;
-  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 1, 0, 1, 1, 1, 0), 1);
+  /* heads_kv left at 0 for its default. */
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 1, 0, 1, 1, 1, 3), 1);
 }
 
 static void test_cosformer_odd_shape(void **state) {
@@ -49,7 +60,7 @@ static void test_cosformer_odd_shape(void **state) {
 
 static void test_cosformer_more_queries_than_keys(void **state) {
   (void)state;
-  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 1, 133, 77, 32, 16), 20);
+  check_both(make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 1, 133, 77, 40, 24), 20);
 }
 
 static void test_cosformer_head_dims(void **state) {
@@ -61,7 +72,7 @@ static void test_cosformer_head_dims(void **state) {
 
 static void test_cosformer_options(void **state) {
   (void)state;
-  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 2, 90, 60, 16, 16);
+  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 2, 90, 60, 40, 24);
   d.cos_m = 4096.0f; /* a fixed M, as decoding uses */
   check_both(d, 40);
   d.cos_m = 0.0f;
@@ -81,11 +92,24 @@ static void test_cosformer_long(void **state) {
   /* N = 32768: t_i runs over the whole quarter turn in steps of 2^-16. */
   (void)state;
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 1, 1, 32768, 32768, 16, 16);
-  check_desc(d, 60, TOL_F32_LONG);
+  check_tiles(d, 60, TOL_F32_LONG, 1);
   d.causal = 0;
-  check_desc(d, 61, TOL_F32_LONG);
+  check_tiles(d, 61, TOL_F32_LONG, 1);
   d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 4099, 4099, 64, 64);
-  check_desc(d, 62, TOL_F32);
+  check_tiles(d, 62, TOL_F32, 1);
+}
+
+static void test_cosformer_small_chunks(void **state) {
+  /* Chunks of 8 keys: many chunks and position weights across them at a
+   * length that costs no time, with every shape. */
+  (void)state;
+  static const char *const tiles[] = {"SHAPE=cpu,CHUNK=8", "SHAPE=gpu,CHUNK=8"};
+  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 1, 2, 1, 203, 190, 40, 24);
+  for (int causal = 0; causal < 2; causal++) {
+    d.causal = causal;
+    assert_true(clattn_test_check_tiles(clattn_test_shared_context(), d, 70,
+                                        TOL_F32, tiles, 2));
+  }
 }
 
 int main(void) {
@@ -97,6 +121,7 @@ int main(void) {
       cmocka_unit_test(test_cosformer_options),
       cmocka_unit_test(test_cosformer_f16),
       cmocka_unit_test(test_cosformer_long),
+      cmocka_unit_test(test_cosformer_small_chunks),
   };
   return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }

@@ -82,18 +82,29 @@ static void describe(const clattn_desc *d) {
                 (double)d->scale);
 }
 
-/* Runs one descriptor through clattn_plan_run_host and compares O and LSE;
- * frees before asserting so a failure leaks nothing. */
+/* Each case runs with the device's own tiles and with the gpu shape forced,
+ * so that a CPU device checks both main shapes on every problem below;
+ * test_tiny forces every shape, the row shape included. */
+static const char *const shapes[] = {NULL, "SHAPE=gpu"};
+#define NSHAPES (sizeof shapes / sizeof shapes[0])
+
+/* Runs one descriptor through clattn_plan_run_host with each shape and
+ * compares O and LSE; frees before asserting so a failure leaks nothing. */
 static void check_desc(const clattn_desc *desc, uint64_t seed) {
   clattn_context_t ctx = clattn_test_shared_context();
   clattn_test_problem p;
-  clattn_status st;
-  int ok;
+  clattn_status st = CLATTN_SUCCESS;
+  int ok = 1;
   clattn_test_problem_init(&p, desc, seed);
-  st = clattn_test_problem_run_host(&p, ctx);
-  ok = st == CLATTN_SUCCESS && compare(&p, dtype_tol(desc->dtype));
-  if (!ok)
-    describe(desc);
+  for (size_t s = 0; s < NSHAPES && ok; s++) {
+    p.desc.tiles = shapes[s];
+    st = clattn_test_problem_run_host(&p, ctx);
+    ok = st == CLATTN_SUCCESS && compare(&p, dtype_tol(desc->dtype));
+    if (!ok) {
+      describe(desc);
+      print_error("  tiles %s\n", shapes[s] ? shapes[s] : "default");
+    }
+  }
   clattn_test_problem_free(&p);
   assert_int_equal(st, CLATTN_SUCCESS);
   assert_true(ok);
@@ -232,8 +243,12 @@ static void test_softmax_large_scores(void **state) {
   for (t = 0; t < p.n.k; t++)
     p.k[t] *= 30.0f;
   clattn_test_problem_reference(&p);
-  st = clattn_test_problem_run_host(&p, ctx);
-  ok = st == CLATTN_SUCCESS && compare(&p, TOL_LARGE_SCORES);
+  ok = 1;
+  for (size_t s = 0; s < NSHAPES && ok; s++) {
+    p.desc.tiles = shapes[s];
+    st = clattn_test_problem_run_host(&p, ctx);
+    ok = st == CLATTN_SUCCESS && compare(&p, TOL_LARGE_SCORES);
+  }
   clattn_test_problem_free(&p);
   assert_int_equal(st, CLATTN_SUCCESS);
   assert_true(ok);
@@ -454,7 +469,10 @@ static void check_buffers(const clattn_desc *desc, uint64_t seed) {
 static void test_softmax_run_buffers(void **state) {
   clattn_desc d = make_desc(CLATTN_DTYPE_F32, 1, 2, 4, 2, 70, 90, 32, 48);
   (void)state;
-  check_buffers(&d, 110);
+  for (size_t s = 0; s < NSHAPES; s++) {
+    d.tiles = shapes[s];
+    check_buffers(&d, 110);
+  }
 }
 
 static void test_softmax_run_buffers_f16(void **state) {
@@ -463,7 +481,10 @@ static void test_softmax_run_buffers_f16(void **state) {
    * round-trips. */
   clattn_desc d = make_desc(CLATTN_DTYPE_F16, 1, 1, 4, 4, 70, 90, 64, 64);
   (void)state;
-  check_buffers(&d, 111);
+  for (size_t s = 0; s < NSHAPES; s++) {
+    d.tiles = shapes[s];
+    check_buffers(&d, 111);
+  }
 }
 
 static void test_softmax_run_waits_for_events(void **state) {

@@ -1,6 +1,7 @@
 /*
  * test_tiny.c - every kernel at tiny shapes against the double-precision
- * reference. CTest runs it twice: on the default device, and under
+ * reference: each variant with each of its kernel shapes forced, f32 and f16
+ * storage, causal and not. CTest runs it on the default device, and under
  * `oclgrind --data-races` (label "oclgrind"), where the shapes must stay tiny
  * because Oclgrind simulates every work-item. Oclgrind's own findings
  * (out-of-bounds accesses, races) are matched in its output by CTest.
@@ -26,25 +27,62 @@ typedef struct tiny_case {
   const char *tiles; /* small tiles so that blocks and chunks are crossed */
 } tiny_case;
 
-/* Every tile shape of the flash kernels is forced in turn, with tiles small
- * enough that several blocks, work-groups and tiles are crossed. */
-#define ROW "SHAPE=row,BLOCK_M=2,BLOCK_N=2,WG=2"
-#define KEY "SHAPE=cpu,KEYS_VEC=8,BLOCK_M=3"
-#define GPU "SHAPE=gpu,BLOCK_M=4,BLOCK_N=2"
-static const tiny_case cases[] = {
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, NULL},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 0, 1, 2, 1, 5, 7, 3, 5, ROW},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, ROW},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, KEY},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, KEY},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 1, 1, 4, 2, 6, 11, 5, 3, ROW},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F32, 1, 2, 2, 2, 9, 4, 8, 8, GPU},
-    {CLATTN_VARIANT_SOFTMAX, CLATTN_DTYPE_F16, 0, 1, 4, 2, 6, 11, 5, 3, GPU},
-    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, KEY},
-    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, ROW},
-    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F32, 1, 1, 2, 1, 7, 19, 6, 4, GPU},
-    {CLATTN_VARIANT_SIGMOID, CLATTN_DTYPE_F16, 0, 1, 1, 1, 4, 6, 16, 2, NULL},
+/* Every kernel shape of every variant is forced in turn, with tiles small
+ * enough that several blocks, work-groups, tiles and key chunks are crossed;
+ * NULL is the device's own choice. The cpu shape of the flash kernels is
+ * taken with both key-vector widths. */
+static const char *const flash_tiles[] = {
+    NULL,
+    "SHAPE=row,BLOCK_M=2,BLOCK_N=2,WG=2",
+    "SHAPE=cpu,KEYS_VEC=8,BLOCK_M=3",
+    "SHAPE=cpu,KEYS_VEC=16,BLOCK_M=2",
+    "SHAPE=gpu,BLOCK_M=4,BLOCK_N=2",
 };
+/* Causal chunks must hold whole query blocks: CHUNK a multiple of BLOCK_M. */
+static const char *const linear_tiles[] = {
+    NULL,
+    "SHAPE=cpu,CHUNK=4,BLOCK_M=2",
+    "SHAPE=gpu,CHUNK=4",
+};
+
+/* Sizes per (dtype, causal): odd lengths, Nq != Nk both ways (causal with
+ * Nq > Nk leaves rows that see no key), grouped heads, head dims that are
+ * not powers of two. Indexed [f16][causal]. */
+static const size_t sizes[2][2][7] = {
+    {{1, 2, 1, 5, 11, 3, 5}, {2, 2, 2, 9, 6, 8, 8}},
+    {{1, 4, 2, 6, 11, 5, 3}, {1, 2, 1, 10, 7, 6, 4}},
+};
+
+static const clattn_variant variants[] = {
+    CLATTN_VARIANT_SOFTMAX, CLATTN_VARIANT_SIGMOID, CLATTN_VARIANT_LINEAR,
+    CLATTN_VARIANT_COSFORMER};
+
+static int is_flash(clattn_variant v) {
+  return v == CLATTN_VARIANT_SOFTMAX || v == CLATTN_VARIANT_SIGMOID;
+}
+
+/* The case of the given variant, tile spec (index into its list), dtype and
+ * masking; the device's own tiles only once per variant (f32, causal), as
+ * that run is one of the forced shapes again. Returns 0 for a skipped
+ * combination. */
+static int make_case(tiny_case *c, clattn_variant v, size_t tiles_index,
+                     int f16, int causal) {
+  const size_t *z = sizes[f16][causal];
+  if (tiles_index == 0 && (f16 || !causal))
+    return 0;
+  c->variant = v;
+  c->dtype = f16 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+  c->causal = causal;
+  c->b = z[0];
+  c->hq = z[1];
+  c->hkv = z[2];
+  c->nq = z[3];
+  c->nk = z[4];
+  c->d = z[5];
+  c->dv = z[6];
+  c->tiles = is_flash(v) ? flash_tiles[tiles_index] : linear_tiles[tiles_index];
+  return 1;
+}
 
 static void run_case(const tiny_case *c, clattn_context_t ctx) {
   clattn_desc desc;
@@ -59,6 +97,11 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
   desc.dim = c->d;
   desc.dim_v = c->dv;
   desc.tiles = c->tiles;
+  /* Both feature maps meet both masking modes across the dtypes. */
+  if (!is_flash(c->variant))
+    desc.feature_map = (c->causal ^ (c->dtype == CLATTN_DTYPE_F16))
+                           ? CLATTN_FEATURE_MAP_RELU
+                           : CLATTN_FEATURE_MAP_ELU1;
   char what[128];
   snprintf(what, sizeof what, "%s %s%s Nq=%zu Nk=%zu D=%zu Dv=%zu tiles=%s",
            clattn_variant_name(c->variant), clattn_dtype_name(c->dtype),
@@ -74,7 +117,8 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
     fail();
   }
   double tol = c->dtype == CLATTN_DTYPE_F16 ? TOL_F16 : TOL_F32;
-  int ok = clattn_test_check(what, p.o, p.ref_o, p.n.o, tol);
+  int ok = clattn_test_check(what, p.o, p.ref_o, p.n.o, tol) &&
+           clattn_test_check_empty_rows(&p);
   if (ok && p.ref_lse) {
     /* -inf must be exact; finite values within the tolerance. */
     for (size_t i = 0; i < p.n.lse && ok; i++) {
@@ -93,10 +137,26 @@ static void run_case(const tiny_case *c, clattn_context_t ctx) {
 }
 
 static void test_tiny_all_variants(void **state) {
+  size_t count = 0;
   (void)state;
   clattn_context_t ctx = clattn_test_context_create();
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-    run_case(&cases[i], ctx);
+  for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+    size_t ntiles = is_flash(variants[v])
+                        ? sizeof flash_tiles / sizeof flash_tiles[0]
+                        : sizeof linear_tiles / sizeof linear_tiles[0];
+    for (size_t t = 0; t < ntiles; t++) {
+      for (int f16 = 0; f16 < 2; f16++) {
+        for (int causal = 0; causal < 2; causal++) {
+          tiny_case c;
+          if (!make_case(&c, variants[v], t, f16, causal))
+            continue;
+          run_case(&c, ctx);
+          count++;
+        }
+      }
+    }
+  }
+  print_message("  %zu cases\n", count);
   clattn_context_destroy(ctx);
 }
 
