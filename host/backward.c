@@ -254,12 +254,16 @@ static clattn_status flash_backward_create(clattn_plan_t plan) {
     plan->nbwd = i + 1;
   }
   if (p->variant == CLATTN_VARIANT_SOFTMAX) {
-    size_t rows = p->batch * p->heads_q * p->seq_q;
+    size_t bytes = 0;
+    int fits = CLATTN_SIZE_PRODUCT(&bytes, p->batch, p->heads_q, p->seq_q,
+                                   sizeof(float));
+    CLATTN_CHECK(
+        clattn__workspace_size(plan, "backward row sums", fits, bytes));
     cl_int err = CL_SUCCESS;
-    plan->bwd_workspace[0] = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
-                                            rows * sizeof(float), NULL, &err);
+    plan->bwd_workspace[0] =
+        clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
-    plan->bwd_workspace_bytes = rows * sizeof(float);
+    plan->bwd_workspace_bytes = bytes;
   }
 cleanup:
   return st;
@@ -349,14 +353,6 @@ enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
 #define LB_LR 32
 #define LB_SCAN_E 64
 
-/* a * b into *out, or 0 when it does not fit a size_t. */
-static int mul_ok(size_t a, size_t b, size_t *out) {
-  if (a != 0 && b > SIZE_MAX / a)
-    return 0;
-  *out = a * b;
-  return 1;
-}
-
 /* Chunk counts of the key-side and query-side states: keys in chunks of
  * LB_CHUNK; queries grouped by the chunk of their last key when causal,
  * else by their own index. */
@@ -392,25 +388,21 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
   }
   /* Workspace: key-side and query-side chunk states, g_i and c_i of every
    * query row, the features of every query and key row. */
-  size_t kc, qc, feat = p->dim * (cos ? 2u : 1u), slot, kbytes, qbytes, gbytes,
-                 fqbytes, fkbytes;
+  size_t kc, qc, feat = p->dim * (cos ? 2u : 1u);
   linear_chunks(p, &kc, &qc);
   size_t bhk = p->batch * p->heads_kv, rows = p->batch * p->heads_q * p->seq_q;
-  if (!mul_ok(feat, p->dim_v + 1, &slot) ||
-      !mul_ok(slot * sizeof(float), bhk, &kbytes) ||
-      !mul_ok(kbytes, kc + 1, &kbytes) ||
-      !mul_ok(slot * sizeof(float), bhk, &qbytes) ||
-      !mul_ok(qbytes, qc + 1, &qbytes) ||
-      !mul_ok(rows, (p->dim_v + 1) * sizeof(float), &gbytes) ||
-      !mul_ok(rows, feat * sizeof(float), &fqbytes) ||
-      !mul_ok(bhk * p->seq_k, feat * sizeof(float), &fkbytes) ||
-      kbytes > SIZE_MAX - qbytes || kbytes + qbytes > SIZE_MAX - gbytes ||
-      kbytes + qbytes + gbytes > SIZE_MAX - fqbytes ||
-      kbytes + qbytes + gbytes + fqbytes > SIZE_MAX - fkbytes)
-    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                        "invalid descriptor: the backward workspace of these "
-                        "shapes overflows the address space");
-  const size_t bytes[5] = {kbytes, qbytes, gbytes, fqbytes, fkbytes};
+  size_t bytes[5], largest = 0;
+  int fits = CLATTN_SIZE_PRODUCT(&bytes[0], feat, p->dim_v + 1, sizeof(float),
+                                 bhk, kc + 1);
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[1], feat, p->dim_v + 1, sizeof(float), bhk,
+                              qc + 1);
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[2], rows, p->dim_v + 1, sizeof(float));
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[3], rows, feat, sizeof(float));
+  fits &= CLATTN_SIZE_PRODUCT(&bytes[4], bhk, p->seq_k, feat, sizeof(float));
+  for (size_t i = 0; i < 5; i++)
+    largest = bytes[i] > largest ? bytes[i] : largest;
+  CLATTN_CHECK(
+      clattn__workspace_size(plan, "backward chunk states", fits, largest));
   for (size_t i = 0; i < 5; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_workspace[i] =

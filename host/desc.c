@@ -32,16 +32,16 @@ static clattn_status bad(clattn_context_t ctx, const char *field,
                       "invalid descriptor: %s %s", field, why);
 }
 
-/* Element count of a [a, b, c, d] tensor, or 0 if it overflows size_t. */
-static size_t elements(size_t a, size_t b, size_t c, size_t d) {
-  size_t n = a;
-  const size_t f[] = {b, c, d};
-  for (int i = 0; i < 3; i++) {
-    if (f[i] && n > SIZE_MAX / 4 / f[i])
-      return 0;
-    n *= f[i];
-  }
-  return n;
+/* Kernels hold positions as 32-bit ints and compute i + Nk - Nq plus a block
+ * of up to 4096 rows or keys (the largest tile value), so Nq + Nk stays
+ * under this. */
+#define CLATTN_MAX_SEQ_SUM ((size_t)INT_MAX - CLATTN_MAX_TILE_VALUE)
+
+/* 1 when a [a, b, c, d] tensor of the widest element (4 bytes) has a byte
+ * count that fits size_t. */
+static int addressable(size_t a, size_t b, size_t c, size_t d) {
+  size_t bytes;
+  return CLATTN_SIZE_PRODUCT(&bytes, a, b, c, d, sizeof(float));
 }
 
 clattn_status clattn__problem_resolve(clattn_context_t ctx,
@@ -64,7 +64,10 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
     if (extents[i].value == 0)
       return bad(ctx, extents[i].name, "must be at least 1");
     if (extents[i].value > CLATTN_MAX_EXTENT)
-      return bad(ctx, extents[i].name, "is too large");
+      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                          "invalid descriptor: %s (%zu) is over the limit of "
+                          "%zu",
+                          extents[i].name, extents[i].value, CLATTN_MAX_EXTENT);
   }
   p->variant = d->variant;
   p->dtype = d->dtype;
@@ -89,14 +92,27 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: dim_v %zu is over the limit of %d",
                         p->dim_v, CLATTN_MAX_DIM);
-  if (!elements(p->batch, p->heads_q, p->seq_q, p->dim) ||
-      !elements(p->batch, p->heads_q, p->seq_q, p->dim_v) ||
-      !elements(p->batch, p->heads_kv, p->seq_k, p->dim) ||
-      !elements(p->batch, p->heads_kv, p->seq_k, p->dim_v))
+  if (!addressable(p->batch, p->heads_q, p->seq_q, p->dim) ||
+      !addressable(p->batch, p->heads_q, p->seq_q, p->dim_v) ||
+      !addressable(p->batch, p->heads_kv, p->seq_k, p->dim) ||
+      !addressable(p->batch, p->heads_kv, p->seq_k, p->dim_v))
     return bad(ctx, "batch/heads/seq", "give tensors too large to address");
+  if (p->seq_q + p->seq_k > CLATTN_MAX_SEQ_SUM)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: seq_q + seq_k (%zu) is over the "
+                        "limit of %zu: kernels index positions with 32-bit "
+                        "ints",
+                        p->seq_q + p->seq_k, CLATTN_MAX_SEQ_SUM);
 
   int flash = p->variant == CLATTN_VARIANT_SOFTMAX ||
               p->variant == CLATTN_VARIANT_SIGMOID;
+  /* The linear kernels number (batch, kv head) pairs with 32-bit ints. */
+  if (!flash && p->batch * p->heads_kv > (size_t)INT_MAX)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: batch * heads_kv (%zu) is over "
+                        "the limit of %d for %s",
+                        p->batch * p->heads_kv, INT_MAX,
+                        clattn_variant_name(p->variant));
   const char *vname = clattn_variant_name(p->variant);
 
   /* scale: softmax and sigmoid. */
@@ -236,50 +252,104 @@ clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
                       (int)len, v, names);
 }
 
+/* Length of the NAME of the entry at s (up to '=' or the entry's end). */
+static size_t entry_name_len(const char *s, const char *end) {
+  const char *eq = memchr(s, '=', (size_t)(end - s));
+  return (size_t)((eq ? eq : end) - s);
+}
+
 clattn_status clattn__tiles_override(clattn_context_t ctx, clattn__tiles *t,
                                      const char *spec) {
   const char *origin = t->origin ? t->origin : "override";
   if (!spec || !*spec)
     return CLATTN_SUCCESS;
-  const char *s = spec;
-  while (*s) {
-    const char *eq = strchr(s, '=');
+  /* Strict: NAME=DIGITS entries (SHAPE=word), no empty entry, no sign or
+   * space, each name once, so that a spec means one thing. */
+  for (const char *s = spec;;) {
     const char *end = strchr(s, ',');
     if (!end)
       end = s + strlen(s);
-    if (!eq || eq > end)
+    size_t nlen = entry_name_len(s, end);
+    if (nlen == 0 || s + nlen == end || s + nlen + 1 == end)
       return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                           "invalid descriptor: tiles (%s) \"%s\": expected "
                           "NAME=VALUE[,NAME=VALUE...]",
                           origin, spec);
-    size_t nlen = (size_t)(eq - s);
+    for (const char *e = spec; e < s;) {
+      const char *eend = strchr(e, ',');
+      if (entry_name_len(e, eend) == nlen && strncmp(e, s, nlen) == 0)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): %.*s is given "
+                            "more than once",
+                            origin, (int)nlen, s);
+      e = eend + 1;
+    }
+    const char *val = s + nlen + 1;
     if (nlen == 5 && strncmp(s, "SHAPE", 5) == 0) {
       /* Read by clattn__shape_choose before the defaults were set. */
       t->source = origin;
-      s = *end ? end + 1 : end;
-      continue;
+    } else {
+      size_t i = 0;
+      for (; i < t->count; i++) {
+        if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)
+          break;
+      }
+      if (i == t->count)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): unknown tile "
+                            "parameter \"%.*s\"",
+                            origin, (int)nlen, s);
+      long v = 0;
+      const char *c = val;
+      for (; c < end && *c >= '0' && *c <= '9' && v <= CLATTN_MAX_TILE_VALUE;
+           c++)
+        v = v * 10 + (*c - '0');
+      if (c != end || v > CLATTN_MAX_TILE_VALUE)
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: tiles (%s): bad value for "
+                            "%s: \"%.*s\" (digits, 0 to %d)",
+                            origin, t->names[i], (int)(end - val), val,
+                            CLATTN_MAX_TILE_VALUE);
+      t->values[i] = (int)v;
+      t->source = origin;
     }
-    size_t i = 0;
-    for (; i < t->count; i++) {
-      if (strlen(t->names[i]) == nlen && strncmp(t->names[i], s, nlen) == 0)
-        break;
-    }
-    if (i == t->count)
-      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                          "invalid descriptor: tiles (%s): unknown tile "
-                          "parameter \"%.*s\"",
-                          origin, (int)nlen, s);
-    char *num_end = NULL;
-    long v = strtol(eq + 1, &num_end, 10);
-    if (num_end != end || eq + 1 == end || v < 0 || v > 4096)
-      return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
-                          "invalid descriptor: tiles (%s): bad value for %s",
-                          origin, t->names[i]);
-    t->values[i] = (int)v;
-    t->source = origin;
-    s = *end ? end + 1 : end;
+    if (!*end)
+      break;
+    s = end + 1;
   }
   return CLATTN_SUCCESS;
+}
+
+clattn_status clattn__tiles_fit(clattn_context_t ctx, const clattn__tiles *t,
+                                const clattn__problem *p, size_t private_floats,
+                                size_t local_bytes) {
+  cl_ulong local_limit = ctx->profile.local_mem_size;
+  int too_private = private_floats > CLATTN_MAX_PRIVATE_FLOATS;
+  if (!too_private && (cl_ulong)local_bytes <= local_limit)
+    return CLATTN_SUCCESS;
+  char tiles[256] = "";
+  size_t len = 0;
+  for (size_t i = 0; i < t->count && len < sizeof tiles; i++) {
+    int n = snprintf(tiles + len, sizeof tiles - len, "%s%s=%d", i ? " " : "",
+                     t->names[i], t->values[i]);
+    if (n < 0)
+      break;
+    len += (size_t)n;
+  }
+  const char *origin = t->source ? t->source : "heuristic";
+  if (too_private)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: tiles (%s) %s need %zu floats "
+                        "of private arrays per work-item with D=%zu, Dv=%zu; "
+                        "the limit is %d",
+                        origin, tiles, private_floats, p->dim, p->dim_v,
+                        CLATTN_MAX_PRIVATE_FLOATS);
+  return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                      "invalid descriptor: tiles (%s) %s need %zu bytes of "
+                      "local memory per work-group with D=%zu, Dv=%zu; the "
+                      "device has %llu",
+                      origin, tiles, local_bytes, p->dim, p->dim_v,
+                      (unsigned long long)local_limit);
 }
 
 void clattn__tiles_options(const clattn__tiles *t, char *buf, size_t size) {

@@ -58,6 +58,15 @@ const char *clattn__cl_error_name(cl_int err) {
   }
 }
 
+/* The start of the message this thread's last failure set, whatever the
+ * context: a caller that quotes its own failure reads it here, because by
+ * then the context's message may be another thread's (and freed). */
+static _Thread_local char thread_message[CLATTN_THREAD_MESSAGE_CAP];
+
+const char *clattn__thread_error(void) {
+  return thread_message;
+}
+
 static void set_message(clattn_context_t ctx, char *msg) {
   if (ctx->lock_ok)
     mtx_lock(&ctx->lock);
@@ -69,12 +78,12 @@ static void set_message(clattn_context_t ctx, char *msg) {
 
 static clattn_status vfail(clattn_context_t ctx, clattn_status status,
                            const char *fmt, va_list ap) {
-  if (!ctx)
-    return status;
   va_list ap2;
   va_copy(ap2, ap);
-  int n = vsnprintf(NULL, 0, fmt, ap2);
+  int n = vsnprintf(thread_message, sizeof thread_message, fmt, ap2);
   va_end(ap2);
+  if (!ctx)
+    return status;
   if (n < 0)
     n = 0;
   size_t len = (size_t)n < CLATTN_ERROR_CAP ? (size_t)n : CLATTN_ERROR_CAP - 1;

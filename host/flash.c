@@ -72,6 +72,33 @@ static void cpu_tiles(const clattn__problem *p,
   clattn__tiles_add(t, "WG", 1);
 }
 
+/* Floats of the private arrays one work-item holds (cl/flash.cl and the
+ * variant's file): query rows, accumulators, scores, row maxima and sums,
+ * and the rows of K and V in flight; and the gpu shape's K/V tiles in local
+ * memory. */
+static void flash_footprint(const clattn__problem *p, int shape,
+                            const clattn__tiles *t, size_t *floats,
+                            size_t *local_bytes) {
+  size_t vec = (size_t)clattn__tiles_get(t, "VEC");
+  size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
+  size_t bn = (size_t)clattn__tiles_get(t, "BLOCK_N");
+  size_t kv = (size_t)clattn__tiles_get(t, "KEYS_VEC");
+  size_t dp = clattn__round_up(p->dim, vec);
+  size_t dvp = clattn__round_up(p->dim_v, vec);
+  *local_bytes = 0;
+  if (shape == CLATTN__SHAPE_CPU) {
+    /* Query rows, output accumulators and the score block of BLOCK_M rows,
+     * the row statistics, and one packed value row. */
+    (void)kv;
+    *floats = bm * (p->dim + dvp + bn + 2) + dvp;
+  } else if (shape == CLATTN__SHAPE_GPU) {
+    *floats = dp + dvp + bn + 2;
+    *local_bytes = bn * (dp + dvp) * sizeof(float);
+  } else {
+    *floats = bm * (dp + dvp + bn + 2) + dp + dvp;
+  }
+}
+
 /* Chooses the shape and tiles and checks them; builds nothing, so that
  * clattn_desc_check can ask it too. */
 static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
@@ -154,6 +181,18 @@ static clattn_status flash_choose(clattn_plan_t plan, const char *spec) {
                         "invalid descriptor: tiles: BLOCK_M must be 1..64 "
                         "(1..1024 for the gpu shape), BLOCK_N and WG at least "
                         "1");
+  size_t private_floats = 0, local_bytes = 0;
+  flash_footprint(p, shape, t, &private_floats, &local_bytes);
+  CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, private_floats, local_bytes));
+  if (shape == CLATTN__SHAPE_CPU) {
+    /* Packed K and V: B x Hkv x padded Nk x (D + padded Dv) floats. */
+    int fits = CLATTN_SIZE_PRODUCT(&plan->workspace_bytes, p->batch,
+                                   p->heads_kv, padded_keys(plan),
+                                   p->dim + padded_dim_v(plan), sizeof(float));
+    CLATTN_CHECK(clattn__workspace_size(
+        plan, "packed K and V, B x Hkv x padded Nk x (D + padded Dv) floats",
+        fits, plan->workspace_bytes));
+  }
 cleanup:
   return st;
 }
@@ -205,10 +244,6 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
     plan->kernels[1] = clCreateKernel(program, "clattn_pack_kv", &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
     plan->nkernels = 2;
-    plan->workspace_bytes =
-        (packed_k_floats(plan) +
-         p->batch * p->heads_kv * padded_keys(plan) * padded_dim_v(plan)) *
-        sizeof(float);
     plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
                                      plan->workspace_bytes, NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer(workspace)");

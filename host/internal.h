@@ -8,12 +8,14 @@
 #include "clattn.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <threads.h>
 
 #define CLATTN_API __attribute__((visibility("default")))
 
 #define CLATTN_MAX_DIM 256
 #define CLATTN_ERROR_CAP 65536 /* build logs can be long; keep their start */
+#define CLATTN_THREAD_MESSAGE_CAP 1024
 
 /* One built program, cached per context by its source list and options. */
 struct clattn__program_entry {
@@ -42,6 +44,12 @@ clattn_status clattn__fail(clattn_context_t ctx, clattn_status status,
                            const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The message of the calling thread's last clattn__fail (at most
+ * CLATTN_THREAD_MESSAGE_CAP - 1 bytes of it), "" if none: what a caller
+ * quotes of its own failure, since the context's message is shared with other
+ * threads. Valid until this thread's next failure. */
+const char *clattn__thread_error(void);
+
 /* Maps an OpenCL error from `what` to a status and a message. */
 clattn_status clattn__fail_cl(clattn_context_t ctx, cl_int err,
                               const char *what);
@@ -56,6 +64,26 @@ clattn_status clattn__profile_read(cl_platform_id platform, cl_device_id device,
 /* Copies s into buf (always terminated when size > 0, truncated to fit) and
  * returns strlen(s): the contract of every clattn call that fills a buffer. */
 size_t clattn__copy_out(char *buf, size_t size, const char *s);
+
+/* *out = the product of the n factors. Returns 1, or 0 with *out = SIZE_MAX
+ * when the product does not fit size_t. Every byte count of a tensor or a
+ * workspace is computed with it. */
+static inline int clattn__size_product(size_t *out, const size_t *factors,
+                                       size_t n) {
+  size_t r = 1;
+  for (size_t i = 0; i < n; i++) {
+    if (factors[i] != 0 && r > SIZE_MAX / factors[i]) {
+      *out = SIZE_MAX;
+      return 0;
+    }
+    r *= factors[i];
+  }
+  *out = r;
+  return 1;
+}
+#define CLATTN_SIZE_PRODUCT(out, ...)                                          \
+  clattn__size_product((out), (const size_t[]){__VA_ARGS__},                   \
+                       sizeof((const size_t[]){__VA_ARGS__}) / sizeof(size_t))
 
 /* Case-insensitive substring test. */
 int clattn__contains_ci(const char *haystack, const char *needle);

@@ -48,6 +48,27 @@ static void vector_regs(const clattn_device_profile *dev, int *width,
   *regs = n >= 16 ? 32 : 16;
 }
 
+/* Floats of the private arrays one work-item holds (cl/linear.cl), the more
+ * of the two large kernels: clattn_linear_state's accumulators, sums and key
+ * rows; clattn_linear_out's query rows, accumulators and, when causal, the
+ * intra-chunk scores and position weights. */
+static size_t linear_private_floats(const clattn_plan_t plan) {
+  const clattn__problem *p = &plan->p;
+  const clattn__tiles *t = &plan->tiles;
+  size_t vec = (size_t)clattn__tiles_get(t, "VEC");
+  size_t chunkp = clattn__round_up((size_t)clattn__tiles_get(t, "CHUNK"), vec);
+  size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
+  size_t rows = (size_t)clattn__tiles_get(t, "ROWS_D");
+  size_t copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+  size_t dpad = clattn__round_up(p->dim, vec);
+  size_t dvp = clattn__round_up(p->dim_v, vec);
+  size_t state = copies * rows * (dvp + 2 * vec) + 2 * vec * rows + dvp;
+  size_t out = bm * (dpad + copies + dvp + 1) + dvp;
+  if (p->causal)
+    out += bm * (chunkp + 2 * vec) + clattn__round_up(chunkp + bm - 1, vec);
+  return state > out ? state : out;
+}
+
 /* Chooses the shape and tiles and checks them; builds nothing, so that
  * clattn_desc_check can ask it too. */
 static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
@@ -131,6 +152,14 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK must be a multiple "
                         "of BLOCK_M");
+  CLATTN_CHECK(clattn__tiles_fit(ctx, t, p, linear_private_floats(plan), 0));
+  /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
+   * in Nk. */
+  linear_dims d = dims_of(plan);
+  int fits = CLATTN_SIZE_PRODUCT(&plan->workspace_bytes, p->batch, p->heads_kv,
+                                 d.nchunks, d.block_size, sizeof(cl_float));
+  CLATTN_CHECK(clattn__workspace_size(plan, "B x Hkv x chunks x chunk states",
+                                      fits, plan->workspace_bytes));
 cleanup:
   return st;
 }
@@ -182,16 +211,10 @@ static clattn_status linear_create(clattn_plan_t plan, const char *spec) {
   }
   clattn__tiles_add(t, "WG", wg);
 
-  /* Per (batch, kv head) a state per chunk and, when causal, phi(K): linear
-   * in Nk. */
-  linear_dims d = dims_of(plan);
-  size_t bytes =
-      p->batch * p->heads_kv * d.nchunks * d.block_size * sizeof(cl_float);
   cl_int err = CL_SUCCESS;
-  plan->workspace =
-      clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  plan->workspace = clCreateBuffer(ctx->context, CL_MEM_READ_WRITE,
+                                   plan->workspace_bytes, NULL, &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateBuffer (workspace)");
-  plan->workspace_bytes = bytes;
 cleanup:
   return st;
 }

@@ -75,7 +75,7 @@ static clattn_status create_kernels(clattn_plan_t plan, const char *spec) {
   if (st == CLATTN_ERROR_INVALID_DESCRIPTOR && spec == found) {
     snprintf(plan->warning, sizeof plan->warning,
              "%s tiles \"%.160s\" passed over: %.300s", origin, found,
-             clattn_context_error(ctx));
+             clattn__thread_error());
     clattn__log("%s", plan->warning);
     plan_reset(plan);
     st = plan->family->create(plan, NULL);
@@ -227,13 +227,30 @@ const char *clattn__dtype_options(clattn_dtype dtype) {
                                       : "-D CLATTN_F16=0";
 }
 
+/* The descriptor's validation made sure these fit size_t. */
 void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]) {
   size_t es = clattn__dtype_size(p->dtype);
-  bytes[0] = p->batch * p->heads_q * p->seq_q * p->dim * es;
-  bytes[1] = p->batch * p->heads_kv * p->seq_k * p->dim * es;
-  bytes[2] = p->batch * p->heads_kv * p->seq_k * p->dim_v * es;
-  bytes[3] = p->batch * p->heads_q * p->seq_q * p->dim_v * es;
-  bytes[4] = p->batch * p->heads_q * p->seq_q * sizeof(float);
+  CLATTN_SIZE_PRODUCT(&bytes[0], p->batch, p->heads_q, p->seq_q, p->dim, es);
+  CLATTN_SIZE_PRODUCT(&bytes[1], p->batch, p->heads_kv, p->seq_k, p->dim, es);
+  CLATTN_SIZE_PRODUCT(&bytes[2], p->batch, p->heads_kv, p->seq_k, p->dim_v, es);
+  CLATTN_SIZE_PRODUCT(&bytes[3], p->batch, p->heads_q, p->seq_q, p->dim_v, es);
+  CLATTN_SIZE_PRODUCT(&bytes[4], p->batch, p->heads_q, p->seq_q, sizeof(float));
+}
+
+clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
+                                     int fits, size_t bytes) {
+  cl_ulong most = plan->ctx->profile.max_mem_alloc_size;
+  if (!fits)
+    return clattn__fail(plan->ctx, CLATTN_ERROR_OUT_OF_RESOURCES,
+                        "the workspace (%s) needs more than %zu bytes, the "
+                        "most a size_t counts",
+                        what, (size_t)SIZE_MAX);
+  if (most > 0 && (cl_ulong)bytes > most)
+    return clattn__fail(plan->ctx, CLATTN_ERROR_OUT_OF_RESOURCES,
+                        "the workspace (%s) needs %zu bytes; the device "
+                        "allocates at most %llu bytes in one buffer",
+                        what, bytes, (unsigned long long)most);
+  return CLATTN_SUCCESS;
 }
 
 clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,

@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #define CLATTN_MAX_TILES 8
+/* The largest value a tile spec may give. */
+#define CLATTN_MAX_TILE_VALUE 4096
 #define CLATTN_MAX_KERNELS 4
 #define CLATTN_MAX_WAIT 64 /* wait-list length when a run waits on the last */
 
@@ -154,6 +156,29 @@ clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
                               cl_uint work_dim, const size_t *global,
                               const size_t *local, cl_uint nwait,
                               const cl_event *wait, cl_event *event);
+
+/* Checks a workspace byte count, computed with CLATTN_SIZE_PRODUCT (fits is
+ * what that returned), before it is allocated: one that overflows size_t or
+ * passes the device's largest allocation is refused with a message naming
+ * the limit. `what` says what the workspace holds. */
+clattn_status clattn__workspace_size(clattn_plan_t plan, const char *what,
+                                     int fits, size_t bytes);
+
+/* The most floats of private arrays (rows, accumulators, scores) tiles may
+ * give one work-item: 32 KiB, 16 times the AVX-512 register file (512
+ * floats) and far past a GPU work-item's registers. Past it the arrays only
+ * spill, and PoCL's build of the linear kernels' unrolled loops takes a
+ * minute or more (10,500 floats: over 90 s; 5,400: about 15 s). */
+#define CLATTN_MAX_PRIVATE_FLOATS 8192
+
+/* Refuses tiles whose largest kernel would hold more than
+ * CLATTN_MAX_PRIVATE_FLOATS floats in private arrays per work-item, or more
+ * local memory per work-group than the device has; the message names the
+ * tiles, the head dims and the limit. Each family estimates both from its
+ * tiles, D and Dv, so a new tile parameter only changes its estimate. */
+clattn_status clattn__tiles_fit(clattn_context_t ctx, const clattn__tiles *t,
+                                const clattn__problem *p, size_t private_floats,
+                                size_t local_bytes);
 
 /* Bytes of each tensor of a problem: q, k, v, o, lse. */
 void clattn__tensor_bytes(const clattn__problem *p, size_t bytes[5]);

@@ -275,7 +275,9 @@ clattn_status clattn_plan_create(clattn_context_t ctx, const clattn_desc *desc,
  * allocating anything on a device, so that a program can ask which problems
  * clattn takes before it commits to one (like ggml's supports_op). Every
  * field is checked; with a context, also the tiles clattn_plan_create would
- * insist on (desc.tiles, else CLATTN_TUNE) against the context's device.
+ * insist on (desc.tiles, else CLATTN_TUNE) against the context's device, and
+ * whether the plan's workspace fits the device's largest allocation
+ * (CLATTN_ERROR_OUT_OF_RESOURCES when not).
  * ctx may be NULL: the tiles are then not checked, since the shapes and their
  * parameters depend on the device.
  *

@@ -586,6 +586,199 @@ static void test_api_valid_descriptors(void **state) {
   assert_int_equal(failures, 0);
 }
 
+/* ---- Tile specs ------------------------------------------------------- */
+
+typedef struct spec_case {
+  const char *spec;
+  const char *says; /* the message must contain this (any case) */
+} spec_case;
+
+static void test_api_tiles_strict(void **state) {
+  /* A spec means one thing: digits only, each name once, no empty entry. */
+  static const spec_case cases[] = {
+      {"BLOCK_M=+4", "BLOCK_M"},
+      {"BLOCK_M= 4", "BLOCK_M"},
+      {"BLOCK_M=4 ", "BLOCK_M"},
+      {"BLOCK_M=-1", "BLOCK_M"},
+      {"BLOCK_M=0x4", "BLOCK_M"},
+      {"BLOCK_M=4.0", "BLOCK_M"},
+      {"BLOCK_M=99999999999999999999", "BLOCK_M"},
+      {"BLOCK_M=4097", "BLOCK_M"},
+      {"BLOCK_M=", "NAME=VALUE"},
+      {"BLOCK_M", "NAME=VALUE"},
+      {"=4", "NAME=VALUE"},
+      {"BLOCK_M=4,", "NAME=VALUE"},
+      {",BLOCK_M=4", "NAME=VALUE"},
+      {"BLOCK_M=4,,VEC=4", "NAME=VALUE"},
+      {"BLOCK_M=4,BLOCK_M=8", "more than once"},
+      {"SHAPE=row,BLOCK_M=4,BLOCK_M=4", "more than once"},
+      {"SHAPE=cpu,SHAPE=gpu", "more than once"},
+      {"SHAPE=row,SHAPE=row", "more than once"},
+      {"SHAPE= row", "SHAPE"},
+      {"block_m=4", "block_m"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc d = small_desc(CLATTN_VARIANT_SOFTMAX);
+  clattn_plan_t plan = NULL;
+  clattn_status st;
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const char *msg;
+    d.tiles = cases[t].spec;
+    plan = NULL;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != CLATTN_ERROR_INVALID_DESCRIPTOR ||
+        !contains_ci(msg, cases[t].says)) {
+      print_error("tiles \"%s\": got %s, message \"%s\"; want "
+                  "CLATTN_ERROR_INVALID_DESCRIPTOR naming %s\n",
+                  cases[t].spec, clattn_status_name(st), msg, cases[t].says);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  /* The strict form itself is accepted and used as given. */
+  d.tiles = "SHAPE=row,BLOCK_M=2,BLOCK_N=03,WG=1";
+  plan = NULL;
+  st = clattn_plan_create(ctx, &d, &plan);
+  if (st != CLATTN_SUCCESS) {
+    print_error("tiles \"%s\": %s: %s\n", d.tiles, clattn_status_name(st),
+                clattn_context_error(ctx));
+    failures++;
+  } else {
+    char line[512];
+    clattn_plan_describe(plan, line, sizeof line);
+    if (!strstr(line, "shape=row") || !strstr(line, "BLOCK_M=2 ") ||
+        !strstr(line, "BLOCK_N=3 ")) {
+      print_error("tiles \"%s\": plan \"%s\"\n", d.tiles, line);
+      failures++;
+    }
+  }
+  clattn_plan_destroy(plan);
+  assert_int_equal(failures, 0);
+}
+
+typedef struct budget_case {
+  clattn_variant variant;
+  int causal;
+  size_t d;
+  const char *tiles;
+  const char *says;
+} budget_case;
+
+static void test_api_tiles_past_budget(void **state) {
+  /* Tiles whose private arrays or local tiles no device holds are refused
+   * before the build (which took PoCL minutes, or aborted it), naming the
+   * limit. */
+  static const budget_case cases[] = {
+      {CLATTN_VARIANT_SOFTMAX, 0, 64, "SHAPE=gpu,BLOCK_N=4096", "local memory"},
+      {CLATTN_VARIANT_SOFTMAX, 0, 64, "SHAPE=row,BLOCK_M=64,BLOCK_N=4096",
+       "8192"},
+      {CLATTN_VARIANT_SIGMOID, 1, 256, "SHAPE=cpu,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_LINEAR, 0, 256, "SHAPE=cpu,ROWS_D=64,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_LINEAR, 1, 64, "SHAPE=cpu,CHUNK=512,BLOCK_M=64", "8192"},
+      {CLATTN_VARIANT_COSFORMER, 0, 256, "SHAPE=cpu,ROWS_D=32", "8192"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const budget_case *c = &cases[t];
+    clattn_desc d = small_desc(c->variant);
+    clattn_plan_t plan = NULL;
+    clattn_status st;
+    const char *msg;
+    d.causal = c->causal;
+    d.dim = c->d;
+    d.dim_v = c->d;
+    d.tiles = c->tiles;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != CLATTN_ERROR_INVALID_DESCRIPTOR || !contains_ci(msg, c->says) ||
+        !contains_ci(msg, "per work")) {
+      print_error("%s D=%zu tiles \"%s\": got %s, message \"%s\"; want "
+                  "CLATTN_ERROR_INVALID_DESCRIPTOR naming %s\n",
+                  clattn_variant_name(c->variant), c->d, c->tiles,
+                  clattn_status_name(st), msg, c->says);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  assert_int_equal(failures, 0);
+}
+
+/* ---- Sizes past what the library can index or allocate ---------------- */
+
+typedef struct huge_case {
+  const char *what;
+  clattn_variant variant;
+  size_t b, h, nq, nk, d;
+  const char *tiles;
+  clattn_status want;
+  const char *says; /* the message must contain this (any case) */
+  const char *limit;
+} huge_case;
+
+static void test_api_sizes_past_limits(void **state) {
+  /* Each shape is refused before anything is built or allocated, with a
+   * message that names the limit; none may wrap a byte count into a small
+   * workspace. */
+  static const huge_case cases[] = {
+      {"softmax workspace wraps size_t", CLATTN_VARIANT_SOFTMAX, 33562625,
+       33546241, 1, 1, 256, "SHAPE=cpu", CLATTN_ERROR_OUT_OF_RESOURCES,
+       "workspace", "bytes"},
+      {"softmax workspace past the largest allocation", CLATTN_VARIANT_SOFTMAX,
+       1, 1, 1, (size_t)1 << 29, 256, "SHAPE=cpu",
+       CLATTN_ERROR_OUT_OF_RESOURCES, "workspace", "at most"},
+      {"linear workspace wraps size_t", CLATTN_VARIANT_LINEAR, 32768, 32768, 1,
+       (size_t)1 << 22, 256, "SHAPE=cpu,CHUNK=1,BLOCK_M=1,ROWS_D=1",
+       CLATTN_ERROR_OUT_OF_RESOURCES, "workspace", "bytes"},
+      {"linear batch * heads_kv past int", CLATTN_VARIANT_LINEAR, 33562625,
+       33546241, 1, 1, 256, NULL, CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "batch * heads_kv", "2147483647"},
+      {"cosformer batch * heads_kv past int", CLATTN_VARIANT_COSFORMER, 65536,
+       32768, 1, 1, 1, NULL, CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "batch * heads_kv", "2147483647"},
+      {"seq_q + seq_k past int positions", CLATTN_VARIANT_SOFTMAX, 1, 1,
+       1073741823, 1073741823, 1, "SHAPE=row", CLATTN_ERROR_INVALID_DESCRIPTOR,
+       "seq_q + seq_k", "2147479551"},
+      {"seq_q past its limit", CLATTN_VARIANT_SIGMOID, 1, 1, 1073741824, 1, 1,
+       "SHAPE=row", CLATTN_ERROR_INVALID_DESCRIPTOR, "seq_q", "1073741823"},
+  };
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t t, failures = 0;
+  (void)state;
+  for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+    const huge_case *c = &cases[t];
+    clattn_desc d;
+    clattn_plan_t plan = NULL;
+    clattn_status st;
+    const char *msg;
+    clattn_desc_init(&d, c->variant);
+    d.batch = c->b;
+    d.heads_q = c->h;
+    d.heads_kv = c->h;
+    d.seq_q = c->nq;
+    d.seq_k = c->nk;
+    d.dim = c->d;
+    d.tiles = c->tiles;
+    st = clattn_plan_create(ctx, &d, &plan);
+    msg = clattn_context_error(ctx);
+    if (st != c->want || !contains_ci(msg, c->says) ||
+        !contains_ci(msg, c->limit)) {
+      print_error("%s: got %s (workspace %zu bytes), message \"%s\"; want "
+                  "%s naming %s and %s\n",
+                  c->what, clattn_status_name(st),
+                  clattn_plan_device_bytes(plan), msg,
+                  clattn_status_name(c->want), c->says, c->limit);
+      failures++;
+    }
+    clattn_plan_destroy(plan);
+  }
+  assert_int_equal(failures, 0);
+}
+
 /* clattn_desc_check says what clattn_plan_create would, in the same words,
  * and leaves the context's message alone. */
 static void test_api_desc_check_matches_plan_create(void **state) {
@@ -1181,6 +1374,9 @@ int main(void) {
       cmocka_unit_test(test_api_null_arguments),
       cmocka_unit_test(test_api_invalid_descriptors),
       cmocka_unit_test(test_api_valid_descriptors),
+      cmocka_unit_test(test_api_sizes_past_limits),
+      cmocka_unit_test(test_api_tiles_strict),
+      cmocka_unit_test(test_api_tiles_past_budget),
       cmocka_unit_test(test_api_desc_check_matches_plan_create),
       cmocka_unit_test(test_api_desc_check_tiles),
       cmocka_unit_test(test_api_desc_check_arguments),
