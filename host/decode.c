@@ -230,6 +230,7 @@ static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
       program, wg == 1 ? "clattn_decode_split" : "clattn_decode_split_wg",
       &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
+  plan->nkernels = 1; /* released by the plan even if the next one fails */
   plan->kernels[1] = clCreateKernel(program, "clattn_decode_merge", &err);
   CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
   plan->nkernels = 2;
