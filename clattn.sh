@@ -132,9 +132,13 @@ test_job() {
     echo "== tests on $dev: $line =="
     tested+=("$dev: $line")
     # Tests run two at a time: much of their time is single-threaded kernel
-    # compilation.
+    # compilation. The fault-injection sweep (test_fault) fails clattn's own
+    # OpenCL calls one by one, which does not depend on the runtime under
+    # them: it runs on the first device only.
+    local skip=()
+    [ ${#tested[@]} -gt 1 ] && skip=(-E '^test_fault$')
     CLATTN_DEVICE=$dev ctest --test-dir "$BUILD_DIR" -L unit -j 2 \
-      --output-on-failure --timeout 1200 || failed+=("$dev")
+      "${skip[@]}" --output-on-failure --timeout 1200 || failed+=("$dev")
   done
   # Oclgrind is a device of its own: it replaces every other platform.
   echo "== Oclgrind =="
