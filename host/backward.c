@@ -345,7 +345,13 @@ cleanup:
 
 enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
 
-#define LB_CHUNK 64
+/* Rows per chunk: causal chunks bound the work within a chunk (every key
+ * row visits the queries of its own chunk); without masking only the
+ * states' totals are used, so long chunks keep the per-chunk states, and the
+ * memory they stream, small. */
+static int lb_chunk(const clattn__problem *p) {
+  return p->causal ? 64 : 512;
+}
 /* Feature rows per work-item of the state kernels, rows per work-item of
  * the row kernels: fewer, longer work-items (a CPU runtime pays for each
  * work-group), each state or value row loaded once for several. */
@@ -354,11 +360,12 @@ enum { LB_FEAT = 0, LB_KSTATE, LB_SCAN, LB_QUERY, LB_QSTATE, LB_KEY, LB_COUNT };
 #define LB_SCAN_E 64
 
 /* Chunk counts of the key-side and query-side states: keys in chunks of
- * LB_CHUNK; queries grouped by the chunk of their last key when causal,
+ * lb_chunk rows; queries grouped by the chunk of their last key when causal,
  * else by their own index. */
 static void linear_chunks(const clattn__problem *p, size_t *kc, size_t *qc) {
-  *kc = (p->seq_k + LB_CHUNK - 1) / LB_CHUNK;
-  *qc = p->causal ? *kc : (p->seq_q + LB_CHUNK - 1) / LB_CHUNK;
+  size_t c = (size_t)lb_chunk(p);
+  *kc = (p->seq_k + c - 1) / c;
+  *qc = p->causal ? *kc : (p->seq_q + c - 1) / c;
 }
 
 static clattn_status linear_backward_create(clattn_plan_t plan) {
@@ -372,8 +379,8 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
            "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D SCAN_E=%d "
            "-D VEC=1",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, cos,
-           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, LB_CHUNK, LB_FB,
-           LB_LR, LB_SCAN_E);
+           p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, lb_chunk(p),
+           LB_FB, LB_LR, LB_SCAN_E);
   static const char *const files[] = {"common.cl", "linear_bwd.cl"};
   static const char *const names[] = {
       "clattn_lbwd_featmap", "clattn_lbwd_kstate", "clattn_lbwd_scan",
