@@ -59,9 +59,8 @@ static int has_warning(const char *s) {
 /* Whether this device's compiler reports warnings where the test looks: a
  * #warning directive must show in the log or on stderr. */
 static int device_reports_warnings(clattn_context_t ctx) {
-  static const char *src =
-      "#warning clattn control\n"
-      "__kernel void k(__global int *p) { p[0] = 1; }\n";
+  static const char *src = "#warning clattn control\n"
+                           "__kernel void k(__global int *p) { p[0] = 1; }\n";
   clattn_device_profile prof;
   assert_int_equal(clattn_context_profile(ctx, &prof), CLATTN_SUCCESS);
   cl_int err = CL_SUCCESS;
