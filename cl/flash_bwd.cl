@@ -233,9 +233,6 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
 
 #if SHAPE == 1
 
-#ifndef KEYS_VEC
-#define KEYS_VEC 16 // keys per vector
-#endif
 #ifndef MR
 #define MR 8 // rows per score and dQ micro-tile; divides BLOCK_M
 #endif
@@ -255,49 +252,10 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
 #define SUM_ROWS 64 // rows per work-item of clattn_bwd_dq_sum
 #endif
 
-#if KEYS_VEC == 16
-typedef float16 floatk;
-typedef int16 intk;
-#define KIOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
-#define KLOAD(p) vload16(0, (p))
-#define KSTORE(x, p) vstore16((x), 0, (p))
-#define KCONVERT_INT(x) convert_int16(x)
-#define KAS_FLOAT(x) as_float16(x)
-#elif KEYS_VEC == 8
-typedef float8 floatk;
-typedef int8 intk;
-#define KIOTA ((int8)(0, 1, 2, 3, 4, 5, 6, 7))
-#define KLOAD(p) vload8(0, (p))
-#define KSTORE(x, p) vstore8((x), 0, (p))
-#define KCONVERT_INT(x) convert_int8(x)
-#define KAS_FLOAT(x) as_float8(x)
-#else
-#error KEYS_VEC must be 8 or 16
-#endif
-
-#define KTILE (S_VECS * KEYS_VEC)
 /* Padded rows: whole vectors of the head dimensions. */
 #define DP (DCH * VEC)
 #define DVP (DVCH * VEC)
 
-/* 2^x for a vector of keys: 2^round(x) from the exponent bits times a
- * degree-6 polynomial for 2^f, |f| <= 1/2 (Cephes exp2f; relative error
- * about 2e-7). Inputs below -126 give 0, inputs above 126 give 2^126; the
- * callers mask what must be exactly zero. */
-floatk clattn_bwd_exp2k(const floatk x) {
-  const floatk xc = clamp(x, -126.0f, 126.0f);
-  const floatk n = rint(xc);
-  const floatk f = xc - n;
-  floatk p = (floatk)(1.535336188319500e-4f);
-  p = fma(p, f, (floatk)(1.339887440266574e-3f));
-  p = fma(p, f, (floatk)(9.618437357674640e-3f));
-  p = fma(p, f, (floatk)(5.550332471162809e-2f));
-  p = fma(p, f, (floatk)(2.402264791363012e-1f));
-  p = fma(p, f, (floatk)(6.931472028550421e-1f));
-  p = fma(p, f, (floatk)(1.0f));
-  const floatk scale = KAS_FLOAT((KCONVERT_INT(n) + 127) << 23);
-  return select(p * scale, (floatk)(0.0f), x < -126.0f);
-}
 
 /* One work-item per (key block, batch * kv head): kt[bh][j][d] holds the
  * block of keys from j transposed, d major (vt likewise for V), kr[bh][j]
@@ -529,11 +487,11 @@ __kernel void clattn_bwd_cpu(
             const floatk dp = KLOAD(&g[r][j]);
 #if SIGMOID
             const floatk p =
-                1.0f / (1.0f + clattn_bwd_exp2k(-(sv + bias_log2)));
+                1.0f / (1.0f + clattn_exp2k(-(sv + bias_log2)));
             const floatk ds = p * (1.0f - p) * dp;
 #else
             (void)bias_log2;
-            const floatk p = clattn_bwd_exp2k(sv - lse2[r]);
+            const floatk p = clattn_exp2k(sv - lse2[r]);
             const floatk ds = p * (dp - dl[r]);
 #endif
             const intk masked = j + KIOTA > lim;

@@ -124,11 +124,11 @@ static clattn_status cpu_backward_create(clattn_plan_t plan) {
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
            p->variant == CLATTN_VARIANT_SIGMOID, t.vec, t.keys_vec, t.mr, t.bm,
            t.bn, t.s_vecs, t.o_vecs, t.jr, t.t_vecs);
-  static const char *const files[] = {"common.cl", "flash_bwd.cl"};
+  static const char *const files[] = {"common.cl", "keys.cl", "flash_bwd.cl"};
   static const char *const names[] = {"clattn_bwd_pack", "clattn_bwd_cpu",
                                       "clattn_bwd_dq_sum"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
+  CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
   for (size_t i = 0; i < 3; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);
@@ -242,11 +242,11 @@ static clattn_status flash_backward_create(clattn_plan_t plan) {
            "-D VEC=%d -D BLOCK_M=%d -D BLOCK_N=%d",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
            p->variant == CLATTN_VARIANT_SIGMOID, vec, block, block);
-  static const char *const files[] = {"common.cl", "flash_bwd.cl"};
+  static const char *const files[] = {"common.cl", "keys.cl", "flash_bwd.cl"};
   static const char *const names[] = {"clattn_bwd_delta", "clattn_bwd_dkdv",
                                       "clattn_bwd_dq"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
+  CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
   for (size_t i = 0; i < 3; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);

@@ -219,10 +219,10 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
       clattn__tiles_add(&kt, t->names[i], t->values[i]);
   }
   clattn__tiles_options(&kt, options, sizeof options);
-  const char *files[] = {"common.cl", "flash.cl",
+  const char *files[] = {"common.cl", "keys.cl", "flash.cl",
                          sigmoid ? "sigmoid.cl" : "softmax.cl"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
+  CLATTN_CHECK(clattn__program_get(ctx, files, 4, options, &program));
   /* A runtime's warnings are a kernel defect worth telling the caller
    * about (clattn_plan_describe shows them), never printed. */
   const char *warnings = clattn__program_warnings(ctx, program);
