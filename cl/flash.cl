@@ -27,7 +27,9 @@
  *   KEYS_VEC  keys per vector (cpu): 8 or 16.
  *   S_VECS    key vectors per score micro-tile (cpu).
  *   O_VECS    Dv vectors per output micro-tile (cpu).
- *   CAUSAL    1: bottom-right causal masking.
+ * Masks, lengths and score mods come from score.cl, compiled before this
+ * file: each block of rows visits only the key blocks some row sees, and
+ * masks only those some row does not see whole.
  */
 
 #ifndef BLOCK_M
@@ -39,31 +41,14 @@
 #ifndef SHAPE
 #define SHAPE 1 // 0 row, 1 cpu, 2 gpu
 #endif
-#ifndef CAUSAL
-#define CAUSAL 0 // bottom-right causal masking
-#endif
-
-/* Key j is visible to query i when j <= i + off (off = Nk - Nq). Keys from
- * kend on are never visited; blocks reaching past kfree need masking. */
-#define CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree)                            \
-  const int kend =                                                             \
-      CAUSAL ? (int)clamp((long)(i0) + BLOCK_M + (nk) - (nq), 0L, (long)(nk))  \
-             : (nk);                                                           \
-  const int kfree =                                                            \
-      CAUSAL ? (int)clamp((long)(i0) + 1 + (nk) - (nq), 0L, (long)(nk)) : (nk)
-
-/* Row i0's causal limit i0 + nk - nq (all int, without overflow). */
-#define CLATTN_LIMIT0(i0, nq, nk) ((long)(i0) + (nk) - (nq))
 
 #if SHAPE == 0
 
 /* Scores of BLOCK_M query rows against keys j0 .. j0 + BLOCK_N - 1:
- * s[r][jj] = q_r . k_j (q already scaled). With `mask`, a key past nk or past
- * row r's causal limit (causal_limit0 + r) scores -INFINITY; keys past nk are
- * read from row nk - 1 so no read leaves the buffer. */
+ * s[r][jj] = q_r . k_j (q already scaled). Keys past nk are read from row
+ * nk - 1 so no read leaves the buffer; the caller masks them. */
 void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
-                        const int j0, const int nk, const int mask,
-                        const long causal_limit0, float (*s)[BLOCK_N]) {
+                        const int j0, const int nk, float (*s)[BLOCK_N]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
     const int j = min(j0 + jj, nk - 1);
     floatv kr[DCH];
@@ -73,13 +58,6 @@ void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
       for (int c = 1; c < DCH; c++)
         acc = fma(qr[r][c], kr[c], acc);
       s[r][jj] = HSUM(acc);
-    }
-  }
-  if (mask) {
-    for (int r = 0; r < BLOCK_M; r++) {
-      const long lim = min((long)nk - 1, causal_limit0 + r);
-      for (int jj = 0; jj < BLOCK_N; jj++)
-        s[r][jj] = (long)j0 + jj <= lim ? s[r][jj] : -INFINITY;
     }
   }
 }
@@ -172,17 +150,26 @@ void clattn_score_block(float (*qs)[HEAD_DIM], __global const float *ktb,
   }
 }
 
-/* Sets scores of keys past nk and past row r's causal limit (limit0 + r) to
- * `fill`; j0 is the block's first key. */
-void clattn_mask_block(float (*s)[BLOCK_N], const int j0, const int nk,
-                       const long limit0, const float fill) {
+/* Sets the scores of keys row i0 + r does not see to `fill`; j0 is the
+ * block's first key. */
+void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
+                       const int j0, const float fill) {
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
-    const int lim =
-        (int)clamp(min((long)nk - 1, limit0 + r) - j0, -1L, (long)BLOCK_N);
-    for (int j = 0; j < BLOCK_N; j += KEYS_VEC)
-      KSTORE(select(KLOAD(&s[r][j]), (floatk)(fill), j + KIOTA > lim),
+    const int lo = (int)clamp(clattn_row_first(sq, (long)i0 + r) - j0, -1L,
+                              (long)BLOCK_N);
+    const int hi = (int)clamp(clattn_row_last(sq, (long)i0 + r) - j0, -1L,
+                              (long)BLOCK_N);
+    for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
+      const intk jv = j + KIOTA;
+      KSTORE(select(KLOAD(&s[r][j]), (floatk)(fill), jv < lo || jv > hi),
              &s[r][j]);
+    }
+#if PIPE_MASK_MOD
+    for (int j = 0; j < BLOCK_N; j++)
+      if (!clattn_mask_keep(sq, i0 + r, j0 + j))
+        s[r][j] = fill;
+#endif
   }
 }
 
@@ -272,16 +259,20 @@ void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
   }
 }
 
-/* s[jj] = q . k_{j0 + jj} from the local tile; keys past this row's limit
- * (lim, at most nk - 1) score -INFINITY. */
-void clattn_score_tile(const floatv *qr, __local const float *ks, const int j0,
-                       const int lim, float *s) {
+/* s[jj] = q . k_{j0 + jj} from the local tile, through the score mods for
+ * row i; keys the row does not see score `fill`. */
+void clattn_score_tile(const clattn_seq *sq, const floatv *qr,
+                       __local const float *ks, const int i, const int j0,
+                       const float fill, float *s) {
+  const long lo = clattn_row_first(sq, i), hi = clattn_row_last(sq, i);
   for (int jj = 0; jj < BLOCK_N; jj++) {
     __local const float *kr = ks + jj * DP;
     floatv acc = qr[0] * VLOAD_LOCAL(kr);
     for (int c = 1; c < DCH; c++)
       acc = fma(qr[c], VLOAD_LOCAL(kr + c * VEC), acc);
-    s[jj] = j0 + jj <= lim ? HSUM(acc) : -INFINITY;
+    const int j = j0 + jj;
+    const int keep = j >= lo && j <= hi && clattn_mask_keep(sq, i, j);
+    s[jj] = keep ? clattn_mods(sq, HSUM(acc), i, j) : fill;
   }
 }
 

@@ -30,7 +30,7 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
                                  __global store_t *o, const int nq,
                                  const int nk, const int hq, const int hkv,
                                  const float scale_log2,
-                                 const float bias_log2) {
+                                 const float bias_log2, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -50,14 +50,19 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
       acc[r][c] = (floatv)(0.0f);
   }
 
-  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  const float bias = clattn_seq_bias(&sq, bias_log2);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
-                       CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk, s);
+    clattn_score_block(qr, k, j0, nk, s);
+    clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
       for (int jj = 0; jj < BLOCK_N; jj++)
-        s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias_log2)));
+        s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias)));
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
+      clattn_mask_rows(&sq, s, i0, j0, 0.0f);
     clattn_pv_block(s, v, j0, nk, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
@@ -70,7 +75,8 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
                                     __global store_t *o, const int nq,
                                     const int nk, const int nkp, const int hq,
                                     const int hkv, const float scale_log2,
-                                    const float bias_log2, const ulong vp_off) {
+                                    const float bias_log2, const ulong vp_off,
+                                    CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -90,18 +96,21 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
 
   /* The mask is applied after the sigmoid, as exact zeros: no -inf ever
    * reaches the exponential. */
-  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  const long limit0 = CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk;
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  const float bias = clattn_seq_bias(&sq, bias_log2);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   float s[BLOCK_M][BLOCK_N];
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
+    clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
       for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
-        const floatk x = KLOAD(&s[r][j]) + bias_log2;
+        const floatk x = KLOAD(&s[r][j]) + bias;
         KSTORE((floatk)(1.0f) / ((floatk)(1.0f) + clattn_exp2k(-x)), &s[r][j]);
       }
-    if ((long)j0 + BLOCK_N > kfree)
-      clattn_mask_block(s, j0, nk, limit0, 0.0f);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
+      clattn_mask_block(&sq, s, i0, j0, 0.0f);
     clattn_pv_block(s, vp + (size_t)j0 * DVP, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
@@ -115,7 +124,8 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
                                      __global store_t *o, const int nq,
                                      const int nk, const int hq, const int hkv,
                                      const float scale_log2,
-                                     const float bias_log2) {
+                                     const float bias_log2,
+                                     CLATTN_PIPE_PARAMS) {
   __local float ks[BLOCK_N * DP];
   __local float vs[BLOCK_N * DVP];
   const int g0 = (int)get_group_id(0) * BLOCK_M;
@@ -134,19 +144,19 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
   for (int c = 0; c < DVCH; c++)
     acc[c] = (floatv)(0.0f);
 
-  /* Uniform loop bound for the barriers; each row masks its own keys. */
-  const int kend =
-      CAUSAL ? (int)clamp((long)g0 + BLOCK_M + nk - nq, 0L, (long)nk) : nk;
-  const int lim =
-      CAUSAL ? (int)clamp((long)i + nk - nq, -1L, (long)nk - 1) : nk - 1;
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  /* Uniform loop bounds for the barriers; each row masks its own keys. */
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  const float bias = clattn_seq_bias(&sq, bias_log2);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     barrier(CLK_LOCAL_MEM_FENCE);
     clattn_load_kv_tile(k, v, j0, nk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
-    clattn_score_tile(qr, ks, j0, lim, s);
+    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, s);
     for (int jj = 0; jj < BLOCK_N; jj++)
-      s[jj] = 1.0f / (1.0f + exp2(-(s[jj] + bias_log2)));
+      s[jj] = 1.0f / (1.0f + exp2(-(s[jj] + bias)));
     clattn_pv_tile(s, vs, acc);
   }
   if (i < nq)

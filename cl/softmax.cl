@@ -45,7 +45,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
                                  __global store_t *o, __global float *lse,
                                  const int write_lse, const int nq,
                                  const int nk, const int hq, const int hkv,
-                                 const float scale_log2) {
+                                 const float scale_log2, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -68,11 +68,15 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
     l[r] = 0.0f;
   }
 
-  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, j0 + BLOCK_N > kfree,
-                       CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk, s);
+    clattn_score_block(qr, k, j0, nk, s);
+    clattn_mods_rows(&sq, s, i0, j0);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
+      clattn_mask_rows(&sq, s, i0, j0, -INFINITY);
     for (int r = 0; r < BLOCK_M; r++) {
       float mx = m[r];
       for (int jj = 0; jj < BLOCK_N; jj++)
@@ -103,7 +107,7 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
                                     const int write_lse, const int nq,
                                     const int nk, const int nkp, const int hq,
                                     const int hkv, const float scale_log2,
-                                    const ulong vp_off) {
+                                    const ulong vp_off, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -130,13 +134,15 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
    * rescaled) only when a block holds a score more than RESCALE_SLACK above
    * it, which after the first blocks is rare. Weights are then exp2(s - m)
    * <= 2^RESCALE_SLACK, far from overflow in float. */
-  CLATTN_KEY_BOUNDS(i0, nq, nk, kend, kfree);
-  const long limit0 = CAUSAL ? CLATTN_LIMIT0(i0, nq, nk) : nk;
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   float s[BLOCK_M][BLOCK_N];
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
-    if ((long)j0 + BLOCK_N > kfree)
-      clattn_mask_block(s, j0, nk, limit0, -INFINITY);
+    clattn_mods_rows(&sq, s, i0, j0);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
+      clattn_mask_block(&sq, s, i0, j0, -INFINITY);
     for (int r = 0; r < BLOCK_M; r++) {
       floatk mv = KLOAD(&s[r][0]);
       for (int j = KEYS_VEC; j < BLOCK_N; j += KEYS_VEC)
@@ -175,7 +181,8 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
                                      __global store_t *o, __global float *lse,
                                      const int write_lse, const int nq,
                                      const int nk, const int hq, const int hkv,
-                                     const float scale_log2) {
+                                     const float scale_log2,
+                                     CLATTN_PIPE_PARAMS) {
   __local float ks[BLOCK_N * DP];
   __local float vs[BLOCK_N * DVP];
   const int g0 = (int)get_group_id(0) * BLOCK_M;
@@ -197,18 +204,18 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
     acc[c] = (floatv)(0.0f);
   float m = -INFINITY, l = 0.0f;
 
-  /* kend is the same for the whole group, so the loop and its barriers are
-   * in uniform control flow; each row masks past its own limit. */
-  const int kend =
-      CAUSAL ? (int)clamp((long)g0 + BLOCK_M + nk - nq, 0L, (long)nk) : nk;
-  const int lim =
-      CAUSAL ? (int)clamp((long)i + nk - nq, -1L, (long)nk - 1) : nk - 1;
-  for (int j0 = 0; j0 < kend; j0 += BLOCK_N) {
+  /* The key range is the group's, the same for every work-item, so the
+   * loop and its barriers are in uniform control flow; each row masks what
+   * it does not see. */
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed */
     clattn_load_kv_tile(k, v, j0, nk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
-    clattn_score_tile(qr, ks, j0, lim, s);
+    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, s);
     float mx = m;
     for (int jj = 0; jj < BLOCK_N; jj++)
       mx = fmax(mx, s[jj]);

@@ -531,6 +531,11 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
                                        cl_event *event) {
   int linear = plan->p.variant == CLATTN_VARIANT_LINEAR ||
                plan->p.variant == CLATTN_VARIANT_COSFORMER;
+  if (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K] ||
+      clattn__pipe_active(&plan->p))
+    return clattn__fail(plan->ctx, CLATTN_ERROR_UNSUPPORTED,
+                        "backward with lengths, windows, ALiBi, softcap or "
+                        "mods is not supported yet");
   if (plan->nbwd == 0) {
     clattn_status st = linear                ? linear_backward_create(plan)
                        : use_cpu_shape(plan) ? cpu_backward_create(plan)

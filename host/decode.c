@@ -261,10 +261,16 @@ cleanup:
   return st;
 }
 
-static clattn_status decode_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
-                                    cl_mem v, cl_mem o, cl_mem lse,
+static clattn_status decode_enqueue(clattn_plan_t plan, const cl_mem *bufs,
                                     cl_uint nwait, const cl_event *wait,
                                     cl_event *event) {
+  cl_mem q = bufs[CLATTN__BUF_Q], k = bufs[CLATTN__BUF_K];
+  cl_mem v = bufs[CLATTN__BUF_V], o = bufs[CLATTN__BUF_O];
+  cl_mem lse = bufs[CLATTN__BUF_LSE];
+  if (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K])
+    return clattn__fail(
+        plan->ctx, CLATTN_ERROR_UNSUPPORTED,
+        "per-sequence lengths are not supported by decode plans yet");
   const clattn__problem *p = &plan->p;
   clattn_context_t ctx = plan->ctx;
   clattn_status st = CLATTN_SUCCESS;

@@ -21,6 +21,36 @@ CLATTN_API void clattn_desc_init(clattn_desc *desc, clattn_variant variant) {
   desc->seq_k = 1;
   desc->dim = 1;
   desc->feature_map = CLATTN_FEATURE_MAP_DEFAULT;
+  desc->window_left = -1;
+  desc->window_right = -1;
+}
+
+/* The longest user mod clattn takes. */
+#define CLATTN_MAX_MOD 4096
+
+/* A mod is one OpenCL C expression: it may not end the function it is put
+ * in, open a block, start a preprocessor line or a comment, or leave a
+ * parenthesis unbalanced. What it computes is up to the user. */
+static const char *mod_problem(const char *m) {
+  size_t n = strlen(m);
+  if (n == 0)
+    return "is empty";
+  if (n > CLATTN_MAX_MOD)
+    return "is longer than 4096 characters";
+  int depth = 0;
+  for (const char *c = m; *c; c++) {
+    if (*c == ';' || *c == '{' || *c == '}' || *c == '#' || *c == '\\' ||
+        *c == '\n' || *c == '\r' || *c == '"' || *c == '\'')
+      return "may not hold ; { } # \\ quotes or line breaks: it is one "
+             "expression";
+    if (c[0] == '/' && (c[1] == '/' || c[1] == '*'))
+      return "may not hold a comment";
+    if (*c == '(')
+      depth++;
+    if (*c == ')' && --depth < 0)
+      return "has a ) without its (";
+  }
+  return depth ? "has a ( without its )" : NULL;
 }
 
 /* Largest extent of any one dimension: kernels index rows with int. */
@@ -135,6 +165,7 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
   if (d->has_bias && !isfinite(d->bias))
     return bad(ctx, "bias", "must be finite");
   p->bias = d->has_bias ? d->bias : (float)(-log((double)p->seq_k));
+  p->bias_default = !d->has_bias;
 
   /* feature_map, eps: linear and cosformer. */
   if (flash && d->feature_map != CLATTN_FEATURE_MAP_DEFAULT)
@@ -174,6 +205,45 @@ clattn_status clattn__problem_resolve(clattn_context_t ctx,
   p->cos_m = d->cos_m != 0.0f
                  ? d->cos_m
                  : (float)(p->seq_q > p->seq_k ? p->seq_q : p->seq_k);
+  p->cos_m_default = d->cos_m == 0.0f;
+
+  /* The score pipeline: softmax and sigmoid. */
+  int pipe = d->window_left != -1 || d->window_right != -1 ||
+             d->softcap != 0.0f || d->alibi_slopes || d->score_mod ||
+             d->mask_mod;
+  if (pipe && !flash)
+    return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                        "invalid descriptor: windows, softcap, alibi_slopes, "
+                        "score_mod and mask_mod apply to softmax and sigmoid, "
+                        "not %s",
+                        vname);
+  if (d->window_left < -1)
+    return bad(ctx, "window_left", "must be -1 (unbounded) or at least 0");
+  if (d->window_right < -1)
+    return bad(ctx, "window_right", "must be -1 (unbounded) or at least 0");
+  p->window_left = d->window_left;
+  p->window_right = p->causal ? 0 : d->window_right;
+  if (!isfinite(d->softcap) || d->softcap < 0.0f)
+    return bad(ctx, "softcap", "must be finite and positive (0 = none)");
+  p->softcap = d->softcap;
+  if (d->alibi_slopes) {
+    for (size_t h = 0; h < p->heads_q; h++) {
+      if (!isfinite(d->alibi_slopes[h]))
+        return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
+                            "invalid descriptor: alibi_slopes[%zu] is not "
+                            "finite",
+                            h);
+    }
+  }
+  p->alibi = d->alibi_slopes != NULL;
+  p->alibi_slopes = d->alibi_slopes;
+  const char *why = NULL;
+  if (d->score_mod && (why = mod_problem(d->score_mod)))
+    return bad(ctx, "score_mod", why);
+  if (d->mask_mod && (why = mod_problem(d->mask_mod)))
+    return bad(ctx, "mask_mod", why);
+  p->score_mod = d->score_mod;
+  p->mask_mod = d->mask_mod;
   return CLATTN_SUCCESS;
 }
 

@@ -6,6 +6,7 @@
 #include "program.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -209,8 +210,9 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   int sigmoid = p->variant == CLATTN_VARIANT_SIGMOID;
   char options[512];
   snprintf(options, sizeof options,
-           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SHAPE=%d",
-           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, shape);
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D SHAPE=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v, shape);
+  clattn__pipe_options(p, options, sizeof options);
   /* WG is a launch parameter, not a kernel macro; SHAPE is passed above. */
   clattn__tiles kt = *t;
   kt.count = 0;
@@ -219,10 +221,18 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
       clattn__tiles_add(&kt, t->names[i], t->values[i]);
   }
   clattn__tiles_options(&kt, options, sizeof options);
-  const char *files[] = {"common.cl", "keys.cl", "flash.cl",
+  const char *files[] = {"common.cl", "keys.cl", "score.cl", "flash.cl",
                          sigmoid ? "sigmoid.cl" : "softmax.cl"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 4, options, &program));
+  int oom = 0;
+  char *prelude = clattn__pipe_prelude(p, &oom);
+  if (oom)
+    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory assembling the score mods");
+  st = clattn__program_get_prelude(ctx, prelude, files, 5, options, &program);
+  free(prelude);
+  if (st != CLATTN_SUCCESS)
+    goto cleanup;
   /* A runtime's warnings are a kernel defect worth telling the caller
    * about (clattn_plan_describe shows them), never printed. */
   const char *warnings = clattn__program_warnings(ctx, program);
@@ -282,10 +292,12 @@ cleanup:
   return st;
 }
 
-static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
-                                   cl_mem v, cl_mem o, cl_mem lse,
+static clattn_status flash_enqueue(clattn_plan_t plan, const cl_mem *bufs,
                                    cl_uint nwait, const cl_event *wait,
                                    cl_event *event) {
+  cl_mem q = bufs[CLATTN__BUF_Q], k = bufs[CLATTN__BUF_K];
+  cl_mem v = bufs[CLATTN__BUF_V], o = bufs[CLATTN__BUF_O];
+  cl_mem lse = bufs[CLATTN__BUF_LSE];
   const clattn__problem *p = &plan->p;
   clattn_context_t ctx = plan->ctx;
   clattn_status st = CLATTN_SUCCESS;
@@ -343,6 +355,9 @@ static clattn_status flash_enqueue(clattn_plan_t plan, cl_mem q, cl_mem k,
   }
   if (keys)
     CLATTN_SET_ARG(err, kern, a++, sizeof(cl_ulong), &vp_off);
+  if (err == CL_SUCCESS)
+    err = clattn__pipe_args(plan, kern, &a, bufs[CLATTN__BUF_LENS_Q],
+                            bufs[CLATTN__BUF_LENS_K]);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t bm = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_M");
   size_t wg = (size_t)clattn__tiles_get(&plan->tiles, "WG");

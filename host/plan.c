@@ -11,7 +11,7 @@
 int clattn__decode_wanted(const clattn__problem *p) {
   return (p->variant == CLATTN_VARIANT_SOFTMAX ||
           p->variant == CLATTN_VARIANT_SIGMOID) &&
-         p->seq_q <= CLATTN__DECODE_MAX_Q;
+         p->seq_q <= CLATTN__DECODE_MAX_Q && !clattn__pipe_active(p);
 }
 
 /* Softmax and sigmoid go to decode for few query rows, to flash otherwise;
@@ -83,6 +83,45 @@ static clattn_status create_kernels(clattn_plan_t plan, const char *spec) {
   return st;
 }
 
+static char *copy_string(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *c = malloc(n);
+  if (c)
+    memcpy(c, s, n);
+  return c;
+}
+
+/* Copies what the problem borrows from the descriptor: the mods into the
+ * plan's heap and the ALiBi slopes, times log2(e) for the kernels' log2
+ * domain, into a device buffer. */
+static clattn_status keep_pipeline(clattn_plan_t plan) {
+  clattn_context_t ctx = plan->ctx;
+  clattn__problem *p = &plan->p;
+  if (p->score_mod && !(plan->score_mod = copy_string(p->score_mod)))
+    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory copying score_mod");
+  p->score_mod = plan->score_mod;
+  if (p->mask_mod && !(plan->mask_mod = copy_string(p->mask_mod)))
+    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory copying mask_mod");
+  p->mask_mod = plan->mask_mod;
+  if (p->alibi) {
+    float *scaled = malloc(p->heads_q * sizeof(float));
+    if (!scaled)
+      return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                          "out of memory copying alibi_slopes");
+    for (size_t h = 0; h < p->heads_q; h++)
+      scaled[h] = p->alibi_slopes[h] * 1.4426950408889634f;
+    clattn_status st =
+        clattn__upload(ctx, CLATTN_DTYPE_F32, scaled, p->heads_q, &plan->alibi);
+    free(scaled);
+    if (st != CLATTN_SUCCESS)
+      return st;
+  }
+  p->alibi_slopes = NULL;
+  return CLATTN_SUCCESS;
+}
+
 CLATTN_API clattn_status clattn_plan_create(clattn_context_t ctx,
                                             const clattn_desc *desc,
                                             clattn_plan_t *out) {
@@ -104,6 +143,7 @@ CLATTN_API clattn_status clattn_plan_create(clattn_context_t ctx,
                         "out of memory creating a plan");
   plan->ctx = ctx;
   CLATTN_CHECK(clattn__problem_resolve(ctx, desc, &plan->p));
+  CLATTN_CHECK(keep_pipeline(plan));
   if (mtx_init(&plan->lock, mtx_plain) != thrd_success) {
     st = clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
                       "could not create the plan's mutex");
@@ -212,6 +252,10 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
   }
   if (plan->last)
     clReleaseEvent(plan->last);
+  if (plan->alibi)
+    clReleaseMemObject(plan->alibi);
+  free(plan->score_mod);
+  free(plan->mask_mod);
   if (plan->lock_ok)
     mtx_destroy(&plan->lock);
   free(plan);
@@ -274,8 +318,8 @@ clattn_status clattn__check_buffer(clattn_context_t ctx, cl_mem mem,
   return CLATTN_SUCCESS;
 }
 
-/* Enqueues a forward (backward = 0, bufs = q, k, v, o, lse) or backward run
- * (bufs as clattn__backward_enqueue takes them) after the caller's events.
+/* Enqueues a forward (backward = 0) or backward run after the caller's
+ * events; bufs holds CLATTN__BUF_COUNT buffers, NULL where unused.
  * Runs of one plan share its workspaces: a run waits for the previous one
  * when a workspace exists, so they stay ordered even on an out-of-order
  * queue. */
@@ -305,8 +349,7 @@ static clattn_status run_ordered(clattn_plan_t plan, const char *who,
   if (backward)
     st = clattn__backward_enqueue(plan, bufs, nw, wl, &done);
   else
-    st = plan->family->enqueue(plan, bufs[0], bufs[1], bufs[2], bufs[3],
-                               bufs[4], nw, wl, &done);
+    st = plan->family->enqueue(plan, bufs, nw, wl, &done);
   if (st == CLATTN_SUCCESS) {
     if (plan->last)
       clReleaseEvent(plan->last);
@@ -325,11 +368,23 @@ static clattn_status run_ordered(clattn_plan_t plan, const char *who,
   return st;
 }
 
-CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
-                                         cl_mem v, cl_mem o, cl_mem lse,
-                                         cl_uint num_events,
-                                         const cl_event *wait_list,
-                                         cl_event *event) {
+/* Checks the optional length buffers of a run: int32 [B] each. */
+static clattn_status check_lens(clattn_plan_t plan, cl_mem lens_q,
+                                cl_mem lens_k) {
+  clattn_status st = CLATTN_SUCCESS;
+  size_t need = plan->p.batch * sizeof(cl_int);
+  if (lens_q)
+    CLATTN_CHECK(clattn__check_buffer(plan->ctx, lens_q, "seq_lens_q", need));
+  if (lens_k)
+    CLATTN_CHECK(clattn__check_buffer(plan->ctx, lens_k, "seq_lens_k", need));
+cleanup:
+  return st;
+}
+
+CLATTN_API clattn_status clattn_plan_run_varlen(
+    clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v, cl_mem o, cl_mem lse,
+    cl_mem seq_lens_q, cl_mem seq_lens_k, cl_uint num_events,
+    const cl_event *wait_list, cl_event *event) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
@@ -353,11 +408,28 @@ CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
   CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
   if (lse)
     CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
-  const cl_mem bufs[5] = {q, k, v, o, lse};
+  CLATTN_CHECK(check_lens(plan, seq_lens_q, seq_lens_k));
+  cl_mem bufs[CLATTN__BUF_COUNT] = {NULL};
+  bufs[CLATTN__BUF_Q] = q;
+  bufs[CLATTN__BUF_K] = k;
+  bufs[CLATTN__BUF_V] = v;
+  bufs[CLATTN__BUF_O] = o;
+  bufs[CLATTN__BUF_LSE] = lse;
+  bufs[CLATTN__BUF_LENS_Q] = seq_lens_q;
+  bufs[CLATTN__BUF_LENS_K] = seq_lens_k;
   st = run_ordered(plan, "clattn_plan_run", 0, bufs, num_events, wait_list,
                    event);
 cleanup:
   return st;
+}
+
+CLATTN_API clattn_status clattn_plan_run(clattn_plan_t plan, cl_mem q, cl_mem k,
+                                         cl_mem v, cl_mem o, cl_mem lse,
+                                         cl_uint num_events,
+                                         const cl_event *wait_list,
+                                         cl_event *event) {
+  return clattn_plan_run_varlen(plan, q, k, v, o, lse, NULL, NULL, num_events,
+                                wait_list, event);
 }
 
 /* What a backward run of the plan needs besides q, k, v, dout, dq, dk and
@@ -366,10 +438,20 @@ static int backward_needs_forward(const clattn_plan_t plan) {
   return plan->p.variant == CLATTN_VARIANT_SOFTMAX;
 }
 
-CLATTN_API clattn_status clattn_plan_backward(
+/* A user score_mod has no derivative clattn could take. */
+static clattn_status no_mod_backward(clattn_plan_t plan, const char *fn) {
+  return clattn__fail(plan->ctx, CLATTN_ERROR_UNSUPPORTED,
+                      "%s: the plan has a score_mod, whose derivative clattn "
+                      "does not know; backward is not supported with one "
+                      "(a mask_mod is)",
+                      fn);
+}
+
+CLATTN_API clattn_status clattn_plan_backward_varlen(
     clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v, cl_mem o, cl_mem lse,
-    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_events,
-    const cl_event *wait_list, cl_event *event) {
+    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv, cl_mem seq_lens_q,
+    cl_mem seq_lens_k, cl_uint num_events, const cl_event *wait_list,
+    cl_event *event) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
@@ -386,6 +468,8 @@ CLATTN_API clattn_status clattn_plan_backward(
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_VALUE,
                         "clattn_plan_backward: num_events and wait_list "
                         "disagree");
+  if (plan->p.score_mod)
+    return no_mod_backward(plan, "clattn_plan_backward");
   size_t bytes[5];
   clattn__tensor_bytes(&plan->p, bytes);
   clattn_status st = CLATTN_SUCCESS;
@@ -400,11 +484,21 @@ CLATTN_API clattn_status clattn_plan_backward(
     CLATTN_CHECK(clattn__check_buffer(ctx, o, "o", bytes[3]));
     CLATTN_CHECK(clattn__check_buffer(ctx, lse, "lse", bytes[4]));
   }
-  const cl_mem bufs[9] = {q, k, v, o, lse, dout, dq, dk, dv};
+  CLATTN_CHECK(check_lens(plan, seq_lens_q, seq_lens_k));
+  const cl_mem bufs[CLATTN__BUF_COUNT] = {
+      q, k, v, o, lse, dout, dq, dk, dv, seq_lens_q, seq_lens_k};
   st = run_ordered(plan, "clattn_plan_backward", 1, bufs, num_events, wait_list,
                    event);
 cleanup:
   return st;
+}
+
+CLATTN_API clattn_status clattn_plan_backward(
+    clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v, cl_mem o, cl_mem lse,
+    cl_mem dout, cl_mem dq, cl_mem dk, cl_mem dv, cl_uint num_events,
+    const cl_event *wait_list, cl_event *event) {
+  return clattn_plan_backward_varlen(plan, q, k, v, o, lse, dout, dq, dk, dv,
+                                     NULL, NULL, num_events, wait_list, event);
 }
 
 clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,
@@ -494,9 +588,32 @@ static clattn_status download_host(clattn_context_t ctx, cl_mem mem,
 
 /* The host-pointer calls: convert says whether q, k, v and o are float32
  * (converted to and from the plan's dtype) or already in the plan's dtype. */
+/* Checks host lengths against Nq and Nk and uploads them (NULL stays NULL). */
+static clattn_status upload_lens(clattn_plan_t plan, const char *fn,
+                                 const cl_int *lens, size_t n, const char *name,
+                                 cl_mem *out) {
+  *out = NULL;
+  if (!lens)
+    return CLATTN_SUCCESS;
+  for (size_t b = 0; b < plan->p.batch; b++) {
+    if (lens[b] < 0 || (size_t)lens[b] > n)
+      return clattn__fail(plan->ctx, CLATTN_ERROR_INVALID_VALUE,
+                          "%s: %s[%zu] = %d is outside 0..%zu", fn, name, b,
+                          (int)lens[b], n);
+  }
+  cl_int err = CL_SUCCESS;
+  *out = clCreateBuffer(plan->ctx->context,
+                        CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                        plan->p.batch * sizeof(cl_int), (void *)lens, &err);
+  if (err != CL_SUCCESS)
+    return clattn__fail_cl(plan->ctx, err, "clCreateBuffer");
+  return CLATTN_SUCCESS;
+}
+
 static clattn_status run_host(clattn_plan_t plan, const char *fn, int convert,
                               const void *q, const void *k, const void *v,
-                              void *o, float *lse) {
+                              void *o, float *lse, const cl_int *lens_q,
+                              const cl_int *lens_k) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
@@ -509,8 +626,11 @@ static clattn_status run_host(clattn_plan_t plan, const char *fn, int convert,
   clattn__tensor_bytes(p, bytes);
   clattn_status st = CLATTN_SUCCESS;
   cl_mem bq = NULL, bk = NULL, bv = NULL, bo = NULL, bl = NULL;
+  cl_mem blq = NULL, blk = NULL;
   cl_event done = NULL;
   cl_int err = CL_SUCCESS;
+  CLATTN_CHECK(upload_lens(plan, fn, lens_q, p->seq_q, "seq_lens_q", &blq));
+  CLATTN_CHECK(upload_lens(plan, fn, lens_k, p->seq_k, "seq_lens_k", &blk));
   CLATTN_CHECK(upload_host(ctx, p->dtype, convert, q, bytes[0] / es, &bq));
   CLATTN_CHECK(upload_host(ctx, p->dtype, convert, k, bytes[1] / es, &bk));
   CLATTN_CHECK(upload_host(ctx, p->dtype, convert, v, bytes[2] / es, &bv));
@@ -520,7 +640,8 @@ static clattn_status run_host(clattn_plan_t plan, const char *fn, int convert,
     bl = clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[4], NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
   }
-  CLATTN_CHECK(clattn_plan_run(plan, bq, bk, bv, bo, bl, 0, NULL, &done));
+  CLATTN_CHECK(clattn_plan_run_varlen(plan, bq, bk, bv, bo, bl, blq, blk, 0,
+                                      NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
   CLATTN_CHECK(download_host(ctx, bo, bytes[3] / es, p->dtype, convert, o));
   if (lse)
@@ -532,8 +653,8 @@ cleanup:
   /* Buffers are released only after the queue is done with them. */
   if (st != CLATTN_SUCCESS && ctx->queue)
     clFinish(ctx->queue);
-  cl_mem all[] = {bq, bk, bv, bo, bl};
-  for (size_t i = 0; i < 5; i++) {
+  cl_mem all[] = {bq, bk, bv, bo, bl, blq, blk};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     if (all[i])
       clReleaseMemObject(all[i]);
   }
@@ -544,14 +665,29 @@ CLATTN_API clattn_status clattn_plan_run_host(clattn_plan_t plan,
                                               const float *q, const float *k,
                                               const float *v, float *o,
                                               float *lse) {
-  return run_host(plan, "clattn_plan_run_host", 1, q, k, v, o, lse);
+  return run_host(plan, "clattn_plan_run_host", 1, q, k, v, o, lse, NULL, NULL);
+}
+
+CLATTN_API clattn_status clattn_plan_run_host_varlen(
+    clattn_plan_t plan, const float *q, const float *k, const float *v,
+    float *o, float *lse, const cl_int *seq_lens_q, const cl_int *seq_lens_k) {
+  return run_host(plan, "clattn_plan_run_host_varlen", 1, q, k, v, o, lse,
+                  seq_lens_q, seq_lens_k);
+}
+
+CLATTN_API clattn_status clattn_plan_run_host_raw_varlen(
+    clattn_plan_t plan, const void *q, const void *k, const void *v, void *o,
+    float *lse, const cl_int *seq_lens_q, const cl_int *seq_lens_k) {
+  return run_host(plan, "clattn_plan_run_host_raw_varlen", 0, q, k, v, o, lse,
+                  seq_lens_q, seq_lens_k);
 }
 
 CLATTN_API clattn_status clattn_plan_run_host_raw(clattn_plan_t plan,
                                                   const void *q, const void *k,
                                                   const void *v, void *o,
                                                   float *lse) {
-  return run_host(plan, "clattn_plan_run_host_raw", 0, q, k, v, o, lse);
+  return run_host(plan, "clattn_plan_run_host_raw", 0, q, k, v, o, lse, NULL,
+                  NULL);
 }
 
 CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
@@ -589,6 +725,14 @@ CLATTN_API clattn_status
 clattn_plan_backward_host(clattn_plan_t plan, const float *q, const float *k,
                           const float *v, const float *o, const float *lse,
                           const float *dout, float *dq, float *dk, float *dv) {
+  return clattn_plan_backward_host_varlen(plan, q, k, v, o, lse, dout, dq, dk,
+                                          dv, NULL, NULL);
+}
+
+CLATTN_API clattn_status clattn_plan_backward_host_varlen(
+    clattn_plan_t plan, const float *q, const float *k, const float *v,
+    const float *o, const float *lse, const float *dout, float *dq, float *dk,
+    float *dv, const cl_int *seq_lens_q, const cl_int *seq_lens_k) {
   if (!plan)
     return CLATTN_ERROR_INVALID_VALUE;
   clattn_context_t ctx = plan->ctx;
@@ -606,9 +750,15 @@ clattn_plan_backward_host(clattn_plan_t plan, const float *q, const float *k,
   size_t bytes[5];
   clattn__tensor_bytes(p, bytes);
   clattn_status st = CLATTN_SUCCESS;
-  cl_mem b[9] = {NULL};
+  cl_mem b[11] = {NULL};
   cl_event done = NULL;
   cl_int err = CL_SUCCESS;
+  if (p->score_mod)
+    return no_mod_backward(plan, "clattn_plan_backward_host");
+  CLATTN_CHECK(upload_lens(plan, "clattn_plan_backward_host", seq_lens_q,
+                           p->seq_q, "seq_lens_q", &b[9]));
+  CLATTN_CHECK(upload_lens(plan, "clattn_plan_backward_host", seq_lens_k,
+                           p->seq_k, "seq_lens_k", &b[10]));
   CLATTN_CHECK(clattn__upload(ctx, p->dtype, q, bytes[0] / es, &b[0]));
   CLATTN_CHECK(clattn__upload(ctx, p->dtype, k, bytes[1] / es, &b[1]));
   CLATTN_CHECK(clattn__upload(ctx, p->dtype, v, bytes[2] / es, &b[2]));
@@ -623,8 +773,9 @@ clattn_plan_backward_host(clattn_plan_t plan, const float *q, const float *k,
         clCreateBuffer(ctx->context, CL_MEM_WRITE_ONLY, bytes[i], NULL, &err);
     CLATTN_CL_CHECK(ctx, err, "clCreateBuffer");
   }
-  CLATTN_CHECK(clattn_plan_backward(plan, b[0], b[1], b[2], b[3], b[4], b[5],
-                                    b[6], b[7], b[8], 0, NULL, &done));
+  CLATTN_CHECK(clattn_plan_backward_varlen(plan, b[0], b[1], b[2], b[3], b[4],
+                                           b[5], b[6], b[7], b[8], b[9], b[10],
+                                           0, NULL, &done));
   CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
   CLATTN_CHECK(clattn__download(ctx, b[6], bytes[0] / es, p->dtype, dq));
   CLATTN_CHECK(clattn__download(ctx, b[7], bytes[1] / es, p->dtype, dk));
@@ -634,7 +785,7 @@ cleanup:
     clReleaseEvent(done);
   if (st != CLATTN_SUCCESS && ctx->queue)
     clFinish(ctx->queue);
-  for (size_t i = 0; i < 9; i++) {
+  for (size_t i = 0; i < 11; i++) {
     if (b[i])
       clReleaseMemObject(b[i]);
   }

@@ -31,8 +31,38 @@ typedef struct clattn__problem {
   size_t batch, heads_q, heads_kv, seq_q, seq_k, dim, dim_v;
   int causal;
   float scale, bias, eps, cos_m;
+  int cos_m_default; /* cos_m was 0: M = max(Lq, Lk) per sequence */
+  int bias_default;  /* sigmoid's bias was not given: -ln(Lk) per sequence */
   clattn_feature_map feature_map;
+  /* The score pipeline (softmax, sigmoid). window_right is 0 when causal;
+   * -1 is unbounded. The slopes and mods point into the descriptor until
+   * clattn_plan_create copies them into the plan. */
+  int window_left, window_right;
+  float softcap;
+  int alibi; /* slopes were given */
+  const float *alibi_slopes;
+  const char *score_mod;
+  const char *mask_mod;
 } clattn__problem;
+
+/* 1 when any stage of the score pipeline beyond scale and causal is on. */
+int clattn__pipe_active(const clattn__problem *p);
+
+/* Buffers of a run, forward and backward, by index. */
+enum {
+  CLATTN__BUF_Q = 0,
+  CLATTN__BUF_K,
+  CLATTN__BUF_V,
+  CLATTN__BUF_O,
+  CLATTN__BUF_LSE,
+  CLATTN__BUF_DOUT,
+  CLATTN__BUF_DQ,
+  CLATTN__BUF_DK,
+  CLATTN__BUF_DV,
+  CLATTN__BUF_LENS_Q,
+  CLATTN__BUF_LENS_K,
+  CLATTN__BUF_COUNT
+};
 
 struct clattn_plan;
 
@@ -46,9 +76,9 @@ typedef struct clattn__family {
   clattn_status (*create)(struct clattn_plan *plan, const char *tiles);
   /* Sets arguments and enqueues; called with the plan's lock held. The last
    * kernel's event goes to *event when event is not NULL. */
-  clattn_status (*enqueue)(struct clattn_plan *plan, cl_mem q, cl_mem k,
-                           cl_mem v, cl_mem o, cl_mem lse, cl_uint nwait,
-                           const cl_event *wait, cl_event *event);
+  clattn_status (*enqueue)(struct clattn_plan *plan, const cl_mem *bufs,
+                           cl_uint nwait, const cl_event *wait,
+                           cl_event *event);
   /* Writes the index-th tile spec worth timing (for tuners); returns 0 past
    * the last one. */
   int (*candidate)(const clattn__problem *p, const clattn_device_profile *dev,
@@ -76,7 +106,25 @@ struct clattn_plan {
   cl_mem bwd_workspace[5];
   size_t bwd_workspace_bytes; /* all of them */
   char warning[512];          /* why a tuning source was passed over, or "" */
+  /* The score pipeline's own copies: ALiBi slopes times log2(e) on the
+   * device (float [Hq]) and the mods (heap strings), which p points to. */
+  cl_mem alibi;
+  char *score_mod;
+  char *mask_mod;
 };
+
+/* The -D options of the score pipeline for the plan's kernels. */
+void clattn__pipe_options(const clattn__problem *p, char *buf, size_t size);
+
+/* The OpenCL C text put before a program's files: the user's mods as
+ * functions clattn_score_mod and clattn_mask_mod, or NULL when there are
+ * none (a heap string). *out_of_memory is set when allocation failed. */
+char *clattn__pipe_prelude(const clattn__problem *p, int *out_of_memory);
+
+/* Sets the pipeline's trailing kernel arguments (CLATTN_PIPE_PARAMS in
+ * score.cl) from index *a on: lengths, slopes, window and softcap. */
+cl_int clattn__pipe_args(clattn_plan_t plan, cl_kernel kern, cl_uint *a,
+                         cl_mem lens_q, cl_mem lens_k);
 
 /* Prints "clattn: ..." on stderr when CLATTN_LOG=1; silent otherwise. */
 void clattn__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -51,11 +51,22 @@ static const struct clattn__kernel_source *find_source(const char *name) {
 #endif
 
 /* Concatenates the files into one heap string. */
-static clattn_status assemble(clattn_context_t ctx, const char *const *files,
-                              size_t nfiles, char **out) {
+static clattn_status assemble(clattn_context_t ctx, const char *prelude,
+                              const char *const *files, size_t nfiles,
+                              char **out) {
   clattn_status st = CLATTN_SUCCESS;
   char *text = NULL;
   size_t len = 0;
+  if (prelude) {
+    len = strlen(prelude);
+    text = malloc(len + 2);
+    if (!text)
+      return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                          "out of memory assembling kernels");
+    memcpy(text, prelude, len);
+    text[len++] = '\n';
+    text[len] = '\0';
+  }
   for (size_t i = 0; i < nfiles; i++) {
     const char *src = NULL;
     size_t size = 0;
@@ -147,15 +158,19 @@ static char *build_warnings(clattn_context_t ctx, cl_program program) {
   return log;
 }
 
-static char *make_key(const char *const *files, size_t nfiles,
-                      const char *options) {
-  size_t len = strlen(options) + 2;
+static char *make_key(const char *prelude, const char *const *files,
+                      size_t nfiles, const char *options) {
+  size_t len = strlen(options) + 3 + (prelude ? strlen(prelude) : 0);
   for (size_t i = 0; i < nfiles; i++)
     len += strlen(files[i]) + 1;
   char *key = malloc(len);
   if (!key)
     return NULL;
   key[0] = '\0';
+  if (prelude) {
+    strcat(key, prelude);
+    strcat(key, "\n");
+  }
   for (size_t i = 0; i < nfiles; i++) {
     strcat(key, files[i]);
     strcat(key, "+");
@@ -251,8 +266,16 @@ static void store_cached(clattn_context_t ctx, cl_program program,
 clattn_status clattn__program_get(clattn_context_t ctx,
                                   const char *const *files, size_t nfiles,
                                   const char *options, cl_program *out) {
+  return clattn__program_get_prelude(ctx, NULL, files, nfiles, options, out);
+}
+
+clattn_status clattn__program_get_prelude(clattn_context_t ctx,
+                                          const char *prelude,
+                                          const char *const *files,
+                                          size_t nfiles, const char *options,
+                                          cl_program *out) {
   clattn_status st = CLATTN_SUCCESS;
-  char *key = make_key(files, nfiles, options);
+  char *key = make_key(prelude, files, nfiles, options);
   char *text = NULL;
   char *dkey = NULL;
   cl_program program = NULL;
@@ -270,7 +293,7 @@ clattn_status clattn__program_get(clattn_context_t ctx,
       goto cleanup;
     }
   }
-  CLATTN_CHECK(assemble(ctx, files, nfiles, &text));
+  CLATTN_CHECK(assemble(ctx, prelude, files, nfiles, &text));
   size_t dkey_len = 0;
   dkey = disk_key(ctx, options, text, &dkey_len);
   if (dkey)

@@ -24,6 +24,14 @@ clattn_status clattn__program_get(clattn_context_t ctx,
                                   const char *const *files, size_t nfiles,
                                   const char *options, cl_program *out);
 
+/* The same with `prelude` (NULL: none), OpenCL C text put before the files
+ * and made part of the program's key: the score pipeline's user mods. */
+clattn_status clattn__program_get_prelude(clattn_context_t ctx,
+                                          const char *prelude,
+                                          const char *const *files,
+                                          size_t nfiles, const char *options,
+                                          cl_program *out);
+
 /* The build log of a program from clattn__program_get when its build from
  * source succeeded with warnings, else NULL (also for programs loaded from
  * the disk cache, whose build logs are empty). Valid while the context

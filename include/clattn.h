@@ -255,8 +255,29 @@ typedef struct clattn_desc {
   /* linear, cosformer. */
   clattn_feature_map feature_map;
   float eps; /* 0 = 1e-6 */
-  /* cosformer: the M in t_i = (pi/2) i / M; 0 = max(Nq, Nk). */
+  /* cosformer: the M in t_i = (pi/2) i / M; 0 = max(Lq, Lk), the lengths
+   * of each sequence (Nq and Nk without per-sequence lengths). */
   float cos_m;
+  /* The score pipeline of softmax and sigmoid (README, "Masks and score
+   * mods"), applied in this order to s = scale q_i.k_j, with i' = i + Lk - Lq
+   * the query's position among the keys of its sequence:
+   *   softcap > 0:   s = softcap * tanh(s / softcap);
+   *   alibi_slopes:  s -= slope[h] * |i' - j|  (float32 [Hq], copied by
+   *                  clattn_plan_create);
+   *   score_mod:     s = (score_mod) with score = s, b, h, i, j in scope;
+   *   masks:         key j is dropped past Lk, outside the window
+   *                  i' - window_left <= j <= i' + window_right (-1:
+   *                  unbounded; causal means window_right = 0) and where
+   *                  (mask_mod) is 0.
+   * score_mod and mask_mod are OpenCL C expressions compiled into the
+   * kernels: score is a float, b, h, i and j ints (i and j are positions
+   * within the sequence); NULL = none. */
+  int window_left;  /* -1 (default) = unbounded */
+  int window_right; /* -1 (default) = unbounded */
+  float softcap;    /* 0 = none */
+  const float *alibi_slopes;
+  const char *score_mod;
+  const char *mask_mod;
   /* Tile override, "SHAPE=cpu|gpu|row,NAME=VALUE,..." (clattn-info shows the
    * names a plan uses); NULL = let clattn choose: CLATTN_TUNE from the
    * environment, else the tuning file, the built-in table, a heuristic. */
@@ -318,6 +339,36 @@ clattn_status clattn_plan_run_host_raw(clattn_plan_t plan, const void *q,
                                        const void *k, const void *v, void *o,
                                        float *lse);
 
+/* Padded batches: clattn_plan_run with per-sequence lengths. seq_lens_q and
+ * seq_lens_k are int32 [B] buffers (NULL: every sequence has the full Nq or
+ * Nk). Sequence b uses its first Lq = seq_lens_q[b] query rows and Lk =
+ * seq_lens_k[b] keys; rows past Lq get o = 0 and lse = -inf, keys past Lk
+ * are never read, and causal masking, windows and cosFormer's default M are
+ * aligned per sequence. Each sequence gives what it gives run alone. The
+ * kernels clamp a length to 0..Nq (0..Nk), so a bad length never makes them
+ * read or write out of bounds; the host calls below refuse one instead. All
+ * four variants. */
+clattn_status clattn_plan_run_varlen(clattn_plan_t plan, cl_mem q, cl_mem k,
+                                     cl_mem v, cl_mem o, cl_mem lse,
+                                     cl_mem seq_lens_q, cl_mem seq_lens_k,
+                                     cl_uint num_events,
+                                     const cl_event *wait_list,
+                                     cl_event *event);
+
+/* clattn_plan_run_host and clattn_plan_run_host_raw with host lengths
+ * (int32 [B] or NULL), which are checked against Nq and Nk first
+ * (CLATTN_ERROR_INVALID_VALUE names the first bad one). */
+clattn_status clattn_plan_run_host_varlen(clattn_plan_t plan, const float *q,
+                                          const float *k, const float *v,
+                                          float *o, float *lse,
+                                          const cl_int *seq_lens_q,
+                                          const cl_int *seq_lens_k);
+clattn_status clattn_plan_run_host_raw_varlen(clattn_plan_t plan, const void *q,
+                                              const void *k, const void *v,
+                                              void *o, float *lse,
+                                              const cl_int *seq_lens_q,
+                                              const cl_int *seq_lens_k);
+
 /* Device bytes the plan itself holds (workspace), not counting the caller's
  * q, k, v, o and lse buffers. */
 size_t clattn_plan_device_bytes(clattn_plan_t plan);
@@ -339,7 +390,10 @@ size_t clattn_plan_describe(clattn_plan_t plan, char *buf, size_t size);
  * and needs the forward's o too; sigmoid needs neither (o and lse may be
  * NULL). Rows with no visible key give zero gradients. The backward kernels
  * are built by the first call on a plan. Events as in clattn_plan_run; runs
- * and backward runs of one plan are ordered one after another. */
+ * and backward runs of one plan are ordered one after another. The score
+ * pipeline's windows, lengths, ALiBi and softcap are differentiated; a plan
+ * with a score_mod has no derivative to take and its backward gives
+ * CLATTN_ERROR_UNSUPPORTED (a mask_mod is fine: it only drops keys). */
 clattn_status clattn_plan_backward(clattn_plan_t plan, cl_mem q, cl_mem k,
                                    cl_mem v, cl_mem o, cl_mem lse, cl_mem dout,
                                    cl_mem dq, cl_mem dk, cl_mem dv,
@@ -353,6 +407,20 @@ clattn_status clattn_plan_backward_host(clattn_plan_t plan, const float *q,
                                         const float *o, const float *lse,
                                         const float *dout, float *dq, float *dk,
                                         float *dv);
+
+/* The backward of a run with per-sequence lengths (as
+ * clattn_plan_run_varlen): the same lengths, device or host. Gradients of
+ * rows past Lq and of keys past Lk are 0. */
+clattn_status
+clattn_plan_backward_varlen(clattn_plan_t plan, cl_mem q, cl_mem k, cl_mem v,
+                            cl_mem o, cl_mem lse, cl_mem dout, cl_mem dq,
+                            cl_mem dk, cl_mem dv, cl_mem seq_lens_q,
+                            cl_mem seq_lens_k, cl_uint num_events,
+                            const cl_event *wait_list, cl_event *event);
+clattn_status clattn_plan_backward_host_varlen(
+    clattn_plan_t plan, const float *q, const float *k, const float *v,
+    const float *o, const float *lse, const float *dout, float *dq, float *dk,
+    float *dv, const cl_int *seq_lens_q, const cl_int *seq_lens_k);
 
 /* ---- Merging partial attention ---------------------------------------- */
 

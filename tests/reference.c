@@ -21,6 +21,20 @@ typedef struct ref_shape {
   clattn_feature_map map;
 } ref_shape;
 
+static void ref_shape_resolve(const clattn_desc *desc, ref_shape *s);
+
+/* The shape of sequence b alone: Lq and Lk as its lengths, and the defaults
+ * that depend on them resolved per sequence. */
+static void ref_shape_seq(const clattn_desc *desc, const clattn_ref_extra *x,
+                          size_t b, ref_shape *s) {
+  clattn_desc one = *desc;
+  if (x && x->lens_q)
+    one.seq_q = (size_t)x->lens_q[b];
+  if (x && x->lens_k)
+    one.seq_k = (size_t)x->lens_k[b];
+  ref_shape_resolve(&one, s);
+}
+
 static void ref_shape_resolve(const clattn_desc *desc, ref_shape *s) {
   s->b = desc->batch;
   s->hq = desc->heads_q;
@@ -80,51 +94,92 @@ static void ref_fill_nan(double *o, size_t n) {
     o[t] = NAN;
 }
 
+/* Whether query i sees key j: causal, the window and the user's mask, with
+ * i' = i + Nk - Nq the query's position among the keys of its sequence. */
+static int ref_sees(const clattn_desc *desc, const clattn_ref_extra *x,
+                    const ref_shape *s, size_t b, size_t h, size_t i,
+                    size_t j) {
+  long long ip = (long long)i + (long long)s->nk - (long long)s->nq;
+  long long jj = (long long)j;
+  long long right = s->causal ? 0 : desc->window_right;
+  if (right >= 0 && jj > ip + right)
+    return 0;
+  if (desc->window_left >= 0 && jj < ip - desc->window_left)
+    return 0;
+  if (x && x->mask_mod && !x->mask_mod((int)b, (int)h, (int)i, (int)j))
+    return 0;
+  return 1;
+}
+
+/* The score of (i, j) through the pipeline: scale, softcap, ALiBi,
+ * score_mod. */
+static double ref_score(const clattn_desc *desc, const clattn_ref_extra *x,
+                        const ref_shape *s, size_t b, size_t h, size_t i,
+                        size_t j, double dot) {
+  double sc = s->scale * dot;
+  if (desc->softcap > 0.0f)
+    sc = (double)desc->softcap * tanh(sc / (double)desc->softcap);
+  if (desc->alibi_slopes) {
+    double ip = (double)i + (double)s->nk - (double)s->nq;
+    sc -= (double)desc->alibi_slopes[h] * fabs(ip - (double)j);
+  }
+  if (x && x->score_mod)
+    sc = x->score_mod(sc, (int)b, (int)h, (int)i, (int)j);
+  return sc;
+}
+
 /* Softmax and sigmoid for one (batch, query head): a direct sum over the
  * visible keys, with the exact row maximum subtracted so exp never
  * overflows. */
-static void ref_scores_head(const clattn_desc *desc, const ref_shape *s,
+static void ref_scores_head(const clattn_desc *desc, const clattn_ref_extra *x,
+                            const ref_shape *s, size_t b, size_t h,
                             const float *q, const float *k, const float *v,
-                            double *o, double *lse, double *score) {
+                            double *o, double *lse, double *score, char *seen) {
   size_t i, j, t;
   for (i = 0; i < s->nq; i++) {
     const float *qi = q + i * s->d;
     double *oi = o + i * s->dv;
-    size_t nvis = ref_visible(s, i);
+    size_t nvis = 0;
+    double m = -INFINITY, l = 0.0;
     for (t = 0; t < s->dv; t++)
       oi[t] = 0.0;
+    for (j = 0; j < s->nk; j++) {
+      seen[j] = (char)ref_sees(desc, x, s, b, h, i, j);
+      if (!seen[j])
+        continue;
+      nvis++;
+      score[j] =
+          ref_score(desc, x, s, b, h, i, j, ref_dot(qi, k + j * s->d, s->d));
+      if (score[j] > m)
+        m = score[j];
+    }
     if (desc->variant == CLATTN_VARIANT_SIGMOID) {
-      for (j = 0; j < nvis; j++) {
-        double x = s->scale * ref_dot(qi, k + j * s->d, s->d) + s->bias;
-        double w = 1.0 / (1.0 + exp(-x));
+      for (j = 0; j < s->nk; j++) {
+        if (!seen[j])
+          continue;
+        double w = 1.0 / (1.0 + exp(-(score[j] + s->bias)));
         for (t = 0; t < s->dv; t++)
           oi[t] += w * (double)v[j * s->dv + t];
       }
       continue;
     }
-    if (nvis == 0) {
+    if (nvis == 0 || m == -INFINITY) {
       if (lse)
         lse[i] = -INFINITY;
       continue;
     }
-    {
-      double m = -INFINITY, l = 0.0;
-      for (j = 0; j < nvis; j++) {
-        score[j] = s->scale * ref_dot(qi, k + j * s->d, s->d);
-        if (score[j] > m)
-          m = score[j];
-      }
-      for (j = 0; j < nvis; j++) {
-        double w = exp(score[j] - m);
-        l += w;
-        for (t = 0; t < s->dv; t++)
-          oi[t] += w * (double)v[j * s->dv + t];
-      }
+    for (j = 0; j < s->nk; j++) {
+      if (!seen[j])
+        continue;
+      double w = exp(score[j] - m);
+      l += w;
       for (t = 0; t < s->dv; t++)
-        oi[t] /= l;
-      if (lse)
-        lse[i] = m + log(l);
+        oi[t] += w * (double)v[j * s->dv + t];
     }
+    for (t = 0; t < s->dv; t++)
+      oi[t] /= l;
+    if (lse)
+      lse[i] = m + log(l);
   }
 }
 
@@ -198,53 +253,71 @@ static void ref_linear_head(const clattn_desc *desc, const ref_shape *s,
   }
 }
 
-void clattn_ref_attention(const clattn_desc *desc, const float *q,
-                          const float *k, const float *v, double *o,
-                          double *lse) {
-  ref_shape s;
-  size_t b, h, group, o_total;
+void clattn_ref_attention_ex(const clattn_desc *desc, const clattn_ref_extra *x,
+                             const float *q, const float *k, const float *v,
+                             double *o, double *lse) {
+  ref_shape s, full;
+  size_t b, h, i, t, group, o_total;
   double *scratch, *extra;
+  char *seen = NULL;
   int linear_like;
   if (!desc || !q || !k || !v || !o)
     return;
-  ref_shape_resolve(desc, &s);
-  o_total = s.b * s.hq * s.nq * s.dv;
-  if (s.hkv == 0 || s.hq % s.hkv != 0) {
+  ref_shape_resolve(desc, &full);
+  o_total = full.b * full.hq * full.nq * full.dv;
+  if (full.hkv == 0 || full.hq % full.hkv != 0) {
     ref_fill_nan(o, o_total);
     return;
   }
-  group = s.hq / s.hkv;
+  group = full.hq / full.hkv;
   linear_like = desc->variant == CLATTN_VARIANT_LINEAR ||
                 desc->variant == CLATTN_VARIANT_COSFORMER;
   if (linear_like) {
     /* State for two halves (cosFormer) plus phi(q). */
-    scratch = malloc((2 * s.d * (s.dv + 1) + s.d) * sizeof(double));
-    extra = scratch ? scratch + 2 * s.d * (s.dv + 1) : NULL;
+    scratch = malloc((2 * full.d * (full.dv + 1) + full.d) * sizeof(double));
+    extra = scratch ? scratch + 2 * full.d * (full.dv + 1) : NULL;
   } else {
-    scratch = malloc((s.nk ? s.nk : 1) * sizeof(double));
+    scratch = malloc((full.nk ? full.nk : 1) * sizeof(double));
+    seen = malloc(full.nk ? full.nk : 1);
     extra = NULL;
   }
-  if (!scratch) {
+  if (!scratch || (!linear_like && !seen)) {
+    free(scratch);
+    free(seen);
     ref_fill_nan(o, o_total);
     return;
   }
-  for (b = 0; b < s.b; b++) {
-    for (h = 0; h < s.hq; h++) {
+  for (b = 0; b < full.b; b++) {
+    /* Sequence b alone: its own lengths and defaults, the full strides. */
+    ref_shape_seq(desc, x, b, &s);
+    for (h = 0; h < full.hq; h++) {
       size_t hk = h / group;
-      size_t qo = (b * s.hq + h) * s.nq;
-      size_t ko = (b * s.hkv + hk) * s.nk;
-      const float *qh = q + qo * s.d;
-      const float *kh = k + ko * s.d;
-      const float *vh = v + ko * s.dv;
-      double *oh = o + qo * s.dv;
+      size_t qo = (b * full.hq + h) * full.nq;
+      size_t ko = (b * full.hkv + hk) * full.nk;
+      const float *qh = q + qo * full.d;
+      const float *kh = k + ko * full.d;
+      const float *vh = v + ko * full.dv;
+      double *oh = o + qo * full.dv;
+      double *lh =
+          desc->variant == CLATTN_VARIANT_SOFTMAX && lse ? lse + qo : NULL;
       if (linear_like)
         ref_linear_head(desc, &s, qh, kh, vh, oh, scratch, extra);
       else
-        ref_scores_head(
-            desc, &s, qh, kh, vh, oh,
-            desc->variant == CLATTN_VARIANT_SOFTMAX && lse ? lse + qo : NULL,
-            scratch);
+        ref_scores_head(desc, x, &s, b, h, qh, kh, vh, oh, lh, scratch, seen);
+      for (i = s.nq; i < full.nq; i++) {
+        for (t = 0; t < full.dv; t++)
+          oh[i * full.dv + t] = 0.0;
+        if (lh)
+          lh[i] = -INFINITY;
+      }
     }
   }
   free(scratch);
+  free(seen);
+}
+
+void clattn_ref_attention(const clattn_desc *desc, const float *q,
+                          const float *k, const float *v, double *o,
+                          double *lse) {
+  clattn_ref_attention_ex(desc, NULL, q, k, v, o, lse);
 }

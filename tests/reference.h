@@ -25,6 +25,27 @@ void clattn_ref_attention(const clattn_desc *desc, const float *q,
                           const float *k, const float *v, double *o,
                           double *lse);
 
+/* What the reference needs beyond the descriptor: per-sequence lengths
+ * (int32 [B] or NULL for Nq and Nk) and the user mods as C functions, the
+ * twins of the OpenCL C expressions in desc->score_mod and desc->mask_mod
+ * (a test gives both). score is in natural units, i and j are positions in
+ * the sequence. NULL members are absent. */
+typedef struct clattn_ref_extra {
+  const int *lens_q;
+  const int *lens_k;
+  double (*score_mod)(double score, int b, int h, int i, int j);
+  int (*mask_mod)(int b, int h, int i, int j);
+} clattn_ref_extra;
+
+/* clattn_ref_attention with lengths and the whole score pipeline of the
+ * descriptor (window, softcap, ALiBi, mods). Rows past a sequence's Lq give
+ * O = 0 and LSE -inf; sigmoid's default bias and cosFormer's default M are
+ * those of each sequence alone (-ln Lk, max(Lq, Lk)). extra may be NULL. */
+void clattn_ref_attention_ex(const clattn_desc *desc,
+                             const clattn_ref_extra *extra, const float *q,
+                             const float *k, const float *v, double *o,
+                             double *lse);
+
 /*
  * The gradients of L = sum_t O_t dO_t with respect to Q, K and V (double,
  * shaped as Q, K and V), from float32 inputs and dO [B, Hq, Nq, Dv]; GQA
