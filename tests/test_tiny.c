@@ -160,9 +160,64 @@ static void test_tiny_all_variants(void **state) {
   clattn_context_destroy(ctx);
 }
 
+/* The score pipeline of the flash kernels at tiny shapes, every stage on at
+ * once (lengths, window or causal, ALiBi, softcap, both mods), in each
+ * forced shape: under Oclgrind this checks that lengths and windows keep
+ * every access in bounds. */
+static double tiny_score_mod(double score, int b, int h, int i, int j) {
+  (void)b;
+  (void)h;
+  return score + 0.1 * (double)(i - j);
+}
+static int tiny_mask_mod(int b, int h, int i, int j) {
+  (void)b;
+  return (i + j + h) % 4 != 1;
+}
+
+static void test_tiny_pipeline(void **state) {
+  (void)state;
+  clattn_context_t ctx = clattn_test_context_create();
+  const int lens_q[2] = {9, 4}, lens_k[2] = {13, 6};
+  const float slopes[2] = {0.5f, 0.125f};
+  const clattn_ref_extra x = {lens_q, lens_k, tiny_score_mod, tiny_mask_mod};
+  for (int v = 0; v < 2; v++) {
+    for (size_t t = 1; t < sizeof flash_tiles / sizeof flash_tiles[0]; t++) {
+      clattn_desc desc = clattn_test_desc(variants[v], CLATTN_DTYPE_F32,
+                                          (int)(t % 2), 2, 2, 1, 9, 13, 5, 3);
+      desc.window_left = 3;
+      desc.window_right = t % 2 ? -1 : 2;
+      desc.softcap = 2.5f;
+      desc.alibi_slopes = slopes;
+      desc.score_mod = "score + 0.1f * (float)(i - j)";
+      desc.mask_mod = "(i + j + h) % 4 != 1";
+      desc.tiles = flash_tiles[t];
+      print_message("  pipeline %s tiles=%s\n",
+                    clattn_variant_name(variants[v]), desc.tiles);
+      clattn_test_problem p;
+      clattn_test_problem_init(&p, &desc, 77 + t);
+      clattn_ref_attention_ex(&desc, &x, p.q, p.k, p.v, p.ref_o, p.ref_lse);
+      clattn_plan_t plan = NULL;
+      clattn_status st = clattn_plan_create(ctx, &desc, &plan);
+      if (st == CLATTN_SUCCESS)
+        st = clattn_plan_run_host_varlen(plan, p.q, p.k, p.v, p.o, p.lse,
+                                         lens_q, lens_k);
+      if (st != CLATTN_SUCCESS)
+        print_error("%s: %s\n", clattn_status_name(st),
+                    clattn_context_error(ctx));
+      clattn_plan_destroy(plan);
+      int ok = st == CLATTN_SUCCESS &&
+               clattn_test_check("pipeline O", p.o, p.ref_o, p.n.o, TOL_F32);
+      clattn_test_problem_free(&p);
+      assert_true(ok);
+    }
+  }
+  clattn_context_destroy(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny_all_variants),
+      cmocka_unit_test(test_tiny_pipeline),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
