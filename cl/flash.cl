@@ -151,9 +151,9 @@ void clattn_score_block(float (*qs)[HEAD_DIM], __global const float *ktb,
 }
 
 /* Sets the scores of keys row i0 + r does not see to `fill`; j0 is the
- * block's first key. */
+ * block's first key; with_mod: the mask_mod is evaluated too. */
 void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
-                       const int j0, const float fill) {
+                       const int j0, const float fill, const int with_mod) {
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int lo = (int)clamp(clattn_row_first(sq, (long)i0 + r) - j0, -1L,
@@ -166,9 +166,12 @@ void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
              &s[r][j]);
     }
 #if PIPE_MASK_MOD
-    for (int j = 0; j < BLOCK_N; j++)
-      if (!clattn_mask_keep(sq, i0 + r, j0 + j))
-        s[r][j] = fill;
+    if (with_mod)
+      for (int j = 0; j < BLOCK_N; j++)
+        if (!clattn_mask_keep(sq, i0 + r, j0 + j))
+          s[r][j] = fill;
+#else
+    (void)with_mod;
 #endif
   }
 }
@@ -260,10 +263,11 @@ void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
 }
 
 /* s[jj] = q . k_{j0 + jj} from the local tile, through the score mods for
- * row i; keys the row does not see score `fill`. */
+ * row i; keys the row does not see score `fill` (with_mod: the mask_mod is
+ * evaluated too). */
 void clattn_score_tile(const clattn_seq *sq, const floatv *qr,
                        __local const float *ks, const int i, const int j0,
-                       const float fill, float *s) {
+                       const float fill, const int with_mod, float *s) {
   const long lo = clattn_row_first(sq, i), hi = clattn_row_last(sq, i);
   for (int jj = 0; jj < BLOCK_N; jj++) {
     __local const float *kr = ks + jj * DP;
@@ -271,7 +275,8 @@ void clattn_score_tile(const clattn_seq *sq, const floatv *qr,
     for (int c = 1; c < DCH; c++)
       acc = fma(qr[c], VLOAD_LOCAL(kr + c * VEC), acc);
     const int j = j0 + jj;
-    const int keep = j >= lo && j <= hi && clattn_mask_keep(sq, i, j);
+    const int keep =
+        j >= lo && j <= hi && (!with_mod || clattn_mask_keep(sq, i, j));
     s[jj] = keep ? clattn_mods(sq, HSUM(acc), i, j) : fill;
   }
 }
@@ -286,3 +291,55 @@ void clattn_pv_tile(const float *p, __local const float *vs, floatv *acc) {
 }
 
 #endif /* SHAPE */
+
+/* The block mask of a mask_mod: for each block of BLOCK_M query rows (one
+ * work-item's, or the gpu shape's work-group's) and BLOCK_N keys of each
+ * (batch, query head), 0 when the mask_mod drops every pair of the block, 1
+ * when it drops some, 2 when none, so that the kernels skip the first kind,
+ * evaluate the mod only on the second and not at all on the third (as
+ * FlexAttention's BlockMask). The mask_mod sees positions within the
+ * sequence, which lengths do not move, so one mask serves every run of a
+ * plan: the plan computes it once, at its creation. */
+int clattn_block_mod(__global const uchar *block_mask, const clattn_seq *sq,
+                     const int i0, const int j0, const int nq, const int nk,
+                     const int hq) {
+#if PIPE_MASK_MOD
+  const int nqb = (nq + BLOCK_M - 1) / BLOCK_M;
+  const int nkb = (nk + BLOCK_N - 1) / BLOCK_N;
+  return block_mask[(((size_t)sq->b * hq + sq->h) * nqb + i0 / BLOCK_M) * nkb +
+                    j0 / BLOCK_N];
+#else
+  (void)block_mask;
+  (void)sq;
+  (void)i0;
+  (void)j0;
+  (void)nq;
+  (void)nk;
+  (void)hq;
+  return 2;
+#endif
+}
+
+#if PIPE_MASK_MOD
+/* One work-item per block: global size (key blocks, row blocks, B * Hq). */
+__kernel void clattn_block_mask(__global uchar *block_mask, const int nq,
+                                const int nk, const int hq) {
+  const int kb = (int)get_global_id(0), qb = (int)get_global_id(1);
+  const size_t bh = get_global_id(2);
+  const int nqb = (nq + BLOCK_M - 1) / BLOCK_M;
+  const int nkb = (nk + BLOCK_N - 1) / BLOCK_N;
+  if (kb >= nkb || qb >= nqb)
+    return;
+  const int b = (int)(bh / hq), h = (int)(bh % hq);
+  const int i1 = min(qb * BLOCK_M + BLOCK_M, nq);
+  const int j1 = min(kb * BLOCK_N + BLOCK_N, nk);
+  int any = 0, all = 1;
+  for (int i = qb * BLOCK_M; i < i1; i++)
+    for (int j = kb * BLOCK_N; j < j1; j++) {
+      const int keep = clattn_mask_mod(b, h, i, j) != 0;
+      any |= keep;
+      all &= keep;
+    }
+  block_mask[(bh * nqb + qb) * nkb + kb] = (uchar)(any ? (all ? 2 : 1) : 0);
+}
+#endif

@@ -371,6 +371,50 @@ static void test_window_skips_blocks(void **state) {
     check_case(&cases[i], all_shapes, 3, 500 + i);
 }
 
+/* A block-diagonal mask_mod with tiles small enough that the block mask
+ * holds all three kinds of block (dropped, partial, whole): the kernels
+ * skip, mask and leave alone the right ones. */
+#define BLOCK_DIAG "(i / 96) == (j / 96) || (i + j) % 61 == 0"
+static int block_diag_c(int b, int h, int i, int j) {
+  (void)b;
+  (void)h;
+  return (i / 96) == (j / 96) || (i + j) % 61 == 0;
+}
+
+static void test_block_mask(void **state) {
+  (void)state;
+  clattn_test_device_or_skip();
+  clattn_context_t ctx = clattn_test_shared_context();
+  static const char *const tiles[] = {"SHAPE=cpu,S_VECS=1,BLOCK_M=8,BLOCK_N=32",
+                                      "SHAPE=gpu,BLOCK_M=16,BLOCK_N=16",
+                                      "SHAPE=row,BLOCK_M=4,BLOCK_N=16"};
+  const clattn_ref_extra x = {NULL, NULL, NULL, block_diag_c};
+  for (int v = 0; v < 2; v++) {
+    clattn_desc d =
+        clattn_test_desc(v ? SG : SM, F32, v, 2, 2, 1, 400, 420, 24, 24);
+    d.mask_mod = BLOCK_DIAG;
+    clattn_test_problem p;
+    clattn_test_problem_init(&p, &d, 900 + (uint64_t)v);
+    clattn_ref_attention_ex(&p.desc, &x, p.q, p.k, p.v, p.ref_o, p.ref_lse);
+    int ok = 1;
+    clattn_status st = CLATTN_SUCCESS;
+    for (size_t t = 0; t < 3 && ok; t++) {
+      p.desc.tiles = tiles[t];
+      st = clattn_test_problem_run_host(&p, ctx);
+      ok = st == CLATTN_SUCCESS &&
+           clattn_test_check("O", p.o, p.ref_o, p.n.o, TOL_F32);
+      if (ok && p.lse)
+        ok = clattn_test_check("LSE", p.lse, p.ref_lse, p.n.lse, TOL_LSE);
+      if (!ok)
+        print_error("  %s block-diagonal mask_mod, tiles %s\n",
+                    clattn_variant_name(d.variant), tiles[t]);
+    }
+    clattn_test_problem_free(&p);
+    assert_int_equal(st, CLATTN_SUCCESS);
+    assert_true(ok);
+  }
+}
+
 /* Runs desc on fixed inputs; out receives O. */
 static clattn_status run_o(clattn_context_t ctx, const clattn_desc *d,
                            const clattn_test_problem *p, float *out) {
@@ -593,6 +637,7 @@ int main(void) {
       cmocka_unit_test(test_padded_batch_equals_alone),
       cmocka_unit_test(test_window_skips_blocks),
       cmocka_unit_test(test_mods_in_program_key),
+      cmocka_unit_test(test_block_mask),
       cmocka_unit_test(test_device_lengths_clamped),
   };
   return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
