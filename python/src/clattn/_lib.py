@@ -220,6 +220,15 @@ _proto(
     POINTER(c_void_p),
 )
 _proto(
+    "clattn_plan_run_varlen",
+    c_int,
+    c_plan,
+    *([c_void_p] * 7),
+    cl_uint,
+    POINTER(c_void_p),
+    POINTER(c_void_p),
+)
+_proto(
     "clattn_plan_run_host_raw",
     c_int,
     c_plan,
