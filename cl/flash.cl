@@ -45,8 +45,9 @@
 #if SHAPE == 0
 
 /* Scores of BLOCK_M query rows against keys j0 .. j0 + BLOCK_N - 1:
- * s[r][jj] = q_r . k_j (q already scaled). Keys past nk are read from row
- * nk - 1 so no read leaves the buffer; the caller masks them. */
+ * s[r][jj] = q_r . k_j (q already scaled). Keys from nk on (the sequence's
+ * length) are read from row nk - 1, so no read leaves the sequence; the
+ * caller masks them. */
 void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
                         const int j0, const int nk, float (*s)[BLOCK_N]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
@@ -62,7 +63,8 @@ void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
   }
 }
 
-/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys past nk must have p = 0. */
+/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys from nk on (the sequence's
+ * length) must have p = 0, and are read from row nk - 1. */
 void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
                      const int j0, const int nk, floatv (*acc)[DVCH]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
@@ -99,21 +101,25 @@ void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
  * are zero. */
 __kernel void clattn_pack_kv(__global const store_t *k,
                              __global const store_t *v, __global float *ws,
-                             const int nk, const int nkp, const ulong vp_off) {
+                             const int nk, const int nkp, const ulong vp_off,
+                             const int hkv, __global const int *lens_k) {
   const int j = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (j >= nkp)
     return;
+  /* Keys past the sequence's length are packed as zeros: whatever the
+   * caller's padding holds (NaN included) never reaches a product. */
+  const int lk = lens_k ? clamp(lens_k[bh / hkv], 0, nk) : nk;
   const int js = min(j, nk - 1);
   __global const store_t *ks = k + (bh * nk + js) * HEAD_DIM;
   __global float *kd = ws + bh * HEAD_DIM * nkp +
                        (size_t)(j - j % BLOCK_N) * HEAD_DIM + j % BLOCK_N;
   for (int d = 0; d < HEAD_DIM; d++)
-    kd[d * BLOCK_N] = j < nk ? LOAD1(ks, d) : 0.0f;
+    kd[d * BLOCK_N] = j < lk ? LOAD1(ks, d) : 0.0f;
   __global const store_t *vs = v + (bh * nk + js) * HEAD_DIM_V;
   __global float *vd = ws + vp_off + (bh * nkp + j) * DVP;
   for (int d = 0; d < DVP; d++)
-    vd[d] = j < nk && d < HEAD_DIM_V ? LOAD1(vs, d) : 0.0f;
+    vd[d] = j < lk && d < HEAD_DIM_V ? LOAD1(vs, d) : 0.0f;
 }
 
 /* s = q . k for BLOCK_M rows and the BLOCK_N keys of one packed K block,
@@ -243,8 +249,9 @@ void clattn_load_q_scalars(__global const store_t *q, const int i0,
 #define DVP (DVCH * VEC)
 
 /* The whole group loads keys j0 .. j0 + BLOCK_N - 1 of K and V into local
- * memory, as float, zero past nk. Called by every work-item, with the
- * barriers around it in uniform control flow. */
+ * memory, as float, zero from nk on (the sequence's length, so padding
+ * never reaches a product). Called by every work-item, with the barriers
+ * around it in uniform control flow. */
 void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
                          const int j0, const int nk, __local float *ks,
                          __local float *vs) {

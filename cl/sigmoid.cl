@@ -59,14 +59,14 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
     if (bmod == 0)
       continue; /* the mask_mod drops the whole block */
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, s);
+    clattn_score_block(qr, k, j0, sq.lk, s);
     clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
       for (int jj = 0; jj < BLOCK_N; jj++)
         s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias)));
     if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
       clattn_mask_rows(&sq, s, i0, j0, 0.0f, bmod == 1);
-    clattn_pv_block(s, v, j0, nk, acc);
+    clattn_pv_block(s, v, j0, sq.lk, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
@@ -161,7 +161,7 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
     if (bmod == 0)
       continue;
     barrier(CLK_LOCAL_MEM_FENCE);
-    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    clattn_load_kv_tile(k, v, j0, sq.lk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
     clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, bmod == 1, s);

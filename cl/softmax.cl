@@ -76,7 +76,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
     if (bmod == 0)
       continue; /* the mask_mod drops the whole block */
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, s);
+    clattn_score_block(qr, k, j0, sq.lk, s);
     clattn_mods_rows(&sq, s, i0, j0);
     if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
       clattn_mask_rows(&sq, s, i0, j0, -INFINITY, bmod == 1);
@@ -97,7 +97,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
       for (int c = 0; c < DVCH; c++)
         acc[r][c] *= alpha;
     }
-    clattn_pv_block(s, v, j0, nk, acc);
+    clattn_pv_block(s, v, j0, sq.lk, acc);
   }
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
@@ -222,7 +222,7 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
     if (bmod == 0)
       continue;
     barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed */
-    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    clattn_load_kv_tile(k, v, j0, sq.lk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
     clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, bmod == 1, s);

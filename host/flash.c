@@ -364,6 +364,9 @@ static clattn_status flash_enqueue(clattn_plan_t plan, const cl_mem *bufs,
     CLATTN_SET_ARG(err, tk, 3, sizeof(cl_int), &nk);
     CLATTN_SET_ARG(err, tk, 4, sizeof(cl_int), &nkp);
     CLATTN_SET_ARG(err, tk, 5, sizeof(cl_ulong), &vp_off);
+    CLATTN_SET_ARG(err, tk, 6, sizeof(cl_int), &hkv);
+    cl_mem lens_k = bufs[CLATTN__BUF_LENS_K];
+    CLATTN_SET_ARG(err, tk, 7, sizeof(cl_mem), lens_k ? &lens_k : NULL);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t tglobal[2] = {(size_t)nkp, p->batch * p->heads_kv};
     CLATTN_CHECK(

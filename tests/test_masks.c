@@ -358,6 +358,64 @@ static void test_padded_batch_equals_alone(void **state) {
       check_padded(&cases[i], flash_shapes[s], 400 + i);
 }
 
+/* What the padding of a padded batch holds never matters: NaN and
+ * infinities past the lengths in Q, K and V give the same output as
+ * zeros, bit for bit, in every shape. */
+static void test_padding_never_read(void **state) {
+  (void)state;
+  clattn_test_device_or_skip();
+  clattn_context_t ctx = clattn_test_shared_context();
+  const mcase cases[] = {
+      {SM, F32, 3, 4, 2, 45, 71, 40, 24, 1, -1, -1, 0, 0, 1, 0, 0},
+      {SG, F32, 3, 4, 2, 45, 71, 40, 24, 0, 9, 13, 2.0f, 1, 1, 0, 1},
+  };
+  for (size_t c = 0; c < 2; c++) {
+    mrun r;
+    mrun_init(&r, &cases[c]);
+    const mcase *m = &cases[c];
+    clattn_test_problem p;
+    clattn_test_problem_init(&p, &r.desc, 1000 + c);
+    float *clean = malloc(p.n.o * sizeof(float));
+    assert_non_null(clean);
+    int same = 1;
+    clattn_status st = CLATTN_SUCCESS;
+    for (size_t t = 0; t < 3 && same && st == CLATTN_SUCCESS; t++) {
+      clattn_desc d = r.desc;
+      d.tiles = flash_shapes[t];
+      for (int dirty = 0; dirty < 2 && st == CLATTN_SUCCESS; dirty++) {
+        for (size_t b = 0; b < m->b; b++) {
+          const float junk = dirty ? (b % 2 ? NAN : INFINITY) : 0.0f;
+          for (size_t h = 0; h < m->hq; h++)
+            for (size_t i = (size_t)r.lq[b]; i < m->nq; i++)
+              for (size_t e = 0; e < m->d; e++)
+                p.q[((b * m->hq + h) * m->nq + i) * m->d + e] = junk;
+          for (size_t h = 0; h < m->hkv; h++)
+            for (size_t j = (size_t)r.lk[b]; j < m->nk; j++) {
+              for (size_t e = 0; e < m->d; e++)
+                p.k[((b * m->hkv + h) * m->nk + j) * m->d + e] = junk;
+              for (size_t e = 0; e < m->dv; e++)
+                p.v[((b * m->hkv + h) * m->nk + j) * m->dv + e] = -junk;
+            }
+        }
+        clattn_plan_t plan = NULL;
+        st = clattn_plan_create(ctx, &d, &plan);
+        if (st == CLATTN_SUCCESS)
+          st = clattn_plan_run_host_varlen(
+              plan, p.q, p.k, p.v, dirty ? p.o : clean, NULL, r.lq, r.lk);
+        clattn_plan_destroy(plan);
+      }
+      if (st == CLATTN_SUCCESS)
+        same = memcmp(clean, p.o, p.n.o * sizeof(float)) == 0;
+      if (!same)
+        describe(m, d.tiles);
+    }
+    free(clean);
+    clattn_test_problem_free(&p);
+    assert_int_equal(st, CLATTN_SUCCESS);
+    assert_true(same);
+  }
+}
+
 /* A window of (left, 0) over a long sequence, where most key blocks are
  * skipped, in each shape. */
 static void test_window_skips_blocks(void **state) {
@@ -636,6 +694,7 @@ int main(void) {
       cmocka_unit_test(test_storage_dtypes),
       cmocka_unit_test(test_padded_batch_equals_alone),
       cmocka_unit_test(test_window_skips_blocks),
+      cmocka_unit_test(test_padding_never_read),
       cmocka_unit_test(test_mods_in_program_key),
       cmocka_unit_test(test_block_mask),
       cmocka_unit_test(test_device_lengths_clamped),
