@@ -13,7 +13,8 @@
  *     of that sequence alone (cosFormer's default M is max(Lq, Lk) in both);
  *   - host calls refusing a length outside 0..N.
  * The padding of Q, K, V and dO holds NaN, so anything past a sequence that
- * reaches a sum shows.
+ * reaches a sum shows. With --tiny (run under Oclgrind) the shapes are small
+ * and both kernel shapes are forced with chunks of 4 keys.
  *
  * Errors are max |x - ref| / max |ref| over each compared tensor.
  */
@@ -35,6 +36,8 @@
 #define TOL_BWD_F32 1e-4
 /* Backward, f16 and bf16: gradients stored rounded (as test_backward). */
 #define TOL_BWD_HALF 3e-2
+
+static int tiny; /* --tiny: shapes small enough for Oclgrind */
 
 static double tol_fwd(clattn_dtype dt) {
   return dt == CLATTN_DTYPE_F32 ? TOL_F32 : TOL_HALF;
@@ -310,10 +313,49 @@ static const varlen_case case_b = {3, 4, 2, 53, 37, 20, 12, lq_b, lk_b};
  * of 64 or 512 rows), and sequences ending inside and between them. */
 static const cl_int lq_l[] = {600, 333}, lk_l[] = {530, 71};
 static const varlen_case case_l = {2, 2, 1, 600, 530, 20, 12, lq_l, lk_l};
+/* --tiny: padded rows and keys, causal rows without keys, chunks crossed. */
+static const cl_int lq_t[] = {5, 7}, lk_t[] = {9, 4};
+static const varlen_case case_t = {2, 2, 1, 7, 9, 3, 5, lq_t, lk_t};
+
+static void desc_of(clattn_desc *d, const varlen_case *c) {
+  d->batch = c->b;
+  d->heads_q = c->hq;
+  d->heads_kv = c->hkv;
+  d->seq_q = c->nq;
+  d->seq_k = c->nk;
+  d->dim = c->d;
+  d->dim_v = c->dv;
+}
+
+/* --tiny: each forward kernel shape with small chunks, and the backward, in
+ * f32 and f16. */
+static void check_variant_tiny(clattn_variant variant, uint64_t seed) {
+  static const char *const tiles[] = {"SHAPE=cpu,CHUNK=4,BLOCK_M=2",
+                                      "SHAPE=gpu,CHUNK=4"};
+  for (int causal = 0; causal < 2; causal++) {
+    for (int f16 = 0; f16 < 2; f16++) {
+      clattn_desc d;
+      clattn_desc_init(&d, variant);
+      d.dtype = f16 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+      d.causal = causal;
+      desc_of(&d, &case_t);
+      for (size_t s = 0; s < 2; s++) {
+        d.tiles = tiles[s];
+        check_forward(&d, &case_t, seed + s);
+      }
+      d.tiles = NULL;
+      check_backward(&d, &case_t, seed + 2);
+    }
+  }
+}
 
 static void check_variant(clattn_variant variant, uint64_t seed) {
   static const clattn_dtype dtypes[] = {CLATTN_DTYPE_F32, CLATTN_DTYPE_F16,
                                         CLATTN_DTYPE_BF16};
+  if (tiny) {
+    check_variant_tiny(variant, seed);
+    return;
+  }
   for (int causal = 0; causal < 2; causal++) {
     for (size_t t = 0; t < 3; t++) {
       clattn_desc d;
@@ -323,13 +365,7 @@ static void check_variant(clattn_variant variant, uint64_t seed) {
       const varlen_case *cases[] = {&case_a, &case_b};
       for (size_t n = 0; n < 2; n++) {
         const varlen_case *c = cases[n];
-        d.batch = c->b;
-        d.heads_q = c->hq;
-        d.heads_kv = c->hkv;
-        d.seq_q = c->nq;
-        d.seq_k = c->nk;
-        d.dim = c->d;
-        d.dim_v = c->dv;
+        desc_of(&d, c);
         check_forward(&d, c, seed + 10 * t + n);
         check_backward(&d, c, seed + 10 * t + n + 5);
       }
@@ -341,6 +377,8 @@ static void check_variant(clattn_variant variant, uint64_t seed) {
  * fixed cosFormer M. */
 static void check_variant_more(clattn_variant variant, uint64_t seed) {
   static const char *const tiles[] = {"SHAPE=cpu,CHUNK=8", "SHAPE=gpu,CHUNK=8"};
+  if (tiny)
+    return;
   for (int causal = 0; causal < 2; causal++) {
     clattn_desc d = clattn_test_desc(variant, CLATTN_DTYPE_F32, causal, 2, 2, 1,
                                      600, 530, 20, 12);
@@ -428,7 +466,8 @@ static void test_varlen_linear_bad_lengths(void **state) {
   free(dv);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_varlen_linear_linear),
       cmocka_unit_test(test_varlen_linear_cosformer),
