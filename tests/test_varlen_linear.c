@@ -466,6 +466,85 @@ static void test_varlen_linear_bad_lengths(void **state) {
   free(dv);
 }
 
+static cl_mem upload(clattn_context_t ctx, const void *x, size_t bytes) {
+  cl_int err = CL_SUCCESS;
+  cl_mem m = clCreateBuffer(clattn_context_cl(ctx),
+                            CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes,
+                            (void *)x, &err);
+  assert_int_equal(err, CL_SUCCESS);
+  return m;
+}
+
+static void download(clattn_context_t ctx, cl_mem m, void *x, size_t bytes) {
+  assert_int_equal(clEnqueueReadBuffer(clattn_context_queue(ctx), m, CL_TRUE, 0,
+                                       bytes, x, 0, NULL, NULL),
+                   CL_SUCCESS);
+}
+
+/* Device lengths outside 0..N are clamped by the kernels: the results are
+ * those of the clamped lengths, bit for bit, forward and backward. */
+static void test_varlen_linear_device_clamp(void **state) {
+  (void)state;
+  clattn_context_t ctx = clattn_test_shared_context();
+  const varlen_case *c = tiny ? &case_t : &case_a;
+  const cl_int wild_q[] = {1000, -5, 3}, wild_k[] = {-1, 99999, 2};
+  const cl_int clamped_q[] = {(cl_int)c->nq, 0, 3},
+               clamped_k[] = {0, (cl_int)c->nk, 2};
+  size_t nb = tiny ? 2 : 3;
+  clattn_desc d =
+      clattn_test_desc(CLATTN_VARIANT_COSFORMER, CLATTN_DTYPE_F32, 1, nb, c->hq,
+                       c->hkv, c->nq, c->nk, c->d, c->dv);
+  size_t n[7] = {nb * c->hq * c->nq * c->d, nb * c->hkv * c->nk * c->d,
+                 nb * c->hkv * c->nk * c->dv, nb * c->hq * c->nq * c->dv};
+  n[4] = n[3]; /* dout */
+  n[5] = n[0]; /* dq */
+  n[6] = n[1]; /* dk; dv is n[2] */
+  float *x[8], *want[8];
+  for (size_t t = 0; t < 8; t++) {
+    size_t len = t == 7 ? n[2] : n[t];
+    x[t] = alloc_f(len);
+    want[t] = alloc_f(len);
+    clattn_test_fill_normal(x[t], len, 500 + t, 0.0f, 1.0f);
+  }
+  clattn_plan_t plan = plan_of(&d);
+  assert_int_equal(clattn_plan_run_host_varlen(plan, x[0], x[1], x[2], want[3],
+                                               NULL, clamped_q, clamped_k),
+                   CLATTN_SUCCESS);
+  assert_int_equal(clattn_plan_backward_host_varlen(
+                       plan, x[0], x[1], x[2], NULL, NULL, x[4], want[5],
+                       want[6], want[7], clamped_q, clamped_k),
+                   CLATTN_SUCCESS);
+  cl_mem m[8], lq = upload(ctx, wild_q, nb * sizeof(cl_int));
+  cl_mem lk = upload(ctx, wild_k, nb * sizeof(cl_int));
+  for (size_t t = 0; t < 8; t++)
+    m[t] = upload(ctx, x[t], (t == 7 ? n[2] : n[t]) * sizeof(float));
+  assert_int_equal(clattn_plan_run_varlen(plan, m[0], m[1], m[2], m[3], NULL,
+                                          lq, lk, 0, NULL, NULL),
+                   CLATTN_SUCCESS);
+  assert_int_equal(clattn_plan_backward_varlen(plan, m[0], m[1], m[2], NULL,
+                                               NULL, m[4], m[5], m[6], m[7], lq,
+                                               lk, 0, NULL, NULL),
+                   CLATTN_SUCCESS);
+  static const size_t outs[] = {3, 5, 6, 7};
+  static const char *const names[] = {"O", "dQ", "dK", "dV"};
+  for (size_t u = 0; u < 4; u++) {
+    size_t t = outs[u], len = t == 7 ? n[2] : n[t];
+    download(ctx, m[t], x[t], len * sizeof(float));
+    if (memcmp(x[t], want[t], len * sizeof(float)) != 0)
+      fail_msg("%s with device lengths outside 0..N differs from the clamped "
+               "lengths",
+               names[u]);
+  }
+  for (size_t t = 0; t < 8; t++) {
+    clReleaseMemObject(m[t]);
+    free(x[t]);
+    free(want[t]);
+  }
+  clReleaseMemObject(lq);
+  clReleaseMemObject(lk);
+  clattn_plan_destroy(plan);
+}
+
 int main(int argc, char **argv) {
   tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
   const struct CMUnitTest tests[] = {
@@ -473,6 +552,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_varlen_linear_cosformer),
       cmocka_unit_test(test_varlen_linear_long_and_tiles),
       cmocka_unit_test(test_varlen_linear_bad_lengths),
+      cmocka_unit_test(test_varlen_linear_device_clamp),
   };
   return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }
