@@ -257,9 +257,7 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
   __global float *gci = gc + row * (HEAD_DIM_V + 1);
   const long last = CAUSAL ? (long)i + lk - lq : (long)lk - 1;
   float dfeat[FEAT];
-  if (last < 0 || i >= lq) {
-    /* No key seen, or a row past Lq: stored as 0 without reading the row,
-     * which past Lq may hold anything. */
+  if (last < 0) {
     for (int t = 0; t <= HEAD_DIM_V; t++)
       gci[t] = 0.0f;
     for (int a = 0; a < HEAD_DIM; a++)
@@ -330,9 +328,20 @@ clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
   const int lq = clattn_lbwd_len(lens_q, b, nq);
   const int lk = clattn_lbwd_len(lens_k, b, nk);
   const float hb = clattn_lbwd_hinv(hinv, lens_q, lens_k, b, nq, nk);
-  for (int i = i0; i < i0 + LR && i < nq; i++)
+  /* Rows past Lq apart, stored as 0 without reading them (they may hold
+   * anything), so that the loop over the sequence's rows stays as tight as
+   * without lengths. */
+  const int i1 = min(i0 + LR, lq);
+  for (int i = i0; i < i1; i++)
     clattn_lbwd_query_row(q, qfe, kfe, v, dout, st, gc, dq, i, h, b, nq, nk, hq,
                           hkv, chunks, eps, hb, lq, lk);
+  for (int i = max(i0, lq); i < i0 + LR && i < nq; i++) {
+    const size_t row = ((size_t)b * hq + h) * nq + i;
+    for (int t = 0; t <= HEAD_DIM_V; t++)
+      gc[row * (HEAD_DIM_V + 1) + t] = 0.0f;
+    for (int a = 0; a < HEAD_DIM; a++)
+      STORE1(0.0f, dq, row * HEAD_DIM + a);
+  }
 }
 
 /* Query rows grouped by the chunk of L_i (causal) or of i (not): chunk c
@@ -399,13 +408,6 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
                          const int lk) {
   const size_t bhk = (size_t)b * hkv + hk;
   const size_t kr = bhk * nk + j;
-  if (j >= lk) {
-    for (int a = 0; a < HEAD_DIM; a++)
-      STORE1(0.0f, dk, kr * HEAD_DIM + a);
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      STORE1(0.0f, dv, kr * HEAD_DIM_V + t);
-    return;
-  }
   const int c = CAUSAL ? j / CHUNK : chunks;
   __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
   float kf[FEAT], vr[HEAD_DIM_V], dfeat[FEAT], dvr[HEAD_DIM_V];
@@ -450,6 +452,7 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   (void)nq;
   (void)hq;
   (void)lq;
+  (void)lk;
 #endif
   clattn_lbwd_store_grad(k + kr * HEAD_DIM, dfeat, j, hinv, dk + kr * HEAD_DIM);
   for (int t = 0; t < HEAD_DIM_V; t++)
@@ -471,7 +474,17 @@ clattn_lbwd_key(__global const float *qfe, __global const store_t *k,
   const int lq = clattn_lbwd_len(lens_q, b, nq);
   const int lk = clattn_lbwd_len(lens_k, b, nk);
   const float hb = clattn_lbwd_hinv(hinv, lens_q, lens_k, b, nq, nk);
-  for (int j = j0; j < j0 + LR && j < nk; j++)
+  /* Keys past Lk apart, so that the loop over the sequence's keys stays
+   * as tight as without lengths. */
+  const int j1 = min(j0 + LR, lk);
+  for (int j = j0; j < j1; j++)
     clattn_lbwd_key_row(qfe, k, kfe, v, gc, st, dk, dv, j, hk, b, nq, nk, hq,
                         hkv, chunks, hb, lq, lk);
+  for (int j = max(j0, lk); j < j0 + LR && j < nk; j++) {
+    const size_t kr = ((size_t)b * hkv + hk) * nk + j;
+    for (int a = 0; a < HEAD_DIM; a++)
+      STORE1(0.0f, dk, kr * HEAD_DIM + a);
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      STORE1(0.0f, dv, kr * HEAD_DIM_V + t);
+  }
 }
