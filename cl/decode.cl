@@ -114,7 +114,7 @@ void clattn_decode_bounds(const clattn_seq *sq, const int *pos, const int js,
   *kbeg = max(js, ulo);
   *kend = min(je, uhi + 1);
   *fbeg = *fend = 0;
-  if (!PIPE_MASK_MOD && ilo <= ihi) {
+  if (!PIPE_MASK_MOD && uhi >= 0 && ilo <= ihi) {
     *fbeg = ilo;
     *fend = min(ihi + 1, *kend);
   }
