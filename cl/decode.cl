@@ -261,7 +261,13 @@ __kernel void clattn_decode_split(
   for (int r = 0; r < ROWS; r++) {
     clattn_decode_row(rg, r, nrows, nq, hk, g, &hr[r], &pos[r]);
     const ulong qrow = (ulong)b * hq * nq + (ulong)hr[r] * nq + pos[r];
-    clattn_load_row(q + qrow * HEAD_DIM, qr[r], HEAD_DIM, scale_log2);
+    /* Padding rows (past Lq) are never read. */
+    if (pos[r] < sq.lq) {
+      clattn_load_row(q + qrow * HEAD_DIM, qr[r], HEAD_DIM, scale_log2);
+    } else {
+      for (int c = 0; c < DCH; c++)
+        qr[r][c] = (floatv)(0.0f);
+    }
   }
   /* The split's keys, clipped to those some row here sees; blocks reaching
    * outside [fbeg, fend) may hold a masked key. */
@@ -417,17 +423,19 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
   k += (ulong)bh * nk * HEAD_DIM;
   v += (ulong)bh * nk * HEAD_DIM_V;
 
+  const clattn_seq sq = clattn_seq_make(b, hk * g, nq, nk, CLATTN_PIPE_ARGS);
+  /* Padding rows (past Lq) are never read. */
   for (int e = lid; e < ROWS * DP; e += WG) {
     const int r = e / DP, d = e % DP;
     const int rr = min(rg * ROWS + r, nrows - 1);
-    qs[e] = d < HEAD_DIM ? LOAD1(q, (row0 + rr) * HEAD_DIM + d) * scale_log2
-                         : 0.0f;
+    qs[e] = d < HEAD_DIM && rr % nq < sq.lq
+                ? LOAD1(q, (row0 + rr) * HEAD_DIM + d) * scale_log2
+                : 0.0f;
   }
   for (int r = lid; r < ROWS; r += WG) {
     ms[r] = -INFINITY;
     ls[r] = 0.0f;
   }
-  const clattn_seq sq = clattn_seq_make(b, hk * g, nq, nk, CLATTN_PIPE_ARGS);
 #if SIGMOID
   const float bias = clattn_seq_bias(&sq, bias_log2);
 #else

@@ -634,7 +634,8 @@ static void test_decode_pipeline_sigmoid(void **state) {
 
 /* A padded batch gives each sequence what it gives run alone (as a batch
  * of one with Nq = Lq and Nk = Lk, so with its own split count), with
- * every feature on; a sequence with Lk = 0 gives zeros (and LSE -inf). */
+ * every feature on and NaN and infinities in the padding; a sequence with
+ * Lk = 0 gives zeros (and LSE -inf). */
 static void test_decode_pipeline_padded(void **state) {
   (void)state;
   int all = 1;
@@ -653,6 +654,23 @@ static void test_decode_pipeline_padded(void **state) {
     pipe_problem pp;
     pipe_problem_init(&pp, variant, &c, 1000 + (uint64_t)v);
     pp.lens_k[3] = 0; /* no keys at all */
+    /* Padding is never read: NaN and infinities there change nothing. */
+    const clattn_desc *pd = &pp.p.desc;
+    for (size_t b = 0; b < pd->batch; b++) {
+      for (size_t h = 0; h < pd->heads_q; h++)
+        for (size_t i = (size_t)pp.lens_q[b]; i < pd->seq_q; i++)
+          for (size_t e = 0; e < pd->dim; e++)
+            pp.p.q[((b * pd->heads_q + h) * pd->seq_q + i) * pd->dim + e] =
+                e % 2 ? NAN : INFINITY;
+      for (size_t h = 0; h < pd->heads_kv; h++)
+        for (size_t j = (size_t)pp.lens_k[b]; j < pd->seq_k; j++) {
+          size_t row = (b * pd->heads_kv + h) * pd->seq_k + j;
+          for (size_t e = 0; e < pd->dim; e++)
+            pp.p.k[row * pd->dim + e] = e % 2 ? -INFINITY : NAN;
+          for (size_t e = 0; e < pd->dim_v; e++)
+            pp.p.v[row * pd->dim_v + e] = e % 2 ? NAN : INFINITY;
+        }
+    }
     clattn_ref_attention_ex(&pp.p.desc, &pp.extra, pp.p.q, pp.p.k, pp.p.v,
                             pp.p.ref_o, pp.p.ref_lse);
     const char *spec = v && !tiny ? "SHAPE=decode,WG=16,BLOCK_N=24" : NULL;
