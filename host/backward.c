@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { BWD_DELTA = 0, BWD_DKDV = 1, BWD_DQ = 2 };
@@ -110,6 +111,25 @@ static void cpu_bwd_tiles_get(const clattn_plan_t plan, cpu_bwd_tiles *t) {
       t->dq_off + (size_t)t->splits * p->batch * p->heads_q * p->seq_q * t->dp;
 }
 
+/* The softmax and sigmoid backward program: cl/flash_bwd.cl after the
+ * score pipeline, with its options appended to `options` and the user's
+ * mask_mod as a prelude. */
+static clattn_status bwd_program(clattn_plan_t plan, char *options, size_t size,
+                                 cl_program *program) {
+  static const char *const files[] = {"common.cl", "keys.cl", "score.cl",
+                                      "flash_bwd.cl"};
+  clattn__pipe_options(&plan->p, options, size);
+  int oom = 0;
+  char *prelude = clattn__pipe_prelude(&plan->p, &oom);
+  if (oom)
+    return clattn__fail(plan->ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory assembling the score mods");
+  clattn_status st = clattn__program_get_prelude(plan->ctx, prelude, files, 4,
+                                                 options, program);
+  free(prelude);
+  return st;
+}
+
 static clattn_status cpu_backward_create(clattn_plan_t plan) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -118,17 +138,16 @@ static clattn_status cpu_backward_create(clattn_plan_t plan) {
   cpu_bwd_tiles_get(plan, &t);
   char options[512];
   snprintf(options, sizeof options,
-           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SIGMOID=%d "
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D SIGMOID=%d "
            "-D SHAPE=1 -D VEC=%d -D KEYS_VEC=%d -D MR=%d -D BLOCK_M=%d "
            "-D BLOCK_N=%d -D S_VECS=%d -D O_VECS=%d -D JR=%d -D T_VECS=%d",
-           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v,
            p->variant == CLATTN_VARIANT_SIGMOID, t.vec, t.keys_vec, t.mr, t.bm,
            t.bn, t.s_vecs, t.o_vecs, t.jr, t.t_vecs);
-  static const char *const files[] = {"common.cl", "keys.cl", "flash_bwd.cl"};
   static const char *const names[] = {"clattn_bwd_pack", "clattn_bwd_cpu",
                                       "clattn_bwd_dq_sum"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
+  CLATTN_CHECK(bwd_program(plan, options, sizeof options, &program));
   for (size_t i = 0; i < 3; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);
@@ -206,6 +225,9 @@ static clattn_status cpu_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &kr_off);
   CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &scr_off);
   CLATTN_SET_ARG(err, kc, a++, sizeof(cl_ulong), &dq_off);
+  if (err == CL_SUCCESS)
+    err = clattn__pipe_args(plan, kc, &a, bufs[CLATTN__BUF_LENS_Q],
+                            bufs[CLATTN__BUF_LENS_K]);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t gc[2] = {(size_t)t.splits, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kc, 2, gc, 1, &ev[0], &ev[1]));
@@ -238,15 +260,14 @@ static clattn_status flash_backward_create(clattn_plan_t plan) {
   int block = dev->is_cpu ? 4 : 1;
   char options[512];
   snprintf(options, sizeof options,
-           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SIGMOID=%d "
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D SIGMOID=%d "
            "-D VEC=%d -D BLOCK_M=%d -D BLOCK_N=%d",
-           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v,
            p->variant == CLATTN_VARIANT_SIGMOID, vec, block, block);
-  static const char *const files[] = {"common.cl", "keys.cl", "flash_bwd.cl"};
   static const char *const names[] = {"clattn_bwd_delta", "clattn_bwd_dkdv",
                                       "clattn_bwd_dq"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 3, options, &program));
+  CLATTN_CHECK(bwd_program(plan, options, sizeof options, &program));
   for (size_t i = 0; i < 3; i++) {
     cl_int err = CL_SUCCESS;
     plan->bwd_kernels[i] = clCreateKernel(program, names[i], &err);
@@ -323,6 +344,9 @@ static clattn_status flash_backward_enqueue(clattn_plan_t plan,
     CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &scale_log2);
     CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &scale);
     CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &bias_log2);
+    if (err == CL_SUCCESS)
+      err = clattn__pipe_args(plan, kern, &a, bufs[CLATTN__BUF_LENS_Q],
+                              bufs[CLATTN__BUF_LENS_K]);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t block = plan->ctx->profile.is_cpu ? 4 : 1;
     size_t global[3] = {which == BWD_DKDV ? (p->seq_k + block - 1) / block
@@ -531,8 +555,8 @@ clattn_status clattn__backward_enqueue(clattn_plan_t plan, const cl_mem *bufs,
                                        cl_event *event) {
   int linear = plan->p.variant == CLATTN_VARIANT_LINEAR ||
                plan->p.variant == CLATTN_VARIANT_COSFORMER;
-  if (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K] ||
-      clattn__pipe_active(&plan->p))
+  if (linear && (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K] ||
+                 clattn__pipe_active(&plan->p)))
     return clattn__fail(plan->ctx, CLATTN_ERROR_UNSUPPORTED,
                         "backward with lengths, windows, ALiBi, softcap or "
                         "mods is not supported yet");
