@@ -45,8 +45,9 @@
 #if SHAPE == 0
 
 /* Scores of BLOCK_M query rows against keys j0 .. j0 + BLOCK_N - 1:
- * s[r][jj] = q_r . k_j (q already scaled). Keys past nk are read from row
- * nk - 1 so no read leaves the buffer; the caller masks them. */
+ * s[r][jj] = q_r . k_j (q already scaled). Keys from nk on (the sequence's
+ * length) are read from row nk - 1, so no read leaves the sequence; the
+ * caller masks them. */
 void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
                         const int j0, const int nk, float (*s)[BLOCK_N]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
@@ -62,7 +63,8 @@ void clattn_score_block(floatv (*qr)[DCH], __global const store_t *k,
   }
 }
 
-/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys past nk must have p = 0. */
+/* acc[r] += sum_jj p[r][jj] * v_{j0 + jj}; keys from nk on (the sequence's
+ * length) must have p = 0, and are read from row nk - 1. */
 void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
                      const int j0, const int nk, floatv (*acc)[DVCH]) {
   for (int jj = 0; jj < BLOCK_N; jj++) {
@@ -99,21 +101,25 @@ void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
  * are zero. */
 __kernel void clattn_pack_kv(__global const store_t *k,
                              __global const store_t *v, __global float *ws,
-                             const int nk, const int nkp, const ulong vp_off) {
+                             const int nk, const int nkp, const ulong vp_off,
+                             const int hkv, __global const int *lens_k) {
   const int j = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (j >= nkp)
     return;
+  /* Keys past the sequence's length are packed as zeros: whatever the
+   * caller's padding holds (NaN included) never reaches a product. */
+  const int lk = lens_k ? clamp(lens_k[bh / hkv], 0, nk) : nk;
   const int js = min(j, nk - 1);
   __global const store_t *ks = k + (bh * nk + js) * HEAD_DIM;
   __global float *kd = ws + bh * HEAD_DIM * nkp +
                        (size_t)(j - j % BLOCK_N) * HEAD_DIM + j % BLOCK_N;
   for (int d = 0; d < HEAD_DIM; d++)
-    kd[d * BLOCK_N] = j < nk ? LOAD1(ks, d) : 0.0f;
+    kd[d * BLOCK_N] = j < lk ? LOAD1(ks, d) : 0.0f;
   __global const store_t *vs = v + (bh * nk + js) * HEAD_DIM_V;
   __global float *vd = ws + vp_off + (bh * nkp + j) * DVP;
   for (int d = 0; d < DVP; d++)
-    vd[d] = j < nk && d < HEAD_DIM_V ? LOAD1(vs, d) : 0.0f;
+    vd[d] = j < lk && d < HEAD_DIM_V ? LOAD1(vs, d) : 0.0f;
 }
 
 /* s = q . k for BLOCK_M rows and the BLOCK_N keys of one packed K block,
@@ -151,9 +157,9 @@ void clattn_score_block(float (*qs)[HEAD_DIM], __global const float *ktb,
 }
 
 /* Sets the scores of keys row i0 + r does not see to `fill`; j0 is the
- * block's first key. */
+ * block's first key; with_mod: the mask_mod is evaluated too. */
 void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
-                       const int j0, const float fill) {
+                       const int j0, const float fill, const int with_mod) {
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int lo = (int)clamp(clattn_row_first(sq, (long)i0 + r) - j0, -1L,
@@ -166,9 +172,12 @@ void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
              &s[r][j]);
     }
 #if PIPE_MASK_MOD
-    for (int j = 0; j < BLOCK_N; j++)
-      if (!clattn_mask_keep(sq, i0 + r, j0 + j))
-        s[r][j] = fill;
+    if (with_mod)
+      for (int j = 0; j < BLOCK_N; j++)
+        if (!clattn_mask_keep(sq, i0 + r, j0 + j))
+          s[r][j] = fill;
+#else
+    (void)with_mod;
 #endif
   }
 }
@@ -240,8 +249,9 @@ void clattn_load_q_scalars(__global const store_t *q, const int i0,
 #define DVP (DVCH * VEC)
 
 /* The whole group loads keys j0 .. j0 + BLOCK_N - 1 of K and V into local
- * memory, as float, zero past nk. Called by every work-item, with the
- * barriers around it in uniform control flow. */
+ * memory, as float, zero from nk on (the sequence's length, so padding
+ * never reaches a product). Called by every work-item, with the barriers
+ * around it in uniform control flow. */
 void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
                          const int j0, const int nk, __local float *ks,
                          __local float *vs) {
@@ -260,10 +270,11 @@ void clattn_load_kv_tile(__global const store_t *k, __global const store_t *v,
 }
 
 /* s[jj] = q . k_{j0 + jj} from the local tile, through the score mods for
- * row i; keys the row does not see score `fill`. */
+ * row i; keys the row does not see score `fill` (with_mod: the mask_mod is
+ * evaluated too). */
 void clattn_score_tile(const clattn_seq *sq, const floatv *qr,
                        __local const float *ks, const int i, const int j0,
-                       const float fill, float *s) {
+                       const float fill, const int with_mod, float *s) {
   const long lo = clattn_row_first(sq, i), hi = clattn_row_last(sq, i);
   for (int jj = 0; jj < BLOCK_N; jj++) {
     __local const float *kr = ks + jj * DP;
@@ -271,7 +282,8 @@ void clattn_score_tile(const clattn_seq *sq, const floatv *qr,
     for (int c = 1; c < DCH; c++)
       acc = fma(qr[c], VLOAD_LOCAL(kr + c * VEC), acc);
     const int j = j0 + jj;
-    const int keep = j >= lo && j <= hi && clattn_mask_keep(sq, i, j);
+    const int keep =
+        j >= lo && j <= hi && (!with_mod || clattn_mask_keep(sq, i, j));
     s[jj] = keep ? clattn_mods(sq, HSUM(acc), i, j) : fill;
   }
 }
@@ -286,3 +298,55 @@ void clattn_pv_tile(const float *p, __local const float *vs, floatv *acc) {
 }
 
 #endif /* SHAPE */
+
+/* The block mask of a mask_mod: for each block of BLOCK_M query rows (one
+ * work-item's, or the gpu shape's work-group's) and BLOCK_N keys of each
+ * (batch, query head), 0 when the mask_mod drops every pair of the block, 1
+ * when it drops some, 2 when none, so that the kernels skip the first kind,
+ * evaluate the mod only on the second and not at all on the third (as
+ * FlexAttention's BlockMask). The mask_mod sees positions within the
+ * sequence, which lengths do not move, so one mask serves every run of a
+ * plan: the plan computes it once, at its creation. */
+int clattn_block_mod(__global const uchar *block_mask, const clattn_seq *sq,
+                     const int i0, const int j0, const int nq, const int nk,
+                     const int hq) {
+#if PIPE_MASK_MOD
+  const int nqb = (nq + BLOCK_M - 1) / BLOCK_M;
+  const int nkb = (nk + BLOCK_N - 1) / BLOCK_N;
+  return block_mask[(((size_t)sq->b * hq + sq->h) * nqb + i0 / BLOCK_M) * nkb +
+                    j0 / BLOCK_N];
+#else
+  (void)block_mask;
+  (void)sq;
+  (void)i0;
+  (void)j0;
+  (void)nq;
+  (void)nk;
+  (void)hq;
+  return 2;
+#endif
+}
+
+#if PIPE_MASK_MOD
+/* One work-item per block: global size (key blocks, row blocks, B * Hq). */
+__kernel void clattn_block_mask(__global uchar *block_mask, const int nq,
+                                const int nk, const int hq) {
+  const int kb = (int)get_global_id(0), qb = (int)get_global_id(1);
+  const size_t bh = get_global_id(2);
+  const int nqb = (nq + BLOCK_M - 1) / BLOCK_M;
+  const int nkb = (nk + BLOCK_N - 1) / BLOCK_N;
+  if (kb >= nkb || qb >= nqb)
+    return;
+  const int b = (int)(bh / hq), h = (int)(bh % hq);
+  const int i1 = min(qb * BLOCK_M + BLOCK_M, nq);
+  const int j1 = min(kb * BLOCK_N + BLOCK_N, nk);
+  int any = 0, all = 1;
+  for (int i = qb * BLOCK_M; i < i1; i++)
+    for (int j = kb * BLOCK_N; j < j1; j++) {
+      const int keep = clattn_mask_mod(b, h, i, j) != 0;
+      any |= keep;
+      all &= keep;
+    }
+  block_mask[(bh * nqb + qb) * nkb + kb] = (uchar)(any ? (all ? 2 : 1) : 0);
+}
+#endif

@@ -24,8 +24,15 @@
  *                     summed in a fixed order.
  *   clattn_bwd_dq     one work-item per BLOCK_M query rows of one (batch,
  *                     query head), visiting their visible keys.
- * Masking is bottom-right causal: key j is visible to row i when
- * j <= i + Nk - Nq (computed in long: the difference can pass INT_MAX).
+ * The score pipeline (score.cl) applies as in the forward: per-sequence
+ * lengths, the window (causal is win_right = 0), ALiBi, softcap and
+ * mask_mod, with s = mods(scale q.k) above and ds carried back through
+ * mods by clattn_mods_grad (the softcap's 1 - tanh^2; ALiBi is a constant).
+ * Masked pairs have p = 0 and give no gradient; rows past Lq get dQ = 0 and
+ * keys past Lk dK = dV = 0. A score_mod has no backward (the host refuses
+ * it). Work is visited only where some pair is visible: key ranges of a
+ * block of rows by clattn_block_bounds, row ranges of a block of keys by
+ * clattn_bwd_rows, so a window's cost is linear in the lengths.
  *
  * SHAPE 1 (cpu) replaces dkdv and dq by one pass shaped like blocked GEMMs,
  * which computes S and dP once per (query block, key block) instead of
@@ -51,9 +58,6 @@
 
 #ifndef SIGMOID
 #define SIGMOID 0
-#endif
-#ifndef CAUSAL
-#define CAUSAL 0
 #endif
 #ifndef BLOCK_N
 #define BLOCK_N 4 // keys per work-item in clattn_bwd_dkdv
@@ -94,6 +98,25 @@ float clattn_bwd_ds(const float p, const float dp, const float delta) {
 #endif
 }
 
+/* Rows [*ibeg, *iend) hold every row of the sequence that sees some key of
+ * j0 .. j0 + n - 1, the transpose of clattn_block_bounds: as first(i) and
+ * last(i) never decrease with i, row i sees a key of the block when
+ * first(i) <= jl and last(i) >= j0, jl the block's last key below Lk. That
+ * is i + off - left <= jl and i + off + right >= j0, for i < Lq. */
+void clattn_bwd_rows(const clattn_seq *s, const int j0, const int n,
+                     int *ibeg, int *iend) {
+  const long jl = min((long)j0 + n, (long)s->lk) - 1;
+  *ibeg = *iend = 0;
+  if (jl < j0)
+    return;
+  const long lo = max(0L, (long)j0 - s->off - s->right);
+  const long hi = min((long)s->lq, jl - s->off + s->left + 1);
+  if (hi > lo) {
+    *ibeg = (int)lo;
+    *iend = (int)hi;
+  }
+}
+
 __kernel void clattn_bwd_delta(__global const store_t *o,
                                __global const store_t *dout,
                                __global float *delta, const ulong rows) {
@@ -112,7 +135,7 @@ __kernel void clattn_bwd_dkdv(
     __global const float *lse, __global const float *delta,
     __global store_t *dk, __global store_t *dv, const int nq, const int nk,
     const int hq, const int hkv, const float scale_log2, const float scale,
-    const float bias_log2) {
+    const float bias_log2, CLATTN_PIPE_PARAMS) {
   const int j0 = (int)get_global_id(0) * BLOCK_N;
   const int hk = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -130,13 +153,16 @@ __kernel void clattn_bwd_dkdv(
     for (int c = 0; c < DVCH; c++)
       dvr[jj][c] = (floatv)(0.0f);
   }
-  /* Rows before i0 see none of this block's keys. */
-  const long off = (long)nk - (long)nq;
-  const int i0 = CAUSAL ? (int)clamp((long)j0 - off, 0L, (long)nq) : 0;
   const int group = hq / hkv;
   for (int hh = 0; hh < group; hh++) {
-    const size_t row0 = ((size_t)b * hq + (size_t)hk * group + hh) * nq;
-    for (int i = i0; i < nq; i++) {
+    const int h = hk * group + hh;
+    const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+    const float bias = clattn_seq_bias(&sq, bias_log2);
+    /* Only rows [ibeg, iend) see a key of this block. */
+    int ibeg, iend;
+    clattn_bwd_rows(&sq, j0, BLOCK_N, &ibeg, &iend);
+    const size_t row0 = ((size_t)b * hq + h) * nq;
+    for (int i = ibeg; i < iend; i++) {
       floatv qr[DCH], gr[DVCH];
       clattn_load_row(q + (row0 + i) * HEAD_DIM, qr, HEAD_DIM, 1.0f);
       clattn_load_row(dout + (row0 + i) * HEAD_DIM_V, gr, HEAD_DIM_V, 1.0f);
@@ -147,15 +173,17 @@ __kernel void clattn_bwd_dkdv(
 #else
       const float lse2 = lse[row0 + i] * M_LOG2E_F, dl = delta[row0 + i];
 #endif
-      const long last = CAUSAL ? (long)i + off : (long)nk - 1;
+      const long lo = clattn_row_first(&sq, i), hi = clattn_row_last(&sq, i);
       for (int jj = 0; jj < BLOCK_N; jj++) {
         const int j = j0 + jj;
-        if (j >= nk || (long)j > last)
+        if ((long)j < lo || (long)j > hi || !clattn_mask_keep(&sq, i, j))
           continue;
+        const float x = clattn_bwd_dot(qr, kr[jj], DCH) * scale_log2;
         const float p =
-            clattn_bwd_weight(clattn_bwd_dot(qr, kr[jj], DCH) * scale_log2,
-                              lse2, bias_log2);
-        const float ds = clattn_bwd_ds(p, clattn_bwd_dot(gr, vr[jj], DVCH), dl);
+            clattn_bwd_weight(clattn_mods(&sq, x, i, j), lse2, bias);
+        const float ds =
+            clattn_bwd_ds(p, clattn_bwd_dot(gr, vr[jj], DVCH), dl) *
+            clattn_mods_grad(&sq, x);
         for (int c = 0; c < DVCH; c++)
           dvr[jj][c] = fma((floatv)(p), gr[c], dvr[jj][c]);
         for (int c = 0; c < DCH; c++)
@@ -178,7 +206,8 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
                             __global const float *delta, __global store_t *dq,
                             const int nq, const int nk, const int hq,
                             const int hkv, const float scale_log2,
-                            const float scale, const float bias_log2) {
+                            const float scale, const float bias_log2,
+                            CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -186,8 +215,11 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
     return;
   const size_t row0 = ((size_t)b * hq + h) * nq;
   const size_t kv0 = ((size_t)b * hkv + h / (hq / hkv)) * nk;
+  const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
+  const float bias = clattn_seq_bias(&sq, bias_log2);
   floatv qr[BLOCK_M][DCH], gr[BLOCK_M][DVCH], acc[BLOCK_M][DCH];
   float lse2[BLOCK_M], dl[BLOCK_M];
+  long lo[BLOCK_M], hi[BLOCK_M];
   for (int r = 0; r < BLOCK_M; r++) {
     const size_t i = row0 + min(i0 + r, nq - 1);
     clattn_load_row(q + i * HEAD_DIM, qr[r], HEAD_DIM, 1.0f);
@@ -201,28 +233,29 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
     lse2[r] = lse[i] * M_LOG2E_F;
     dl[r] = delta[i];
 #endif
+    /* Rows past nq are past Lq too: they see no key. */
+    lo[r] = clattn_row_first(&sq, (long)i0 + r);
+    hi[r] = clattn_row_last(&sq, (long)i0 + r);
     for (int c = 0; c < DCH; c++)
       acc[r][c] = (floatv)(0.0f);
   }
-  const long off = (long)nk - (long)nq;
-  /* Keys past the last row's limit are visible to no row of the block. */
-  const int kend =
-      CAUSAL ? (int)clamp((long)i0 + BLOCK_M - 1 + off + 1, 0L, (long)nk) : nk;
-  for (int j = 0; j < kend; j++) {
+  /* Keys outside [kbeg, kend) are seen by no row of the block. */
+  int kbeg, kend, fbeg, fend;
+  clattn_block_bounds(&sq, i0, BLOCK_M, 1, &kbeg, &kend, &fbeg, &fend);
+  for (int j = kbeg; j < kend; j++) {
     floatv kr[DCH], vr[DVCH];
     clattn_load_row(k + (kv0 + j) * HEAD_DIM, kr, HEAD_DIM, 1.0f);
     clattn_load_row(v + (kv0 + j) * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
     for (int r = 0; r < BLOCK_M; r++) {
-      if (i0 + r >= nq)
+      if ((long)j < lo[r] || (long)j > hi[r] ||
+          !clattn_mask_keep(&sq, i0 + r, j))
         continue;
-#if CAUSAL
-      if ((long)j > (long)(i0 + r) + off)
-        continue;
-#endif
-      const float p = clattn_bwd_weight(
-          clattn_bwd_dot(qr[r], kr, DCH) * scale_log2, lse2[r], bias_log2);
+      const float x = clattn_bwd_dot(qr[r], kr, DCH) * scale_log2;
+      const float p =
+          clattn_bwd_weight(clattn_mods(&sq, x, i0 + r, j), lse2[r], bias);
       const float ds =
-          clattn_bwd_ds(p, clattn_bwd_dot(gr[r], vr, DVCH), dl[r]);
+          clattn_bwd_ds(p, clattn_bwd_dot(gr[r], vr, DVCH), dl[r]) *
+          clattn_mods_grad(&sq, x);
       for (int c = 0; c < DCH; c++)
         acc[r][c] = fma((floatv)(ds), kr[c], acc[r][c]);
     }
@@ -418,7 +451,7 @@ __kernel void clattn_bwd_cpu(
     const int nq, const int nk, const int nkp, const int hq, const int hkv,
     const int splits, const float scale_log2, const float scale,
     const float bias_log2, const ulong vt_off, const ulong kr_off,
-    const ulong scr_off, const ulong dq_off) {
+    const ulong scr_off, const ulong dq_off, CLATTN_PIPE_PARAMS) {
   const int sp = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (sp >= splits)
@@ -435,21 +468,28 @@ __kernel void clattn_bwd_cpu(
     VSTORE_PRIV((floatv)(0.0f), dqs + e);
   float xs[BLOCK_M][DP], gs[BLOCK_M][DVP];
   float s[BLOCK_M][BLOCK_N], g[BLOCK_M][BLOCK_N];
+#if PIPE_SOFTCAP
+  float dm[BLOCK_M][BLOCK_N]; /* d mods / d score */
+#endif
   float lse2[BLOCK_M], dl[BLOCK_M];
-  const long off = (long)nk - (long)nq;
+  const int b = (int)(bh / hkv);
+  /* With mods, the scores are scaled (and modified) before the vector loop. */
+  const float smul = PIPE_MODS ? 1.0f : scale_log2;
   for (int j0 = sp * BLOCK_N; j0 < nk; j0 += splits * BLOCK_N) {
     for (int e = 0; e < BLOCK_N * (DP + DVP); e += VEC)
       VSTORE_PRIV((floatv)(0.0f), dks + e);
     __global const float *ktb = ws + (bh * nkp + j0) * HEAD_DIM;
     __global const float *vtb = ws + vt_off + (bh * nkp + j0) * HEAD_DIM_V;
     __global const float *krb = ws + kr_off + (bh * nkp + j0) * DP;
-    /* Rows before istart see none of the block's keys. */
-    const int istart =
-        CAUSAL ? (int)clamp((long)j0 - off, 0L, (long)nq) / BLOCK_M * BLOCK_M
-               : 0;
     for (int hh = 0; hh < group; hh++) {
       const size_t row0 = (head0 + hh) * nq;
-      for (int i0 = istart; i0 < nq; i0 += BLOCK_M) {
+      const clattn_seq sq =
+          clattn_seq_make(b, (int)(head0 + hh) % hq, nq, nk, CLATTN_PIPE_ARGS);
+      const float bias = clattn_seq_bias(&sq, bias_log2);
+      /* Only rows [ibeg, iend) see a key of this block. */
+      int ibeg, iend;
+      clattn_bwd_rows(&sq, j0, BLOCK_N, &ibeg, &iend);
+      for (int i0 = ibeg / BLOCK_M * BLOCK_M; i0 < iend; i0 += BLOCK_M) {
         for (int r = 0; r < BLOCK_M; r++) {
           const size_t i = row0 + min(i0 + r, nq - 1);
           __global const store_t *qi = q + i * HEAD_DIM;
@@ -476,28 +516,50 @@ __kernel void clattn_bwd_cpu(
         }
         clattn_bwd_scores(&xs[0][0], DP, HEAD_DIM, ktb, s);
         clattn_bwd_scores(&gs[0][0], DVP, HEAD_DIM_V, vtb, g);
-        /* P and dS of the block; masked pairs and rows past nq get 0. */
+#if PIPE_MODS
+        for (int r = 0; r < BLOCK_M; r++)
+          for (int jj = 0; jj < BLOCK_N; jj++) {
+            const float x = s[r][jj] * scale_log2;
+            s[r][jj] = clattn_mods(&sq, x, i0 + r, j0 + jj);
+#if PIPE_SOFTCAP
+            dm[r][jj] = clattn_mods_grad(&sq, x);
+#endif
+          }
+#endif
+        /* P and dS of the block; pairs a row does not see (rows past Lq,
+         * keys past Lk included) get 0. */
         for (int r = 0; r < BLOCK_M; r++) {
-          const long last = CAUSAL ? min((long)nk - 1, (long)(i0 + r) + off)
-                                   : (long)nk - 1;
-          const int lim =
-              i0 + r < nq ? (int)clamp(last - j0, -1L, (long)BLOCK_N) : -1;
+          const long i = (long)i0 + r;
+          const int lo = (int)clamp(clattn_row_first(&sq, i) - j0, -1L,
+                                    (long)BLOCK_N);
+          const int hi = (int)clamp(clattn_row_last(&sq, i) - j0, -1L,
+                                    (long)BLOCK_N);
           for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
-            const floatk sv = KLOAD(&s[r][j]) * scale_log2;
+            const floatk sv = KLOAD(&s[r][j]) * smul;
             const floatk dp = KLOAD(&g[r][j]);
 #if SIGMOID
-            const floatk p =
-                1.0f / (1.0f + clattn_exp2k(-(sv + bias_log2)));
-            const floatk ds = p * (1.0f - p) * dp;
+            const floatk p = 1.0f / (1.0f + clattn_exp2k(-(sv + bias)));
+            floatk ds = p * (1.0f - p) * dp;
 #else
-            (void)bias_log2;
+            (void)bias;
             const floatk p = clattn_exp2k(sv - lse2[r]);
-            const floatk ds = p * (dp - dl[r]);
+            floatk ds = p * (dp - dl[r]);
 #endif
-            const intk masked = j + KIOTA > lim;
+#if PIPE_SOFTCAP
+            ds *= KLOAD(&dm[r][j]);
+#endif
+            const intk jv = j + KIOTA;
+            const intk masked = (jv < lo) | (jv > hi);
             KSTORE(select(p, (floatk)(0.0f), masked), &s[r][j]);
             KSTORE(select(ds, (floatk)(0.0f), masked), &g[r][j]);
           }
+#if PIPE_MASK_MOD
+          for (int jj = 0; jj < BLOCK_N; jj++)
+            if (!clattn_mask_keep(&sq, (int)i, j0 + jj)) {
+              s[r][jj] = 0.0f;
+              g[r][jj] = 0.0f;
+            }
+#endif
         }
         CLATTN_BWD_RANK(&s[0][0], &gs[0][0], DVP, DVCH, dvs);
         CLATTN_BWD_RANK(&g[0][0], &xs[0][0], DP, DCH, dks);

@@ -49,13 +49,15 @@
 
 /* The trailing arguments of every kernel with a score pipeline: int32 [B]
  * lengths (NULL: Nq, Nk), float [Hq] slopes times log2 e (NULL unless
- * PIPE_ALIBI), the window (-1 unbounded; causal is win_right = 0) and the
- * softcap times log2 e. */
+ * PIPE_ALIBI), the window (-1 unbounded; causal is win_right = 0), the
+ * softcap times log2 e, and the flash kernels' block mask (NULL unless
+ * CLATTN_MASK_MOD: see clattn_block_mask in flash.cl). */
 #define CLATTN_PIPE_PARAMS                                                     \
   __global const int *lens_q, __global const int *lens_k,                      \
       __global const float *alibi, const int win_left, const int win_right,   \
-      const float softcap
-#define CLATTN_PIPE_ARGS lens_q, lens_k, alibi, win_left, win_right, softcap
+      const float softcap, __global const uchar *block_mask
+#define CLATTN_PIPE_ARGS                                                       \
+  lens_q, lens_k, alibi, win_left, win_right, softcap, block_mask
 
 /* What the pipeline needs of one (sequence, head). */
 typedef struct clattn_seq {
@@ -85,6 +87,7 @@ clattn_seq clattn_seq_make(const int b, const int h, const int nq,
   (void)alibi;
 #endif
   s.cap = softcap;
+  (void)block_mask;
   return s;
 }
 
@@ -127,6 +130,32 @@ void clattn_block_bounds(const clattn_seq *s, const int i0, const int nrows,
   *kbeg = (int)(first / step * step);
   *kend = (int)(last + 1);
   if (PIPE_MASK_MOD || (long)i0 + nrows > s->lq)
+    return; /* every block masks */
+  const long ffirst = clattn_row_first(s, ilast);
+  const long flast = clattn_row_last(s, i0);
+  if (flast >= ffirst) {
+    *fbeg = (int)ffirst;
+    *fend = (int)(flast + 1);
+  }
+}
+
+/* clattn_block_bounds by the window and lengths alone: its free range
+ * ignores the mask_mod (for kernels that know, from the block mask, which
+ * blocks the mask_mod leaves whole). */
+void clattn_block_bounds_window(const clattn_seq *s, const int i0,
+                                const int nrows, const int step, int *kbeg,
+                                int *kend, int *fbeg, int *fend) {
+  const long ilast = min((long)i0 + nrows, (long)s->lq) - 1;
+  *kbeg = *kend = *fbeg = *fend = 0;
+  if (ilast < i0)
+    return;
+  const long first = clattn_row_first(s, i0);
+  const long last = clattn_row_last(s, ilast);
+  if (last < first)
+    return;
+  *kbeg = (int)(first / step * step);
+  *kend = (int)(last + 1);
+  if ((long)i0 + nrows > s->lq)
     return; /* every block masks */
   const long ffirst = clattn_row_first(s, ilast);
   const long flast = clattn_row_last(s, i0);
@@ -210,15 +239,17 @@ void clattn_mods_rows(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
 #endif
 }
 
+/* with_mod: the mask_mod is evaluated too (else only window and lengths). */
 void clattn_mask_rows(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
-                      const int j0, const float fill) {
+                      const int j0, const float fill, const int with_mod) {
   for (int r = 0; r < BLOCK_M; r++) {
     const long lo = clattn_row_first(sq, (long)i0 + r);
     const long hi = clattn_row_last(sq, (long)i0 + r);
     for (int jj = 0; jj < BLOCK_N; jj++) {
       const long j = (long)j0 + jj;
       const int keep =
-          j >= lo && j <= hi && clattn_mask_keep(sq, i0 + r, j0 + jj);
+          j >= lo && j <= hi &&
+          (!with_mod || clattn_mask_keep(sq, i0 + r, j0 + jj));
       s[r][jj] = keep ? s[r][jj] : fill;
     }
   }

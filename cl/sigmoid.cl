@@ -53,17 +53,20 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue; /* the mask_mod drops the whole block */
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, s);
+    clattn_score_block(qr, k, j0, sq.lk, s);
     clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
       for (int jj = 0; jj < BLOCK_N; jj++)
         s[r][jj] = 1.0f / (1.0f + exp2(-(s[r][jj] + bias)));
-    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
-      clattn_mask_rows(&sq, s, i0, j0, 0.0f);
-    clattn_pv_block(s, v, j0, nk, acc);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
+      clattn_mask_rows(&sq, s, i0, j0, 0.0f, bmod == 1);
+    clattn_pv_block(s, v, j0, sq.lk, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
 }
@@ -99,9 +102,12 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   float s[BLOCK_M][BLOCK_N];
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue; /* the mask_mod drops the whole block */
     clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
     clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
@@ -109,8 +115,8 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
         const floatk x = KLOAD(&s[r][j]) + bias;
         KSTORE((floatk)(1.0f) / ((floatk)(1.0f) + clattn_exp2k(-x)), &s[r][j]);
       }
-    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
-      clattn_mask_block(&sq, s, i0, j0, 0.0f);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
+      clattn_mask_block(&sq, s, i0, j0, 0.0f, bmod == 1);
     clattn_pv_block(s, vp + (size_t)j0 * DVP, acc);
   }
   clattn_sigmoid_store(o, qrow0, i0, nq, acc);
@@ -148,13 +154,17 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    /* The same for the whole group: its rows are one block. */
+    const int bmod = clattn_block_mod(block_mask, &sq, g0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue;
     barrier(CLK_LOCAL_MEM_FENCE);
-    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    clattn_load_kv_tile(k, v, j0, sq.lk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
-    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, s);
+    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, bmod == 1, s);
     for (int jj = 0; jj < BLOCK_N; jj++)
       s[jj] = 1.0f / (1.0f + exp2(-(s[jj] + bias)));
     clattn_pv_tile(s, vs, acc);

@@ -70,13 +70,16 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
 
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue; /* the mask_mod drops the whole block */
     float s[BLOCK_M][BLOCK_N];
-    clattn_score_block(qr, k, j0, nk, s);
+    clattn_score_block(qr, k, j0, sq.lk, s);
     clattn_mods_rows(&sq, s, i0, j0);
-    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
-      clattn_mask_rows(&sq, s, i0, j0, -INFINITY);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
+      clattn_mask_rows(&sq, s, i0, j0, -INFINITY, bmod == 1);
     for (int r = 0; r < BLOCK_M; r++) {
       float mx = m[r];
       for (int jj = 0; jj < BLOCK_N; jj++)
@@ -94,7 +97,7 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
       for (int c = 0; c < DVCH; c++)
         acc[r][c] *= alpha;
     }
-    clattn_pv_block(s, v, j0, nk, acc);
+    clattn_pv_block(s, v, j0, sq.lk, acc);
   }
   clattn_softmax_store(o, lse, write_lse, qrow0, i0, nq, acc, m, l);
 }
@@ -136,13 +139,16 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
    * <= 2^RESCALE_SLACK, far from overflow in float. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   float s[BLOCK_M][BLOCK_N];
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue; /* the mask_mod drops the whole block */
     clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
     clattn_mods_rows(&sq, s, i0, j0);
-    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend))
-      clattn_mask_block(&sq, s, i0, j0, -INFINITY);
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
+      clattn_mask_block(&sq, s, i0, j0, -INFINITY, bmod == 1);
     for (int r = 0; r < BLOCK_M; r++) {
       floatk mv = KLOAD(&s[r][0]);
       for (int j = KEYS_VEC; j < BLOCK_N; j += KEYS_VEC)
@@ -209,13 +215,17 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
    * it does not see. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  clattn_block_bounds_window(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    /* The same for the whole group: its rows are one block. */
+    const int bmod = clattn_block_mod(block_mask, &sq, g0, j0, nq, nk, hq);
+    if (bmod == 0)
+      continue;
     barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed */
-    clattn_load_kv_tile(k, v, j0, nk, ks, vs);
+    clattn_load_kv_tile(k, v, j0, sq.lk, ks, vs);
     barrier(CLK_LOCAL_MEM_FENCE);
     float s[BLOCK_N];
-    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, s);
+    clattn_score_tile(&sq, qr, ks, i, j0, -INFINITY, bmod == 1, s);
     float mx = m;
     for (int jj = 0; jj < BLOCK_N; jj++)
       mx = fmax(mx, s[jj]);

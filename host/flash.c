@@ -198,6 +198,46 @@ cleanup:
   return st;
 }
 
+/* Computes the mask_mod's block mask (clattn_block_mask in flash.cl) into
+ * a buffer of the plan, once: B x Hq x row blocks x key blocks bytes. */
+static clattn_status make_block_mask(clattn_plan_t plan, cl_program program) {
+  clattn_context_t ctx = plan->ctx;
+  const clattn__problem *p = &plan->p;
+  clattn_status st = CLATTN_SUCCESS;
+  cl_kernel kern = NULL;
+  cl_event done = NULL;
+  cl_int err = CL_SUCCESS;
+  size_t bm = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_M");
+  size_t bn = (size_t)clattn__tiles_get(&plan->tiles, "BLOCK_N");
+  size_t nqb = (p->seq_q + bm - 1) / bm, nkb = (p->seq_k + bn - 1) / bn;
+  size_t bytes = 0;
+  int fits = CLATTN_SIZE_PRODUCT(&bytes, p->batch, p->heads_q, nqb, nkb);
+  CLATTN_CHECK(clattn__workspace_size(
+      plan, "the mask_mod's block mask, B x Hq x row blocks x key blocks bytes",
+      fits, bytes));
+  plan->block_mask =
+      clCreateBuffer(ctx->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  CLATTN_CL_CHECK(ctx, err, "clCreateBuffer(block mask)");
+  plan->block_mask_bytes = bytes;
+  kern = clCreateKernel(program, "clattn_block_mask", &err);
+  CLATTN_CL_CHECK(ctx, err, "clCreateKernel");
+  cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k, hq = (cl_int)p->heads_q;
+  CLATTN_SET_ARG(err, kern, 0, sizeof(cl_mem), &plan->block_mask);
+  CLATTN_SET_ARG(err, kern, 1, sizeof(cl_int), &nq);
+  CLATTN_SET_ARG(err, kern, 2, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, kern, 3, sizeof(cl_int), &hq);
+  CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
+  size_t global[3] = {nkb, nqb, p->batch * p->heads_q};
+  CLATTN_CHECK(clattn__enqueue(plan, kern, 3, global, NULL, 0, NULL, &done));
+  CLATTN_CL_CHECK(ctx, clWaitForEvents(1, &done), "clWaitForEvents");
+cleanup:
+  if (done)
+    clReleaseEvent(done);
+  if (kern)
+    clReleaseKernel(kern);
+  return st;
+}
+
 static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   clattn_context_t ctx = plan->ctx;
   const clattn__problem *p = &plan->p;
@@ -288,6 +328,8 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
       wg /= 2;
     clattn__tiles_add(t, "WG", wg);
   }
+  if (p->mask_mod)
+    CLATTN_CHECK(make_block_mask(plan, program));
 cleanup:
   return st;
 }
@@ -322,6 +364,9 @@ static clattn_status flash_enqueue(clattn_plan_t plan, const cl_mem *bufs,
     CLATTN_SET_ARG(err, tk, 3, sizeof(cl_int), &nk);
     CLATTN_SET_ARG(err, tk, 4, sizeof(cl_int), &nkp);
     CLATTN_SET_ARG(err, tk, 5, sizeof(cl_ulong), &vp_off);
+    CLATTN_SET_ARG(err, tk, 6, sizeof(cl_int), &hkv);
+    cl_mem lens_k = bufs[CLATTN__BUF_LENS_K];
+    CLATTN_SET_ARG(err, tk, 7, sizeof(cl_mem), lens_k ? &lens_k : NULL);
     CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
     size_t tglobal[2] = {(size_t)nkp, p->batch * p->heads_kv};
     CLATTN_CHECK(

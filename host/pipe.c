@@ -70,5 +70,7 @@ cl_int clattn__pipe_args(clattn_plan_t plan, cl_kernel kern, cl_uint *a,
   CLATTN_SET_ARG(err, kern, (*a)++, sizeof(cl_int), &left);
   CLATTN_SET_ARG(err, kern, (*a)++, sizeof(cl_int), &right);
   CLATTN_SET_ARG(err, kern, (*a)++, sizeof(cl_float), &cap);
+  CLATTN_SET_ARG(err, kern, (*a)++, sizeof(cl_mem),
+                 plan->block_mask ? &plan->block_mask : NULL);
   return err;
 }

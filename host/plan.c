@@ -42,6 +42,10 @@ static void plan_reset(clattn_plan_t plan) {
     clReleaseMemObject(plan->workspace);
   plan->workspace = NULL;
   plan->workspace_bytes = 0;
+  if (plan->block_mask)
+    clReleaseMemObject(plan->block_mask);
+  plan->block_mask = NULL;
+  plan->block_mask_bytes = 0;
   memset(&plan->tiles, 0, sizeof plan->tiles);
 }
 
@@ -254,6 +258,8 @@ CLATTN_API void clattn_plan_destroy(clattn_plan_t plan) {
     clReleaseEvent(plan->last);
   if (plan->alibi)
     clReleaseMemObject(plan->alibi);
+  if (plan->block_mask)
+    clReleaseMemObject(plan->block_mask);
   free(plan->score_mod);
   free(plan->mask_mod);
   if (plan->lock_ok)
@@ -694,7 +700,9 @@ CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
   if (!plan)
     return 0;
   mtx_lock(&plan->lock);
-  size_t bytes = plan->workspace_bytes + plan->bwd_workspace_bytes;
+  size_t bytes = plan->workspace_bytes + plan->bwd_workspace_bytes +
+                 plan->block_mask_bytes +
+                 (plan->alibi ? plan->p.heads_q * sizeof(float) : 0);
   mtx_unlock(&plan->lock);
   return bytes;
 }

@@ -111,6 +111,9 @@ struct clattn_plan {
   cl_mem alibi;
   char *score_mod;
   char *mask_mod;
+  /* The flash kernels' block mask of the mask_mod (flash.c), or NULL. */
+  cl_mem block_mask;
+  size_t block_mask_bytes;
 };
 
 /* The -D options of the score pipeline for the plan's kernels. */
@@ -122,7 +125,8 @@ void clattn__pipe_options(const clattn__problem *p, char *buf, size_t size);
 char *clattn__pipe_prelude(const clattn__problem *p, int *out_of_memory);
 
 /* Sets the pipeline's trailing kernel arguments (CLATTN_PIPE_PARAMS in
- * score.cl) from index *a on: lengths, slopes, window and softcap. */
+ * score.cl) from index *a on: lengths, slopes, window, softcap and the
+ * block mask. */
 cl_int clattn__pipe_args(clattn_plan_t plan, cl_kernel kern, cl_uint *a,
                          cl_mem lens_q, cl_mem lens_k);
 

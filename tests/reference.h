@@ -59,4 +59,17 @@ void clattn_ref_attention_backward(const clattn_desc *desc, const float *q,
                                    const float *dout, double *dq, double *dk,
                                    double *dv);
 
+/* clattn_ref_attention_backward with lengths and the score pipeline of the
+ * descriptor: window, softcap (ds carried back through C tanh(x / C)),
+ * ALiBi (a constant, no gradient) and extra->mask_mod; extra->score_mod is
+ * ignored (clattn has no backward with one). Rows past a sequence's Lq get
+ * dQ = 0, keys past its Lk dK = dV = 0, masked pairs give nothing; defaults
+ * that depend on the lengths are those of each sequence alone. extra may be
+ * NULL. */
+void clattn_ref_attention_backward_ex(const clattn_desc *desc,
+                                      const clattn_ref_extra *extra,
+                                      const float *q, const float *k,
+                                      const float *v, const float *dout,
+                                      double *dq, double *dk, double *dv);
+
 #endif /* CLATTN_TESTS_REFERENCE_H */

@@ -86,12 +86,23 @@ typedef struct shape {
   size_t nq, nk, d, dv;
 } shape;
 
+/* The whole score pipeline on (softcap, ALiBi, both mods, a window). */
+static const float pipeline_slopes[1] = {0.25f};
+static int with_pipeline;
+
 /* Builds and runs one plan with stderr captured; fails on any warning. */
 static int check_plan(clattn_context_t ctx, clattn_variant variant,
                       const shape *s, clattn_dtype dtype, int causal,
                       const char *tiles) {
   clattn_desc desc;
   clattn_desc_init(&desc, variant);
+  if (with_pipeline) {
+    desc.softcap = 5.0f;
+    desc.alibi_slopes = pipeline_slopes;
+    desc.window_left = 100;
+    desc.score_mod = "score - 0.01f * (float)(i - j)";
+    desc.mask_mod = "(i / 64) == (j / 64) || j % 3 == 0";
+  }
   desc.dtype = dtype;
   desc.batch = 1;
   desc.heads_q = 1;
@@ -182,12 +193,41 @@ static void test_build_warnings_none(void **state) {
   assert_int_equal(failures, 0);
 }
 
+/* The score pipeline's code in each kernel shape and both variants. */
+static void test_build_warnings_pipeline(void **state) {
+  (void)state;
+  if (!clattn_test_device_or_skip())
+    return;
+  clattn_context_t ctx = clattn_test_context_create();
+  if (!device_reports_warnings(ctx)) {
+    clattn_context_destroy(ctx);
+    print_message("this device reports no compiler warnings to look for\n");
+    skip();
+  }
+  static const char *const shapes[] = {"SHAPE=cpu", "SHAPE=gpu", "SHAPE=row"};
+  static const shape one = {300, 700, 64, 40};
+  int failures = 0, plans = 0;
+  with_pipeline = 1;
+  for (int vi = 0; vi < 2; vi++)
+    for (size_t si = 0; si < 3; si++) {
+      failures +=
+          !check_plan(ctx, vi ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX,
+                      &one, CLATTN_DTYPE_F32, (int)si % 2, shapes[si]);
+      plans++;
+    }
+  with_pipeline = 0;
+  print_message("%d plans built and run, %d with warnings\n", plans, failures);
+  clattn_context_destroy(ctx);
+  assert_int_equal(failures, 0);
+}
+
 int main(void) {
   /* Compile every program: cached binaries carry no build log. */
   setenv("CLATTN_CACHE", "0", 1);
   setenv("POCL_KERNEL_CACHE", "0", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_build_warnings_none),
+      cmocka_unit_test(test_build_warnings_pipeline),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

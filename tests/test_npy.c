@@ -532,6 +532,68 @@ static void test_npy_dtype_refused(void **state) {
                         3, "structured");
 }
 
+/* Integer arrays (lengths): int32 round trip, int64 as crafted, both read
+ * widened to int64; float32 and other dtypes refused. */
+static void test_npy_int_arrays(void **state) {
+  (void)state;
+  char path[1024], err[512];
+  path_of(path, sizeof path, "ints.npy");
+  const int32_t v32[3] = {0, 7, -5};
+  const size_t n3 = 3;
+  assert_int_equal(clattn_npy_write_i32(path, v32, 1, &n3, err, sizeof err), 0);
+  size_t ndim = 0, shape[4];
+  int64_t *data = NULL;
+  assert_int_equal(clattn_npy_read_int(path, 4, SIZE_MAX, &ndim, shape, &data,
+                                       err, sizeof err),
+                   0);
+  assert_int_equal(ndim, 1);
+  assert_int_equal(shape[0], 3);
+  assert_true(data[0] == 0 && data[1] == 7 && data[2] == -5);
+  free(data);
+  /* The same file is not float32. */
+  float *f = NULL;
+  assert_int_not_equal(
+      clattn_npy_read_f32(path, 4, SIZE_MAX, &ndim, shape, &f, err, sizeof err),
+      0);
+  assert_null(f);
+  assert_non_null(strstr(err, "'<f4'"));
+
+  const unsigned char v64[16] = {0x2a, 0,    0,    0,    0,    0,
+                                 0,    0,    0xff, 0xff, 0xff, 0xff,
+                                 0xff, 0xff, 0xff, 0xff};
+  craft(path, 1, 0, "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
+        v64, sizeof v64);
+  assert_int_equal(clattn_npy_read_int(path, 4, SIZE_MAX, &ndim, shape, &data,
+                                       err, sizeof err),
+                   0);
+  assert_int_equal(shape[0], 2);
+  assert_true(data[0] == 42 && data[1] == -1);
+  free(data);
+  /* 16 bytes of int64 are 4 of int32 only when the header says so. */
+  craft(path, 1, 0, "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }",
+        v64, sizeof v64);
+  data = (int64_t *)&ndim;
+  assert_int_not_equal(clattn_npy_read_int(path, 4, SIZE_MAX, &ndim, shape,
+                                           &data, err, sizeof err),
+                       0);
+  assert_null(data);
+  assert_non_null(strstr(err, "trailing"));
+
+  static const char *const refused[] = {"<f4", "<i2", ">i4", "<u4", "<i8 "};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    char header[128];
+    snprintf(header, sizeof header,
+             "{'descr': '%s', 'fortran_order': False, 'shape': (2,), }",
+             refused[i]);
+    craft(path, 1, 0, header, v64, sizeof v64);
+    assert_int_not_equal(clattn_npy_read_int(path, 4, SIZE_MAX, &ndim, shape,
+                                             &data, err, sizeof err),
+                         0);
+    assert_null(data);
+    assert_non_null(strstr(err, "int32 '<i4' or int64 '<i8'"));
+  }
+}
+
 static void test_npy_fortran_order(void **state) {
   (void)state;
   expect_refused_header(
@@ -739,6 +801,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_npy_roundtrip_shapes),
       cmocka_unit_test(test_npy_roundtrip_bit_exact),
+      cmocka_unit_test(test_npy_int_arrays),
       cmocka_unit_test(test_npy_header_layout),
       cmocka_unit_test(test_npy_reads_v2_and_v3_headers),
       cmocka_unit_test(test_npy_header_forms_accepted),

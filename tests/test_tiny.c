@@ -7,7 +7,8 @@
  * (out-of-bounds accesses, races) are matched in its output by CTest.
  *
  * Tolerances: f32 storage 1e-5, f16 storage 2e-2 (relative to the largest
- * reference magnitude of the tensor, inputs pre-rounded to half).
+ * reference magnitude of the tensor, inputs pre-rounded to half); f32
+ * gradients 1e-4 (weights recomputed from a float LSE).
  */
 #include "reference.h"
 #include "testutil.h"
@@ -160,9 +161,135 @@ static void test_tiny_all_variants(void **state) {
   clattn_context_destroy(ctx);
 }
 
+/* The score pipeline of the flash kernels at tiny shapes, every stage on at
+ * once (lengths, window or causal, ALiBi, softcap, both mods), in each
+ * forced shape: under Oclgrind this checks that lengths and windows keep
+ * every access in bounds. */
+static double tiny_score_mod(double score, int b, int h, int i, int j) {
+  (void)b;
+  (void)h;
+  return score + 0.1 * (double)(i - j);
+}
+static int tiny_mask_mod(int b, int h, int i, int j) {
+  (void)b;
+  return (i + j + h) % 4 != 1;
+}
+
+static void test_tiny_pipeline(void **state) {
+  (void)state;
+  clattn_context_t ctx = clattn_test_context_create();
+  const int lens_q[2] = {9, 4}, lens_k[2] = {13, 6};
+  const float slopes[2] = {0.5f, 0.125f};
+  const clattn_ref_extra x = {lens_q, lens_k, tiny_score_mod, tiny_mask_mod};
+  for (int v = 0; v < 2; v++) {
+    for (size_t t = 1; t < sizeof flash_tiles / sizeof flash_tiles[0]; t++) {
+      clattn_desc desc = clattn_test_desc(variants[v], CLATTN_DTYPE_F32,
+                                          (int)(t % 2), 2, 2, 1, 9, 13, 5, 3);
+      desc.window_left = 3;
+      desc.window_right = t % 2 ? -1 : 2;
+      desc.softcap = 2.5f;
+      desc.alibi_slopes = slopes;
+      desc.score_mod = "score + 0.1f * (float)(i - j)";
+      desc.mask_mod = "(i + j + h) % 4 != 1";
+      desc.tiles = flash_tiles[t];
+      print_message("  pipeline %s tiles=%s\n",
+                    clattn_variant_name(variants[v]), desc.tiles);
+      clattn_test_problem p;
+      clattn_test_problem_init(&p, &desc, 77 + t);
+      clattn_ref_attention_ex(&desc, &x, p.q, p.k, p.v, p.ref_o, p.ref_lse);
+      clattn_plan_t plan = NULL;
+      clattn_status st = clattn_plan_create(ctx, &desc, &plan);
+      if (st == CLATTN_SUCCESS)
+        st = clattn_plan_run_host_varlen(plan, p.q, p.k, p.v, p.o, p.lse,
+                                         lens_q, lens_k);
+      if (st != CLATTN_SUCCESS)
+        print_error("%s: %s\n", clattn_status_name(st),
+                    clattn_context_error(ctx));
+      clattn_plan_destroy(plan);
+      int ok = st == CLATTN_SUCCESS &&
+               clattn_test_check("pipeline O", p.o, p.ref_o, p.n.o, TOL_F32);
+      clattn_test_problem_free(&p);
+      assert_true(ok);
+    }
+  }
+  clattn_context_destroy(ctx);
+}
+
+/* The backward kernels with the whole score pipeline at tiny sizes, on each
+ * backward shape (the single pass of the cpu shape, the row kernels of the
+ * others): lengths, a window, softcap, ALiBi and a mask_mod, softmax and
+ * sigmoid, against the float64 gradient reference. */
+#define TINY_MASK_CL "(i + j + h) % 4 != 2"
+static int tiny_mask(int b, int h, int i, int j) {
+  (void)b;
+  return (i + j + h) % 4 != 2;
+}
+
+static void test_tiny_backward_pipeline(void **state) {
+  (void)state;
+  static const char *const bwd_tiles[] = {"SHAPE=cpu,KEYS_VEC=8,BLOCK_M=3",
+                                          "SHAPE=row,BLOCK_M=2,BLOCK_N=2,WG=2"};
+  static const float slopes[2] = {0.5f, 0.25f};
+  static const cl_int lens_q[2] = {7, 4}, lens_k[2] = {9, 5};
+  const int ref_lq[2] = {7, 4}, ref_lk[2] = {9, 5};
+  clattn_context_t ctx = clattn_test_context_create();
+  for (int v = 0; v < 2; v++)
+    for (size_t t = 0; t < 2; t++) {
+      clattn_desc d =
+          clattn_test_desc(v ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX,
+                           CLATTN_DTYPE_F32, (int)t, 2, 2, 1, 7, 9, 5, 3);
+      d.tiles = bwd_tiles[t];
+      d.window_left = 3;
+      if (!d.causal)
+        d.window_right = 2;
+      d.softcap = 2.0f;
+      d.alibi_slopes = slopes;
+      d.mask_mod = TINY_MASK_CL;
+      print_message("  backward %s%s tiles=%s\n",
+                    clattn_variant_name(d.variant), d.causal ? " causal" : "",
+                    d.tiles);
+      clattn_test_sizes n;
+      clattn_test_sizes_get(&d, &n);
+      float *buf =
+          malloc((3 * (n.q + n.k + n.v) + 3 * n.o + n.lse) * sizeof *buf);
+      double *ref = malloc((n.q + n.k + n.v) * sizeof *ref);
+      assert_true(buf && ref);
+      float *q = buf, *k = q + n.q, *vv = k + n.k, *dq = vv + n.v;
+      float *dk = dq + n.q, *dv = dk + n.k, *g = dv + n.v, *o = g + n.o;
+      float *lse = o + n.o;
+      clattn_test_fill_normal(q, n.q + n.k + n.v, 77 + t, 0.0f, 1.0f);
+      clattn_test_fill_normal(g, n.o, 78 + t, 0.0f, 1.0f);
+      clattn_ref_extra ex = {ref_lq, ref_lk, NULL, tiny_mask};
+      clattn_ref_attention_backward_ex(&d, &ex, q, k, vv, g, ref, ref + n.q,
+                                       ref + n.q + n.k);
+      clattn_plan_t plan = NULL;
+      int softmax = !v;
+      clattn_status st = clattn_plan_create(ctx, &d, &plan);
+      if (st == CLATTN_SUCCESS)
+        st = clattn_plan_run_host_varlen(plan, q, k, vv, o,
+                                         softmax ? lse : NULL, lens_q, lens_k);
+      if (st == CLATTN_SUCCESS)
+        st = clattn_plan_backward_host_varlen(
+            plan, q, k, vv, softmax ? o : NULL, softmax ? lse : NULL, g, dq, dk,
+            dv, lens_q, lens_k);
+      if (st != CLATTN_SUCCESS)
+        fail_msg("%s: %s", clattn_status_name(st), clattn_context_error(ctx));
+      clattn_plan_destroy(plan);
+      int ok = clattn_test_check("dQ", dq, ref, n.q, TOL_F32 * 10);
+      ok &= clattn_test_check("dK", dk, ref + n.q, n.k, TOL_F32 * 10);
+      ok &= clattn_test_check("dV", dv, ref + n.q + n.k, n.v, TOL_F32 * 10);
+      free(buf);
+      free(ref);
+      assert_true(ok);
+    }
+  clattn_context_destroy(ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiny_all_variants),
+      cmocka_unit_test(test_tiny_pipeline),
+      cmocka_unit_test(test_tiny_backward_pipeline),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

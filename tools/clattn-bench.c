@@ -41,6 +41,13 @@ typedef struct options {
   int baseline, ceiling, sweep, clblast_defaults, backward;
   size_t ceiling_size;
   int variant_given, seq_given, causal_given;
+  /* --window: softmax and sigmoid. */
+  int window_left, window_right, window_given;
+  /* --seq-lens: lengths (or fractions of Nk) cycled over the batch. */
+  double lens[BENCH_MAX_CASES];
+  int lens_frac[BENCH_MAX_CASES];
+  size_t nlens;
+  const char *lens_text;
 } options;
 
 static void usage(FILE *f) {
@@ -56,7 +63,7 @@ static void usage(FILE *f) {
       "[--tiles SPEC] [--json]\n"
       "                    [--baseline naive] [--clblast-defaults] "
       "[--ceiling] [--ceiling-size N] [--sweep]\n"
-      "                    [--backward]\n"
+      "                    [--backward] [--window L,R] [--seq-lens L[,L...]]\n"
       "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
       "2 warm-up runs;\n"
       "a case stops repeating (after 3 runs) once it has taken "
@@ -78,6 +85,17 @@ static void usage(FILE *f) {
       "--backward           time the backward pass (dQ, dK, dV) instead "
       "of the forward;\n"
       "                     the forward runs once first for its outputs.\n"
+      "--window L,R         softmax, sigmoid: sliding window (-1: unbounded "
+      "side); FLOPs\n"
+      "                     count only the (query, key) pairs it leaves "
+      "visible.\n"
+      "--seq-lens L[,L...]  per-sequence lengths, cycled over the batch: an "
+      "integer, or\n"
+      "                     a fraction of Nk with a '.' (0.5); sequence b "
+      "gets\n"
+      "                     Lq = min(L, Nq) rows and Lk = min(L, Nk) keys. "
+      "FLOPs and\n"
+      "                     K+V bytes count what the lengths leave.\n"
       "--sweep              lengths 256, 512, ..., 32768, every variant, "
       "causal and not\n"
       "                     (--seq, --variant, --causal narrow it).\n"
@@ -94,6 +112,54 @@ static int parse_seconds(const char *s, double *out) {
     return 0;
   *out = v;
   return 1;
+}
+
+/* "L,R": two integers, each at least -1. */
+static int parse_window(const char *s, int *left, int *right) {
+  char *end = NULL;
+  long l = strtol(s, &end, 10);
+  if (end == s || *end != ',' || l < -1 || l > 1 << 30)
+    return 0;
+  const char *t = end + 1;
+  long r = strtol(t, &end, 10);
+  if (end == t || *end || r < -1 || r > 1 << 30)
+    return 0;
+  *left = (int)l;
+  *right = (int)r;
+  return 1;
+}
+
+/* --seq-lens: comma-separated integers (0 allowed) or fractions in 0..1
+ * (written with a '.'). */
+static int parse_lens(const char *s, options *o) {
+  o->nlens = 0;
+  o->lens_text = s;
+  const char *p = s;
+  while (*p) {
+    if (*p == ',') {
+      p++;
+      continue;
+    }
+    if (o->nlens == BENCH_MAX_CASES)
+      return 0;
+    size_t len = strcspn(p, ",");
+    char item[64];
+    if (len >= sizeof item)
+      return 0;
+    memcpy(item, p, len);
+    item[len] = '\0';
+    char *end = NULL;
+    int frac = strchr(item, '.') != NULL;
+    double v = strtod(item, &end);
+    if (end == item || *end || !(v >= 0.0) ||
+        (frac ? v > 1.0 : v != floor(v) || v > (double)BENCH_MAX_SIZE))
+      return 0;
+    o->lens[o->nlens] = v;
+    o->lens_frac[o->nlens] = frac;
+    o->nlens++;
+    p += len;
+  }
+  return o->nlens > 0;
 }
 
 static int cmp_size(const void *a, const void *b) {
@@ -116,6 +182,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->max_seconds = 10.0;
   o->max_case_seconds = 60.0;
   o->ceiling_size = 2048;
+  o->window_left = o->window_right = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -196,6 +263,11 @@ static int parse_args(int argc, char **argv, options *o) {
       ok = (o->baseline = !strcmp(val, "naive"));
     else if (!strcmp(a, "--ceiling-size"))
       ok = tool_parse_size(val, 16384, &o->ceiling_size);
+    else if (!strcmp(a, "--window")) {
+      ok = parse_window(val, &o->window_left, &o->window_right);
+      o->window_given = 1;
+    } else if (!strcmp(a, "--seq-lens"))
+      ok = parse_lens(val, o);
     else {
       fprintf(stderr, "clattn-bench: unknown option %s (see --help)\n", a);
       return 2;
@@ -217,6 +289,16 @@ static int parse_args(int argc, char **argv, options *o) {
       for (size_t n = 256; n <= 32768; n *= 2)
         o->seqs[o->nseqs++] = n;
     }
+  }
+  if (o->window_given && (o->variants[CLATTN_VARIANT_LINEAR] ||
+                          o->variants[CLATTN_VARIANT_COSFORMER])) {
+    if (o->variant_given) {
+      fprintf(stderr, "clattn-bench: --window applies to softmax and sigmoid "
+                      "only\n");
+      return 2;
+    }
+    o->variants[CLATTN_VARIANT_LINEAR] = 0;
+    o->variants[CLATTN_VARIANT_COSFORMER] = 0;
   }
   /* Increasing lengths, so that a variant can stop at the first length that
    * does not fit. */
@@ -259,38 +341,88 @@ static void warn(const char *fmt, ...) {
 
 /* ---- FLOP counts -------------------------------------------------------- */
 
-/* Visible (query, key) pairs: all of them, or the causal count. */
-static double visible_pairs(size_t nq, size_t nk, int causal) {
-  if (!causal)
-    return (double)nq * (double)nk;
+/* The key range row i of a sequence of lq rows and lk keys sees, as the
+ * library's masks define it (causal bounds the right side at 0);
+ * *hi < *lo when it sees none. */
+static void row_range(long long i, long long lq, long long lk,
+                      const clattn_desc *d, long long *lo, long long *hi) {
+  long long ip = i + lk - lq;
+  int right = d->causal ? 0 : d->window_right;
+  *lo = d->window_left >= 0 ? ip - d->window_left : 0;
+  *hi = right >= 0 ? ip + right : lk - 1;
+  if (*lo < 0)
+    *lo = 0;
+  if (*hi > lk - 1)
+    *hi = lk - 1;
+}
+
+/* Visible (query, key) pairs of one sequence. */
+static double visible_pairs(size_t lq, size_t lk, const clattn_desc *d) {
+  if (!d->causal && d->window_left < 0 && d->window_right < 0)
+    return (double)lq * (double)lk;
   double pairs = 0;
-  long long off = (long long)nk - (long long)nq;
-  for (size_t i = 0; i < nq; i++) {
-    long long lim = (long long)i + off + 1;
-    if (lim > (long long)nk)
-      lim = (long long)nk;
-    if (lim > 0)
-      pairs += (double)lim;
+  for (size_t i = 0; i < lq; i++) {
+    long long lo, hi;
+    row_range((long long)i, (long long)lq, (long long)lk, d, &lo, &hi);
+    if (hi >= lo)
+      pairs += (double)(hi - lo + 1);
   }
   return pairs;
 }
 
-/* The FLOP count README.md states for each variant. */
-static double flops_of(const clattn_desc *d) {
-  double bh = (double)d->batch * (double)d->heads_q;
+/* Keys of one sequence that some row sees (rows' ranges move by one key a
+ * row, so together they are one range). */
+static double keys_seen(size_t lq, size_t lk, const clattn_desc *d) {
+  if (lq == 0 || lk == 0)
+    return 0.0;
+  long long lo0, hi0, lo1, hi1;
+  row_range(0, (long long)lq, (long long)lk, d, &lo0, &hi0);
+  row_range((long long)lq - 1, (long long)lq, (long long)lk, d, &lo1, &hi1);
+  long long lo = lo0 < lo1 ? lo0 : lo1, hi = hi0 > hi1 ? hi0 : hi1;
+  return hi >= lo ? (double)(hi - lo + 1) : 0.0;
+}
+
+/* The lengths of sequence b: the whole Nq and Nk, or --seq-lens. */
+static void case_lens(const options *o, const clattn_desc *d, size_t b,
+                      size_t *lq, size_t *lk) {
+  *lq = d->seq_q;
+  *lk = d->seq_k;
+  if (!o->nlens)
+    return;
+  size_t e = b % o->nlens;
+  double v = o->lens[e];
+  size_t len = o->lens_frac[e] ? (size_t)ceil(v * (double)d->seq_k) : (size_t)v;
+  if (len < *lq)
+    *lq = len;
+  if (len < *lk)
+    *lk = len;
+}
+
+/* The FLOP count README.md states for each variant, summed over the
+ * sequences with their lengths. */
+static double flops_of(const clattn_desc *d, const options *o) {
   double D = (double)d->dim, Dv = (double)(d->dim_v ? d->dim_v : d->dim);
-  double nq = (double)d->seq_q, nk = (double)d->seq_k;
-  switch (d->variant) {
-  case CLATTN_VARIANT_SOFTMAX:
-  case CLATTN_VARIANT_SIGMOID:
-    return bh * 2.0 * (D + Dv) * visible_pairs(d->seq_q, d->seq_k, d->causal);
-  case CLATTN_VARIANT_LINEAR:
-    return bh * 2.0 * (nq + nk) * D * (Dv + 1.0);
-  case CLATTN_VARIANT_COSFORMER:
-    return bh * 2.0 * (nq + nk) * 2.0 * D * (Dv + 1.0);
-  default:
-    return 0;
+  double h = (double)d->heads_q, sum = 0.0;
+  for (size_t b = 0; b < d->batch; b++) {
+    size_t lq, lk;
+    case_lens(o, d, b, &lq, &lk);
+    double nq = (double)lq, nk = (double)lk;
+    switch (d->variant) {
+    case CLATTN_VARIANT_SOFTMAX:
+    case CLATTN_VARIANT_SIGMOID:
+      sum += h * 2.0 * (D + Dv) * visible_pairs(lq, lk, d);
+      break;
+    case CLATTN_VARIANT_LINEAR:
+      sum += h * 2.0 * (nq + nk) * D * (Dv + 1.0);
+      break;
+    case CLATTN_VARIANT_COSFORMER:
+      sum += h * 2.0 * (nq + nk) * 2.0 * D * (Dv + 1.0);
+      break;
+    default:
+      break;
+    }
   }
+  return sum;
 }
 
 /* The backward pass: 2.5x the forward for softmax and sigmoid (dV = P^T dO,
@@ -298,8 +430,8 @@ static double flops_of(const clattn_desc *d) {
  * FlashAttention convention), and 2x for linear attention and cosFormer
  * (the forward's state products once more for dQ, and their reverse for dK
  * and dV). */
-static double backward_flops_of(const clattn_desc *d) {
-  double f = flops_of(d);
+static double backward_flops_of(const clattn_desc *d, const options *o) {
+  double f = flops_of(d, o);
   return d->variant == CLATTN_VARIANT_SOFTMAX ||
                  d->variant == CLATTN_VARIANT_SIGMOID
              ? 2.5 * f
@@ -311,15 +443,22 @@ static double backward_flops_of(const clattn_desc *d) {
  * and V are read. */
 #define BENCH_DECODE_MAX_Q 16
 
-/* Bytes of K and V a decode case reads: every key once. */
-static double kv_bytes(const clattn_desc *d) {
+/* Bytes of K and V a decode case reads: every key some row sees, once
+ * (all of them without lengths or a window). */
+static double kv_bytes(const clattn_desc *d, const options *o) {
   if ((d->variant != CLATTN_VARIANT_SOFTMAX &&
        d->variant != CLATTN_VARIANT_SIGMOID) ||
       d->seq_q > BENCH_DECODE_MAX_Q)
     return 0.0;
   double hkv = (double)(d->heads_kv ? d->heads_kv : d->heads_q);
   double dv = (double)(d->dim_v ? d->dim_v : d->dim);
-  return (double)d->batch * hkv * (double)d->seq_k * ((double)d->dim + dv) *
+  double keys = 0.0;
+  for (size_t b = 0; b < d->batch; b++) {
+    size_t lq, lk;
+    case_lens(o, d, b, &lq, &lk);
+    keys += keys_seen(lq, lk, d);
+  }
+  return hkv * keys * ((double)d->dim + dv) *
          (double)clattn_dtype_size(d->dtype);
 }
 
@@ -345,6 +484,7 @@ typedef struct plan_run {
   clattn_plan_t plan;
   cl_command_queue queue;
   cl_mem *bufs; /* q, k, v, o, then for the backward lse, dO, dQ, dK, dV */
+  cl_mem lens_q, lens_k; /* --seq-lens, or NULL */
 } plan_run;
 
 static int status_is_resource(clattn_status st) {
@@ -358,8 +498,9 @@ static int plan_once(void *arg, double *ms, char *err, size_t errlen,
                      int *resource) {
   plan_run *p = arg;
   int code = 0;
-  switch (tool_time_plan_once(p->plan, p->queue, p->bufs[0], p->bufs[1],
-                              p->bufs[2], p->bufs[3], ms, &code)) {
+  switch (tool_time_plan_once_varlen(p->plan, p->queue, p->bufs[0], p->bufs[1],
+                                     p->bufs[2], p->bufs[3], p->lens_q,
+                                     p->lens_k, ms, &code)) {
   case TOOL_TIME_OK:
     return 0;
   case TOOL_TIME_MARKER:
@@ -393,8 +534,12 @@ static int backward_once(void *arg, double *ms, char *err, size_t errlen,
     goto cleanup;
   }
   clattn_status st =
-      clattn_plan_backward(p->plan, b[0], b[1], b[2], b[3], b[4], b[5], b[6],
-                           b[7], b[8], 1, &marker, &done);
+      p->lens_q
+          ? clattn_plan_backward_varlen(p->plan, b[0], b[1], b[2], b[3], b[4],
+                                        b[5], b[6], b[7], b[8], p->lens_q,
+                                        p->lens_k, 1, &marker, &done)
+          : clattn_plan_backward(p->plan, b[0], b[1], b[2], b[3], b[4], b[5],
+                                 b[6], b[7], b[8], 1, &marker, &done);
   if (st != CLATTN_SUCCESS) {
     snprintf(err, errlen, "%s: %s", clattn_status_name(st),
              clattn_context_error(p->ctx));
@@ -525,6 +670,7 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   for (int i = 0; i < 9; i++)
     sizes[i] = counts[i] * (i == 4 ? sizeof(float) : es);
   cl_mem bufs[9] = {NULL};
+  cl_mem lens[2] = {NULL, NULL};
   clattn_plan_t plan = NULL;
   bench_limits lim = {o->warmup, o->repeat, o->max_seconds,
                       o->max_case_seconds};
@@ -574,13 +720,34 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
       goto cleanup;
     }
   }
-  plan_run pr = {ctx, plan, queue, bufs};
+  if (o->nlens) {
+    cl_int *host = malloc(2 * d->batch * sizeof(cl_int));
+    cl_int e = host ? CL_SUCCESS : CL_OUT_OF_HOST_MEMORY;
+    for (size_t b = 0; host && b < d->batch; b++) {
+      size_t lq, lk;
+      case_lens(o, d, b, &lq, &lk);
+      host[b] = (cl_int)lq;
+      host[d->batch + b] = (cl_int)lk;
+    }
+    for (int i = 0; i < 2 && e == CL_SUCCESS; i++)
+      lens[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                               d->batch * sizeof(cl_int),
+                               host + (size_t)i * d->batch, &e);
+    free(host);
+    if (e != CL_SUCCESS) {
+      snprintf(err, errlen, "could not make the length buffers (%d)", e);
+      *resource = bench_cl_is_resource_error(e);
+      goto cleanup;
+    }
+  }
+  plan_run pr = {ctx, plan, queue, bufs, lens[0], lens[1]};
   if (o->backward) {
     /* The forward once, for the o and lse the backward reads. */
     int softmax = d->variant == CLATTN_VARIANT_SOFTMAX;
     cl_event fwd = NULL;
-    st = clattn_plan_run(plan, bufs[0], bufs[1], bufs[2], bufs[3],
-                         softmax ? bufs[4] : NULL, 0, NULL, &fwd);
+    st = clattn_plan_run_varlen(plan, bufs[0], bufs[1], bufs[2], bufs[3],
+                                softmax ? bufs[4] : NULL, lens[0], lens[1], 0,
+                                NULL, &fwd);
     if (st == CLATTN_SUCCESS) {
       clWaitForEvents(1, &fwd);
       clReleaseEvent(fwd);
@@ -593,16 +760,19 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
     if (bench_time_runs(backward_once, &pr, &lim, &r->t, err, errlen, resource))
       goto cleanup;
     r->device_bytes = clattn_plan_device_bytes(plan);
-    r->gflops = backward_flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
+    r->gflops = backward_flops_of(d, o) / (r->t.ms_median * 1e-3) * 1e-9;
   } else {
     if (bench_time_runs(plan_once, &pr, &lim, &r->t, err, errlen, resource))
       goto cleanup;
-    r->gflops = flops_of(d) / (r->t.ms_median * 1e-3) * 1e-9;
-    r->gbps = kv_bytes(d) / (r->t.ms_median * 1e-3) * 1e-9;
+    r->gflops = flops_of(d, o) / (r->t.ms_median * 1e-3) * 1e-9;
+    r->gbps = kv_bytes(d, o) / (r->t.ms_median * 1e-3) * 1e-9;
   }
   if (bl && o->backward) {
     snprintf(r->base_error, sizeof r->base_error,
              "the naive baseline is forward only");
+  } else if (bl && (o->nlens || o->window_given)) {
+    snprintf(r->base_error, sizeof r->base_error,
+             "the naive baseline has no per-sequence lengths or windows");
   } else if (bl) {
     if (base_skip) {
       snprintf(r->base_error, sizeof r->base_error, "%s", base_skip);
@@ -626,6 +796,9 @@ cleanup:
     if (bufs[i])
       clReleaseMemObject(bufs[i]);
   }
+  for (int i = 0; i < 2; i++)
+    if (lens[i])
+      clReleaseMemObject(lens[i]);
   clattn_plan_destroy(plan);
   return rc;
 }
@@ -715,6 +888,9 @@ static void json_ceiling(const bench_ceiling *c) {
   printf("}\n");
 }
 
+/* --seq-lens as given, for the JSON lines; NULL without it. */
+static const char *g_lens_text;
+
 /* The keys every case line starts with: the problem. */
 static void json_case_head(const char *type, const clattn_device_profile *p,
                            const clattn_desc *d) {
@@ -729,6 +905,13 @@ static void json_case_head(const char *type, const clattn_device_profile *p,
          d->batch, d->heads_q, d->heads_kv ? d->heads_kv : d->heads_q, d->seq_q,
          d->seq_k, d->dim, d->dim_v ? d->dim_v : d->dim,
          d->causal ? "true" : "false", clattn_dtype_name(d->dtype));
+  if (d->window_left != -1 || d->window_right != -1)
+    printf(",\"window_left\":%d,\"window_right\":%d", d->window_left,
+           d->window_right);
+  if (g_lens_text) {
+    printf(",\"seq_lens\":");
+    json_string(g_lens_text);
+  }
 }
 
 static void json_case(const clattn_device_profile *p, const clattn_desc *d,
@@ -758,7 +941,7 @@ static void json_case(const clattn_device_profile *p, const clattn_desc *d,
              "\"speedup_vs_baseline\":%.6g,\"baseline_device_bytes\":%zu,"
              "\"baseline_agrees\":%s,\"baseline_max_rel_error\":%.3g",
              r->bt.ms_median, r->bt.ms_min, r->bt.runs,
-             flops_of(d) / (r->bt.ms_median * 1e-3) * 1e-9,
+             flops_of(d, o) / (r->bt.ms_median * 1e-3) * 1e-9,
              r->bt.ms_median / r->t.ms_median, r->base_bytes,
              r->base_agrees ? "true" : "false",
              isfinite(r->base_rel_error) ? r->base_rel_error : 1e308);
@@ -903,7 +1086,15 @@ int main(int argc, char **argv) {
     printf("device: %s (%s), %s, %u compute units, driver %s, %s\n", prof.name,
            prof.platform_name, device_type_name(&prof), prof.compute_units,
            prof.driver_version, prof.c_version);
+    if (o.window_given)
+      printf("window: %d,%d (FLOPs count visible pairs only)\n", o.window_left,
+             o.window_right);
+    if (o.nlens)
+      printf("per-sequence lengths: %s, cycled over B=%zu (FLOPs and K+V "
+             "bytes count what they leave)\n",
+             o.lens_text, o.batch);
   }
+  g_lens_text = o.nlens ? o.lens_text : NULL;
   fflush(stdout);
   if (o.ceiling) {
     progress("clattn-bench: measuring the copy bandwidth and the SGEMM "
@@ -968,6 +1159,8 @@ int main(int argc, char **argv) {
         d.dim_v = o.dim_v;
         d.causal = causal;
         d.tiles = o.tiles;
+        d.window_left = o.window_left;
+        d.window_right = o.window_right;
         const char *name = clattn_variant_name(d.variant);
         const char *cs = causal ? " causal" : "";
         if (stop[v][causal][0]) {

@@ -71,6 +71,13 @@ enum {
   OPT_DQ,
   OPT_DK,
   OPT_DV,
+  OPT_SEQ_LENS_Q,
+  OPT_SEQ_LENS_K,
+  OPT_WINDOW,
+  OPT_ALIBI,
+  OPT_SOFTCAP,
+  OPT_SCORE_MOD,
+  OPT_MASK_MOD,
   OPT_HELP,
   OPT_VERSION,
   OPT_COUNT
@@ -102,6 +109,16 @@ static const struct option_spec {
     [OPT_DQ] = {"dq", 1, V_ALL, NULL},
     [OPT_DK] = {"dk", 1, V_ALL, NULL},
     [OPT_DV] = {"dv", 1, V_ALL, NULL},
+    [OPT_SEQ_LENS_Q] = {"seq-lens-q", 1, V_ALL, NULL},
+    [OPT_SEQ_LENS_K] = {"seq-lens-k", 1, V_ALL, NULL},
+    [OPT_WINDOW] = {"window", 1, V_SOFTMAX | V_SIGMOID, "softmax and sigmoid"},
+    [OPT_ALIBI] = {"alibi", 1, V_SOFTMAX | V_SIGMOID, "softmax and sigmoid"},
+    [OPT_SOFTCAP] = {"softcap", 1, V_SOFTMAX | V_SIGMOID,
+                     "softmax and sigmoid"},
+    [OPT_SCORE_MOD] = {"score-mod", 1, V_SOFTMAX | V_SIGMOID,
+                       "softmax and sigmoid"},
+    [OPT_MASK_MOD] = {"mask-mod", 1, V_SOFTMAX | V_SIGMOID,
+                      "softmax and sigmoid"},
     [OPT_HELP] = {"help", 0, V_ALL, NULL},
     [OPT_VERSION] = {"version", 0, V_ALL, NULL},
 };
@@ -137,6 +154,23 @@ static void usage(FILE *out) {
       "                      (default 1e-6)\n"
       "  --cos-m M           cosformer: the M of t_i = (pi/2) i / M, > 0\n"
       "                      (default max(Nq, Nk))\n"
+      "  --seq-lens-q F.npy, --seq-lens-k F.npy\n"
+      "                      per-sequence lengths of a padded batch: int32\n"
+      "                      or int64 [B], each in 0..Nq (0..Nk); sequence b\n"
+      "                      uses its first Lq rows and Lk keys, rows past\n"
+      "                      Lq get O = 0 (LSE -inf), gradients past them 0\n"
+      "  --window L,R        softmax, sigmoid: sliding window, key j visible\n"
+      "                      to query i when i'-L <= j <= i'+R, with\n"
+      "                      i' = i + Lk - Lq; -1 = unbounded on that side\n"
+      "  --alibi SLOPES.npy  softmax, sigmoid: ALiBi, float32 [Hq]; the\n"
+      "                      score of head h drops by slope[h] |i' - j|\n"
+      "  --softcap C         softmax, sigmoid: score = C tanh(score / C),\n"
+      "                      C > 0\n"
+      "  --score-mod EXPR    softmax, sigmoid: OpenCL C expression giving the\n"
+      "                      new score from float score and int b, h, i, j\n"
+      "                      (no backward)\n"
+      "  --mask-mod EXPR     softmax, sigmoid: OpenCL C condition over int b,\n"
+      "                      h, i, j; key j is dropped where it is 0\n"
       "  --dtype f32|f16|bf16  storage type on the device (default f32); the\n"
       "                      files stay float32\n"
       "  --device SEL        device index, P:D, cpu, gpu, accelerator or a\n"
@@ -184,6 +218,32 @@ static void errorf(const char *fmt, ...) {
     w--;
   msg[w] = '\0';
   fprintf(stderr, "clattn-run: %s\n", msg);
+}
+
+/* Parses "L,R" of --window: two ints, each -1 (unbounded) or more. */
+static int parse_window(const char *text, int *left, int *right) {
+  long v[2];
+  const char *t = text;
+  for (int n = 0; n < 2; n++) {
+    char *end = NULL;
+    errno = 0;
+    if (!(*t == '-' || (*t >= '0' && *t <= '9')))
+      goto bad;
+    v[n] = strtol(t, &end, 10);
+    if (end == t || errno != 0 || v[n] < -1 || v[n] > INT32_MAX)
+      goto bad;
+    if (*end != (n == 0 ? ',' : '\0'))
+      goto bad;
+    t = end + 1;
+  }
+  *left = (int)v[0];
+  *right = (int)v[1];
+  return 0;
+bad:
+  errorf("--window: '%s' is not L,R with two integers of at least -1 "
+         "(-1 = unbounded)",
+         text);
+  return -1;
 }
 
 static size_t max_file_bytes(void) {
@@ -255,6 +315,75 @@ static int load_tensor(tensor *t, const char *role, const char *path,
     if (t->shape[d] == 0) {
       errorf("%s: shape [%zu,%zu,%zu,%zu] of %s has a zero dimension", path,
              t->shape[0], t->shape[1], t->shape[2], t->shape[3], role);
+      return -1;
+    }
+  return 0;
+}
+
+/* Reads per-sequence lengths: an int32 or int64 array [B] whose entries
+ * are in 0..limit (Nq or Nk, named by `what`). */
+static int load_lens(const char *option, const char *path, size_t batch,
+                     size_t limit, const char *what, cl_int **out) {
+  char err[1024];
+  size_t ndim = 0, shape[CLATTN_NPY_MAX_NDIM];
+  int64_t *raw = NULL;
+  if (clattn_npy_read_int(path, CLATTN_NPY_MAX_NDIM, max_file_bytes(), &ndim,
+                          shape, &raw, err, sizeof err) != 0) {
+    errorf("%s", err);
+    return -1;
+  }
+  int rc = -1;
+  if (ndim != 1 || shape[0] != batch) {
+    if (ndim == 1)
+      errorf("%s: --%s has %zu entries; it must have one per sequence, "
+             "B=%zu",
+             path, option, shape[0], batch);
+    else
+      errorf("%s: %zu-D array; --%s must be 1-D [B], B=%zu", path, ndim, option,
+             batch);
+    goto done;
+  }
+  for (size_t b = 0; b < batch; b++)
+    if (raw[b] < 0 || (uint64_t)raw[b] > limit) {
+      errorf("%s: --%s[%zu] = %lld is outside 0..%zu (%s)", path, option, b,
+             (long long)raw[b], limit, what);
+      goto done;
+    }
+  *out = malloc((batch > 0 ? batch : 1) * sizeof(cl_int));
+  if (*out == NULL) {
+    errorf("out of memory for --%s", option);
+    goto done;
+  }
+  for (size_t b = 0; b < batch; b++)
+    (*out)[b] = (cl_int)raw[b];
+  rc = 0;
+done:
+  free(raw);
+  return rc;
+}
+
+/* Reads the ALiBi slopes, float32 [Hq]. */
+static int load_slopes(const char *path, size_t heads_q, float **out) {
+  char err[1024];
+  size_t ndim = 0, shape[CLATTN_NPY_MAX_NDIM];
+  if (clattn_npy_read_f32(path, CLATTN_NPY_MAX_NDIM, max_file_bytes(), &ndim,
+                          shape, out, err, sizeof err) != 0) {
+    errorf("%s", err);
+    return -1;
+  }
+  if (ndim != 1 || shape[0] != heads_q) {
+    if (ndim == 1)
+      errorf("%s: --alibi has %zu slopes; it must have one per query head, "
+             "Hq=%zu",
+             path, shape[0], heads_q);
+    else
+      errorf("%s: %zu-D array; --alibi must be 1-D [Hq], Hq=%zu", path, ndim,
+             heads_q);
+    return -1;
+  }
+  for (size_t h = 0; h < heads_q; h++)
+    if (!isfinite((*out)[h])) {
+      errorf("%s: --alibi slope %zu is not finite", path, h);
       return -1;
     }
   return 0;
@@ -347,6 +476,8 @@ int main(int argc, char **argv) {
   int seen[OPT_COUNT] = {0};
   tensor q = {0}, k = {0}, v = {0}, dout = {0};
   float *o = NULL, *lse = NULL, *dq = NULL, *dk = NULL, *dv = NULL;
+  float *slopes = NULL;
+  cl_int *lens_q = NULL, *lens_k = NULL;
   clattn_context_t ctx = NULL;
   clattn_plan_t plan = NULL;
   int rc = EXIT_USAGE;
@@ -446,7 +577,9 @@ int main(int argc, char **argv) {
     }
   /* Every file written must be its own, and none may be an input. */
   static const int written[] = {OPT_OUT, OPT_LSE, OPT_DQ, OPT_DK, OPT_DV};
-  static const int inputs[] = {OPT_Q, OPT_K, OPT_V, OPT_DO};
+  static const int inputs[] = {OPT_Q,          OPT_K,          OPT_V,    OPT_DO,
+                               OPT_SEQ_LENS_Q, OPT_SEQ_LENS_K, OPT_ALIBI};
+  const size_t n_inputs = sizeof inputs / sizeof inputs[0];
   for (size_t a = 0; a < 5; a++) {
     if (!seen[written[a]])
       continue;
@@ -458,7 +591,7 @@ int main(int argc, char **argv) {
                values[written[a]]);
         goto done;
       }
-    for (size_t b = 0; b < 4; b++)
+    for (size_t b = 0; b < n_inputs; b++)
       if (seen[inputs[b]] &&
           strcmp(values[written[a]], values[inputs[b]]) == 0) {
         errorf("--%s would overwrite the input --%s '%s'",
@@ -496,6 +629,20 @@ int main(int argc, char **argv) {
   if (seen[OPT_COS_M] &&
       parse_float("cos-m", values[OPT_COS_M], 'p', &desc.cos_m) != 0)
     goto done;
+  if (seen[OPT_WINDOW] && parse_window(values[OPT_WINDOW], &desc.window_left,
+                                       &desc.window_right) != 0)
+    goto done;
+  if (seen[OPT_SOFTCAP] &&
+      parse_float("softcap", values[OPT_SOFTCAP], 'p', &desc.softcap) != 0)
+    goto done;
+  static const int mods[] = {OPT_SCORE_MOD, OPT_MASK_MOD};
+  for (size_t m = 0; m < 2; m++)
+    if (seen[mods[m]] && values[mods[m]][0] == '\0') {
+      errorf("--%s must not be empty", option_specs[mods[m]].name);
+      goto done;
+    }
+  desc.score_mod = values[OPT_SCORE_MOD];
+  desc.mask_mod = values[OPT_MASK_MOD];
   desc.tiles = values[OPT_TILES];
 
   /* From here on, what goes wrong is the input or the device. */
@@ -505,6 +652,18 @@ int main(int argc, char **argv) {
       load_tensor(&v, "V", values[OPT_V], "[B,Hkv,Nk,Dv]") != 0 ||
       check_shapes(&q, &k, &v) != 0)
     goto done;
+
+  if ((seen[OPT_SEQ_LENS_Q] &&
+       load_lens("seq-lens-q", values[OPT_SEQ_LENS_Q], q.shape[0], q.shape[2],
+                 "Nq", &lens_q) != 0) ||
+      (seen[OPT_SEQ_LENS_K] &&
+       load_lens("seq-lens-k", values[OPT_SEQ_LENS_K], q.shape[0], k.shape[2],
+                 "Nk", &lens_k) != 0) ||
+      (seen[OPT_ALIBI] &&
+       load_slopes(values[OPT_ALIBI], q.shape[1], &slopes) != 0))
+    goto done;
+  desc.alibi_slopes = slopes;
+  const int varlen = lens_q != NULL || lens_k != NULL;
 
   const size_t o_shape[4] = {q.shape[0], q.shape[1], q.shape[2], v.shape[3]};
   const size_t o_count = output_count(o_shape, 4);
@@ -563,12 +722,19 @@ int main(int argc, char **argv) {
   if (failed == NULL &&
       (st = clattn_plan_create(ctx, &desc, &plan)) != CLATTN_SUCCESS)
     failed = "cannot plan the attention";
-  if (failed == NULL && (st = clattn_plan_run_host(plan, q.data, k.data, v.data,
-                                                   o, lse)) != CLATTN_SUCCESS)
+  if (failed == NULL &&
+      (st = varlen ? clattn_plan_run_host_varlen(plan, q.data, k.data, v.data,
+                                                 o, lse, lens_q, lens_k)
+                   : clattn_plan_run_host(plan, q.data, k.data, v.data, o,
+                                          lse)) != CLATTN_SUCCESS)
     failed = "the attention failed";
   if (failed == NULL && backward &&
-      (st = clattn_plan_backward_host(plan, q.data, k.data, v.data, o, lse,
-                                      dout.data, dq, dk, dv)) != CLATTN_SUCCESS)
+      (st = varlen ? clattn_plan_backward_host_varlen(
+                         plan, q.data, k.data, v.data, o, lse, dout.data, dq,
+                         dk, dv, lens_q, lens_k)
+                   : clattn_plan_backward_host(plan, q.data, k.data, v.data, o,
+                                               lse, dout.data, dq, dk, dv)) !=
+          CLATTN_SUCCESS)
     failed = "the backward pass failed";
   restore_stderr(saved_stderr);
   if (failed != NULL) {
@@ -604,5 +770,8 @@ done:
   free(dq);
   free(dk);
   free(dv);
+  free(slopes);
+  free(lens_q);
+  free(lens_k);
   return rc;
 }

@@ -360,12 +360,24 @@ static void read_failure(FILE *f, char *err, size_t errlen, const char *path,
     set_err(err, errlen, path, "file shrank while reading the %s", where);
 }
 
-int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
-                        size_t *ndim, size_t *shape, float **data, char *err,
-                        size_t errlen) {
+static void swap_bytes64(void *p, size_t count) {
+  unsigned char *b = p;
+  for (size_t i = 0; i < count; i++, b += 8)
+    for (size_t k = 0; k < 4; k++) {
+      unsigned char t = b[k];
+      b[k] = b[7 - k];
+      b[7 - k] = t;
+    }
+}
+
+/* The reader of both element kinds: float32 ('<f4') when want_int is 0,
+ * else '<i4' or '<i8', whose element size goes to *esize. */
+static int read_array(const char *path, int want_int, size_t max_ndim,
+                      size_t max_bytes, size_t *ndim, size_t *shape,
+                      void **data, size_t *esize, char *err, size_t errlen) {
   FILE *f = NULL;
   char *text = NULL;
-  float *buf = NULL;
+  unsigned char *buf = NULL;
   int rc = -1;
   if (ndim != NULL)
     *ndim = 0;
@@ -467,14 +479,19 @@ int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
     set_err(err, errlen, path, "%s", p.msg);
     goto done;
   }
-  if (h.descr_len != 3 || strcmp(h.descr, "<f4") != 0) {
+  const int is_f4 = h.descr_len == 3 && strcmp(h.descr, "<f4") == 0;
+  const int is_i4 = h.descr_len == 3 && strcmp(h.descr, "<i4") == 0;
+  const int is_i8 = h.descr_len == 3 && strcmp(h.descr, "<i8") == 0;
+  if (want_int ? !(is_i4 || is_i8) : !is_f4) {
     char shown[NPY_TEXT_MAX];
     printable_copy(shown, sizeof shown, h.descr, strlen(h.descr));
-    set_err(err, errlen, path,
-            "dtype '%s%s' is not little-endian float32 '<f4'", shown,
-            h.descr_len >= sizeof h.descr ? "..." : "");
+    set_err(err, errlen, path, "dtype '%s%s' is not %s", shown,
+            h.descr_len >= sizeof h.descr ? "..." : "",
+            want_int ? "little-endian int32 '<i4' or int64 '<i8'"
+                     : "little-endian float32 '<f4'");
     goto done;
   }
+  const size_t elem = is_i8 ? 8 : 4;
   if (h.fortran_order) {
     set_err(err, errlen, path,
             "fortran_order is True; only C-order arrays are supported");
@@ -499,11 +516,11 @@ int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
     }
     count *= h.shape[d];
   }
-  if (count > SIZE_MAX / sizeof(float)) {
+  if (count > SIZE_MAX / elem) {
     set_err(err, errlen, path, "the shape's size in bytes overflows size_t");
     goto done;
   }
-  const size_t nbytes = count * sizeof(float);
+  const size_t nbytes = count * elem;
   if (nbytes > max_bytes) {
     set_err(err, errlen, path,
             "array of %zu bytes is over the limit of %zu bytes", nbytes,
@@ -531,12 +548,17 @@ int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
     read_failure(f, err, errlen, path, "data");
     goto done;
   }
-  if (!host_is_little_endian())
-    swap_bytes32(buf, count);
+  if (!host_is_little_endian()) {
+    if (elem == 8)
+      swap_bytes64(buf, count);
+    else
+      swap_bytes32(buf, count);
+  }
 
   for (size_t d = 0; d < h.ndim; d++)
     shape[d] = h.shape[d];
   *ndim = h.ndim;
+  *esize = elem;
   *data = buf;
   buf = NULL;
   rc = 0;
@@ -547,6 +569,54 @@ done:
   free(text);
   free(buf);
   return rc;
+}
+
+int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
+                        size_t *ndim, size_t *shape, float **data, char *err,
+                        size_t errlen) {
+  void *raw = NULL;
+  size_t esize = 0;
+  int rc = read_array(path, 0, max_ndim, max_bytes, ndim, shape,
+                      data != NULL ? &raw : NULL, &esize, err, errlen);
+  if (data != NULL)
+    *data = raw;
+  return rc;
+}
+
+int clattn_npy_read_int(const char *path, size_t max_ndim, size_t max_bytes,
+                        size_t *ndim, size_t *shape, int64_t **data, char *err,
+                        size_t errlen) {
+  void *raw = NULL;
+  size_t esize = 0;
+  if (data != NULL)
+    *data = NULL;
+  int rc = read_array(path, 1, max_ndim, max_bytes, ndim, shape,
+                      data != NULL ? &raw : NULL, &esize, err, errlen);
+  if (rc != 0 || data == NULL)
+    return rc;
+  size_t count = 1;
+  for (size_t d = 0; d < *ndim; d++)
+    count *= shape[d];
+  if (esize == 8) {
+    *data = raw;
+    return 0;
+  }
+  int64_t *wide = malloc(count > 0 ? count * sizeof(int64_t) : 1);
+  if (wide == NULL) {
+    free(raw);
+    *ndim = 0;
+    set_err(err, errlen, path, "out of memory for %zu values", count);
+    return -1;
+  }
+  const unsigned char *b = raw;
+  for (size_t i = 0; i < count; i++) {
+    int32_t x;
+    memcpy(&x, b + 4 * i, 4);
+    wide[i] = x;
+  }
+  free(raw);
+  *data = wide;
+  return 0;
 }
 
 /* ---- Writer ---------------------------------------------------------- */
@@ -563,8 +633,10 @@ static int write_all(FILE *f, const void *buf, size_t size) {
   return 0;
 }
 
-int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
-                         const size_t *shape, char *err, size_t errlen) {
+/* Writes 4-byte elements of the given descr ('<f4' or '<i4'). */
+static int write_array(const char *path, const char *descr, const void *data,
+                       size_t ndim, const size_t *shape, char *err,
+                       size_t errlen) {
   if (err != NULL && errlen > 0)
     err[0] = '\0';
   if (path == NULL || (ndim > 0 && shape == NULL)) {
@@ -597,7 +669,8 @@ int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
   char head[10 + 96 + CLATTN_NPY_MAX_NDIM * 24 + 64];
   size_t n = 10;
   n += (size_t)snprintf(head + n, sizeof head - n,
-                        "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+                        "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                        descr);
   for (size_t d = 0; d < ndim; d++)
     n += (size_t)snprintf(head + n, sizeof head - n, "%s%zu", d ? ", " : "",
                           shape[d]);
@@ -626,7 +699,7 @@ int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
     float tmp[1024];
     for (size_t i = 0; i < count && !bad; i += 1024) {
       size_t m = count - i < 1024 ? count - i : 1024;
-      memcpy(tmp, data + i, m * sizeof(float));
+      memcpy(tmp, (const unsigned char *)data + 4 * i, m * sizeof(float));
       swap_bytes32(tmp, m);
       bad = write_all(f, tmp, m * sizeof(float)) != 0;
     }
@@ -643,4 +716,14 @@ int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
     return -1;
   }
   return 0;
+}
+
+int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
+                         const size_t *shape, char *err, size_t errlen) {
+  return write_array(path, "<f4", data, ndim, shape, err, errlen);
+}
+
+int clattn_npy_write_i32(const char *path, const int32_t *data, size_t ndim,
+                         const size_t *shape, char *err, size_t errlen) {
+  return write_array(path, "<i4", data, ndim, shape, err, errlen);
 }

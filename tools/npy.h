@@ -1,6 +1,7 @@
 /*
  * npy.h - reading and writing NumPy .npy files that hold little-endian
- * float32 arrays in C order, for the clattn tools and tests.
+ * float32 arrays (and int32/int64 ones, for lengths) in C order, for the
+ * clattn tools and tests.
  *
  * The reader takes format versions 1.0, 2.0 and 3.0 and refuses everything
  * else with a one-line message: it checks the header against the file's size
@@ -18,6 +19,7 @@
 #define CLATTN_NPY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,10 +43,19 @@ int clattn_npy_read_f32(const char *path, size_t max_ndim, size_t max_bytes,
                         size_t *ndim, size_t *shape, float **data, char *err,
                         size_t errlen);
 
+/* Reads an integer array ('<i4' or '<i8') as clattn_npy_read_f32 reads a
+ * float32 one; *data receives the values widened to int64. */
+int clattn_npy_read_int(const char *path, size_t max_ndim, size_t max_bytes,
+                        size_t *ndim, size_t *shape, int64_t **data, char *err,
+                        size_t errlen);
+
 /* Writes data (the product of shape's ndim entries, in C order; a scalar when
  * ndim is 0) to `path`, replacing the file. Returns 0 on success, non-zero
  * with the reason in err on failure, which may leave a partial file. */
 int clattn_npy_write_f32(const char *path, const float *data, size_t ndim,
+                         const size_t *shape, char *err, size_t errlen);
+/* The same for an int32 array ('<i4'). */
+int clattn_npy_write_i32(const char *path, const int32_t *data, size_t ndim,
                          const size_t *shape, char *err, size_t errlen);
 
 #ifdef __cplusplus

@@ -95,6 +95,14 @@ cl_int tool_event_span_ms(cl_event from, cl_event to, double *ms) {
 
 int tool_time_plan_once(clattn_plan_t plan, cl_command_queue queue, cl_mem q,
                         cl_mem k, cl_mem v, cl_mem o, double *ms, int *code) {
+  return tool_time_plan_once_varlen(plan, queue, q, k, v, o, NULL, NULL, ms,
+                                    code);
+}
+
+int tool_time_plan_once_varlen(clattn_plan_t plan, cl_command_queue queue,
+                               cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                               cl_mem lens_q, cl_mem lens_k, double *ms,
+                               int *code) {
   cl_event marker = NULL, done = NULL;
   int step = TOOL_TIME_MARKER;
   cl_int e = clEnqueueMarkerWithWaitList(queue, 0, NULL, &marker);
@@ -103,7 +111,11 @@ int tool_time_plan_once(clattn_plan_t plan, cl_command_queue queue, cl_mem q,
     goto cleanup;
   }
   step = TOOL_TIME_RUN;
-  clattn_status st = clattn_plan_run(plan, q, k, v, o, NULL, 1, &marker, &done);
+  clattn_status st =
+      lens_q || lens_k
+          ? clattn_plan_run_varlen(plan, q, k, v, o, NULL, lens_q, lens_k, 1,
+                                   &marker, &done)
+          : clattn_plan_run(plan, q, k, v, o, NULL, 1, &marker, &done);
   if (st != CLATTN_SUCCESS) {
     *code = (int)st;
     goto cleanup;

@@ -51,4 +51,11 @@ enum {
 int tool_time_plan_once(clattn_plan_t plan, cl_command_queue queue, cl_mem q,
                         cl_mem k, cl_mem v, cl_mem o, double *ms, int *code);
 
+/* The same with per-sequence lengths (int32 [B] buffers or NULL, as
+ * clattn_plan_run_varlen takes them). */
+int tool_time_plan_once_varlen(clattn_plan_t plan, cl_command_queue queue,
+                               cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                               cl_mem lens_q, cl_mem lens_k, double *ms,
+                               int *code);
+
 #endif /* TOOLUTIL_H */

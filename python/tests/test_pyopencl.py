@@ -105,3 +105,19 @@ def test_pyopencl_refusals(queue, rng):
         clattn.attention(q, q, q, device="pocl")
     with pytest.raises(TypeError):
         clattn.Context.from_cl(0)
+
+
+
+def test_pyopencl_lengths_and_window(queue, rng):
+    # Lengths from the host go to device buffers: each sequence equals the
+    # host run of it alone.
+    q, k, v = randn(rng, 2, 2, 21, 16), randn(rng, 2, 2, 30, 16), randn(rng, 2, 2, 30, 16)
+    dq, dk, dv = (cla.to_device(queue, a) for a in (q, k, v))
+    o, lse = clattn.attention(dq, dk, dv, window=(5, 5), seq_lens_q=[21, 9],
+                              seq_lens_k=np.array([30, 12]), return_lse=True)
+    o, lse = o.get(), lse.get()
+    for b, (lq, lk) in enumerate(((21, 30), (9, 12))):
+        alone = clattn.attention(q[b:b + 1, :, :lq], k[b:b + 1, :, :lk],
+                                 v[b:b + 1, :, :lk], window=(5, 5))
+        assert rel_err(o[b:b + 1, :, :lq], alone) <= TOL["f32"]
+        assert np.all(o[b, :, lq:] == 0) and np.all(lse[b, :, lq:] == -np.inf)

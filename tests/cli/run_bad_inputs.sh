@@ -162,6 +162,8 @@ bad() {
     not_ok "$_name" "stderr does not start with 'clattn-run: '"
   elif [ -s "$DIR/stdout.txt" ]; then
     not_ok "$_name" "wrote to stdout"
+  elif [ -n "${MATCH:-}" ] && ! grep -q -- "$MATCH" "$DIR/stderr.txt"; then
+    not_ok "$_name" "the message does not match '$MATCH'"
   else
     ok "$_name"
   fi
@@ -434,6 +436,106 @@ grads "sigmoid backward f16" --variant sigmoid $QKV_IN --dtype f16
 grads "linear backward with --out" --variant linear $QKV
 grads "cosformer backward" --variant cosformer $QKV_IN --causal --cos-m 9
 
+# ---- The score pipeline and per-sequence lengths: bad values ------------
+
+bad "--window with linear" 2 --variant linear $QKV --window 2,0
+bad "--alibi with cosformer" 2 --variant cosformer $QKV --alibi "$D/sl.npy"
+bad "--softcap with linear" 2 --variant linear $QKV --softcap 5
+bad "--score-mod with linear" 2 --variant linear $QKV --score-mod score
+bad "--mask-mod with cosformer" 2 --variant cosformer $QKV --mask-mod 'j<i'
+bad "window of one number" 2 --variant softmax $QKV --window 3
+bad "window below -1" 2 --variant softmax $QKV --window 1,-2
+bad "window of three numbers" 2 --variant softmax $QKV --window 1,2,3
+bad "window not numbers" 2 --variant softmax $QKV --window a,b
+bad "window with a space" 2 --variant softmax $QKV --window "1, 2"
+bad "empty window" 2 --variant softmax $QKV --window=
+bad "zero softcap" 2 --variant softmax $QKV --softcap 0
+bad "negative softcap" 2 --variant sigmoid $QKV --softcap -3
+bad "empty score mod" 2 --variant softmax $QKV --score-mod=
+bad "empty mask mod" 2 --variant softmax $QKV --mask-mod=
+bad "--out over the lengths" 2 --variant softmax $QKV --seq-lens-q "$D/o.npy"
+bad "--out over the slopes" 2 --variant softmax $QKV --alibi "$D/o.npy"
+
+# bad_msg NAME STATUS PATTERN ARGS...: as bad, and the line must match the
+# grep pattern too.
+bad_msg() {
+  MATCH=$3
+  _bm_name=$1
+  _bm_want=$2
+  shift 3
+  bad "$_bm_name" "$_bm_want" "$@"
+  MATCH=
+}
+
+# Lengths and slopes: Q has B=1, Hq=4, Nq=8 and K Nk=12.
+mk_ints() {
+  _f=$1
+  shift
+  if [ -n "$MAKE" ]; then
+    "$MAKE" --i32 "$_f" "$@" || exit 2
+  else
+    _n=$#
+    _h="{'descr': '<i4', 'fortran_order': False, 'shape': ($_n,), }"
+    npy_raw "$_f" 1 0 "$_h" 0
+    for _v in "$@"; do
+      printf "$(le_bytes "$_v" 4)" >>"$_f"
+    done
+  fi
+}
+# int64 lengths, written byte by byte (non-negative values only).
+mk_i64() {
+  _f=$1
+  shift
+  _h="{'descr': '<i8', 'fortran_order': False, 'shape': ($#,), }"
+  npy_raw "$_f" 1 0 "$_h" 0
+  for _v in "$@"; do
+    printf "$(le_bytes "$_v" 8)" >>"$_f"
+  done
+}
+LQ="--seq-lens-q $D/lens.npy"
+LK="--seq-lens-k $D/lens.npy"
+mk_ints "$D/lens.npy" 9
+bad_msg "query length past Nq" 1 'seq-lens-q\[0\] = 9 is outside 0..8' \
+  --variant softmax $QKV $LQ
+mk_i64 "$D/lens.npy" 13
+bad_msg "int64 key length past Nk" 1 'seq-lens-k\[0\] = 13 is outside 0..12' \
+  --variant softmax $QKV $LK
+if [ -n "$MAKE" ]; then
+  mk_ints "$D/lens.npy" -1
+  bad_msg "negative length" 1 'seq-lens-k\[0\] = -1' --variant sigmoid $QKV $LK
+  mk_ints "$D/lens.npy" 3 4
+  bad_msg "two lengths for one sequence" 1 'one per sequence' \
+    --variant softmax $QKV $LQ
+fi
+npy "$D/lens.npy" "1, 1" "<i4"
+bad "2-D lengths" 1 --variant softmax $QKV $LQ
+npy "$D/lens.npy" "1,"
+bad_msg "float32 lengths" 1 "int32 '<i4' or int64" --variant linear $QKV $LQ
+npy "$D/lens.npy" "1" "<i2" False 1
+bad "int16 lengths" 1 --variant softmax $QKV $LQ
+bad "missing lengths file" 1 --variant softmax $QKV \
+  --seq-lens-q "$D/no-such.npy"
+npy "$D/sl.npy" "3,"
+bad_msg "three slopes for four heads" 1 'one per query head, Hq=4' \
+  --variant softmax $QKV --alibi "$D/sl.npy"
+npy "$D/sl.npy" "4," "<i4"
+bad "int32 slopes" 1 --variant softmax $QKV --alibi "$D/sl.npy"
+npy "$D/sl.npy" "1, 4"
+bad "2-D slopes" 1 --variant sigmoid $QKV --alibi "$D/sl.npy"
+bad "score mod with a semicolon" 1 --variant softmax $QKV \
+  --score-mod 'score; return 0'
+bad "mask mod with a stray parenthesis" 1 --variant softmax $QKV \
+  --mask-mod 'j < i)'
+# A mod that does not compile: one line, with the status and the build log.
+# The skip test in good() does not apply here, so it needs a device.
+if [ -n "${CLATTN_DEVICE:-}" ]; then
+  bad_msg "score mod that does not compile" 1 \
+    'CLATTN_ERROR_BUILD_FAILED.*no_such_function' --variant softmax $QKV \
+    --score-mod 'no_such_function(score)'
+  bad_msg "mask mod that does not compile" 1 'CLATTN_ERROR_BUILD_FAILED' \
+    --variant sigmoid $QKV --mask-mod 'j <<>> i'
+fi
+
 # ---- Good cases: exit 0 --------------------------------------------------
 
 good "softmax with LSE" "1, 4, 8, 8" "1, 4, 8" --variant softmax $QKV \
@@ -448,6 +550,181 @@ good "cosformer causal" "1, 4, 8, 8" "" --variant cosformer $QKV --causal \
   --cos-m 16
 good "option=value form" "1, 4, 8, 8" "" --variant=softmax --q="$D/q.npy" \
   --k="$D/k.npy" --v="$D/v.npy" --out="$D/o.npy"
+
+# ---- Good cases of the pipeline, checked against equivalent runs ---------
+
+# With NPY_MAKE, outputs of two command lines that must agree are compared
+# (npy_make --compare: max |A - B| <= TOL max(1, max |B|)); a padded batch
+# with lengths is compared with its first sequence run alone, cut out and
+# padded back with npy_make --resize.
+
+# run_to NAME FILE ARGS...: clattn-run ARGS --out FILE must succeed
+# silently. Returns 0 when it did, 1 when it failed (counted), 2 when there
+# is no device (skipped).
+run_to() {
+  _rt_name=$1
+  _rt_out=$2
+  shift 2
+  rm -f "$_rt_out"
+  if [ -n "${CLATTN_DEVICE:-}" ]; then
+    set -- "$@" --device "$CLATTN_DEVICE"
+  fi
+  $WRAPPER "$BIN" "$@" --out "$_rt_out" >"$DIR/stdout.txt" 2>"$DIR/stderr.txt"
+  _code=$?
+  if [ "$_code" -eq 1 ] && [ -z "${CLATTN_DEVICE:-}" ] &&
+    grep -q 'DEVICE_NOT_FOUND' "$DIR/stderr.txt"; then
+    skipped=$((skipped + 1))
+    echo "skip $_rt_name (no OpenCL device)"
+    return 2
+  fi
+  if [ "$_code" -ne 0 ]; then
+    not_ok "$_rt_name" "exit status $_code, expected 0"
+    return 1
+  fi
+  if [ -s "$DIR/stderr.txt" ] || [ -s "$DIR/stdout.txt" ]; then
+    not_ok "$_rt_name" "printed something on success"
+    return 1
+  fi
+  return 0
+}
+
+# agree NAME TOL A B: the files A and B agree within TOL.
+agree() {
+  if "$MAKE" --compare "$3" "$4" "$2" 2>"$DIR/stderr.txt"; then
+    ok "$1"
+  else
+    not_ok "$1" "outputs differ"
+  fi
+}
+
+# same_as NAME TOL "ARGS A" "ARGS B": both runs succeed with outputs that
+# agree.
+same_as() {
+  run_to "$1" "$DIR/oa.npy" $3 || return 0
+  run_to "$1" "$DIR/ob.npy" $4 || return 0
+  agree "$1" "$2" "$DIR/oa.npy" "$DIR/ob.npy"
+}
+
+# first_alone NAME TOL LQ LK SHAPES "ARGS": a run of the padded batch in
+# $D/pq.npy, pk.npy, pv.npy (or $FA_Q instead of pq.npy) with lengths [LQ, ...] and [LK, ...] (in
+# $D/plq.npy and $D/plk.npy) must give, for sequence 0, what that sequence
+# gives alone: Q, K and V cut to LQ and LK rows, output padded back to Nq
+# rows with zeros. SHAPES is "HQ HKV NQ D DV".
+first_alone() {
+  _fa_name=$1
+  _fa_tol=$2
+  set -- "$3" "$4" $5 "$6"
+  # $1 LQ, $2 LK, $3 HQ, $4 HKV, $5 NQ, $6 D, $7 DV, $8 ARGS
+  _fa_q=${FA_Q:-$D/pq.npy}
+  "$MAKE" --resize "$_fa_q" "$D/aq.npy" 1 "$3" "$1" "$6" &&
+    "$MAKE" --resize "$D/pk.npy" "$D/ak.npy" 1 "$4" "$2" "$6" &&
+    "$MAKE" --resize "$D/pv.npy" "$D/av.npy" 1 "$4" "$2" "$7" || exit 2
+  run_to "$_fa_name" "$D/oa.npy" --q "$D/aq.npy" --k "$D/ak.npy" \
+    --v "$D/av.npy" $8 || return 0
+  run_to "$_fa_name" "$D/ob.npy" --q "$_fa_q" --k "$D/pk.npy" \
+    --v "$D/pv.npy" --seq-lens-q "$D/plq.npy" --seq-lens-k "$D/plk.npy" \
+    $8 || return 0
+  "$MAKE" --resize "$D/oa.npy" "$D/oa1.npy" 1 "$3" "$5" "$7" &&
+    "$MAKE" --resize "$D/ob.npy" "$D/ob1.npy" 1 "$3" "$5" "$7" || exit 2
+  agree "$_fa_name" "$_fa_tol" "$D/oa1.npy" "$D/ob1.npy"
+}
+
+if [ -n "$MAKE" ]; then
+  # Nq = 8, Nk = 12: i' = i + 4.
+  same_as "window equals its mask mod" 1e-6 \
+    "--variant softmax $QKV_IN --window 3,0" \
+    "--variant softmax $QKV_IN --mask-mod j>=i+1&&j<=i+4"
+  same_as "sigmoid window equals its mask mod" 1e-6 \
+    "--variant sigmoid $QKV_IN --window 2,1 --bias -1" \
+    "--variant sigmoid $QKV_IN --mask-mod j>=i+2&&j<=i+5 --bias -1"
+  same_as "causal bounds the window's right side" 1e-6 \
+    "--variant softmax $QKV_IN --causal --window 2,5" \
+    "--variant softmax $QKV_IN --window 2,0"
+  same_as "softcap equals its score mod" 1e-5 \
+    "--variant softmax $QKV_IN --softcap 0.5" \
+    "--variant softmax $QKV_IN --score-mod 0.5f*tanh(score/0.5f)"
+  "$MAKE" --f32 "$D/sl.npy" 0.25 0.5 0.125 1 || exit 2
+  same_as "ALiBi equals its score mod" 1e-5 \
+    "--variant softmax $QKV_IN --alibi $D/sl.npy --dtype f16" \
+    "--variant softmax $QKV_IN --dtype f16 --score-mod \
+score-(h==0?0.25f:h==1?0.5f:h==2?0.125f:1.0f)*fabs((float)(i+4-j))"
+  same_as "sigmoid softcap, ALiBi and window together" 1e-5 \
+    "--variant sigmoid $QKV_IN --alibi $D/sl.npy --softcap 2 --window 4,-1" \
+    "--variant sigmoid $QKV_IN --mask-mod j>=i --score-mod \
+2.0f*tanh(score/2.0f)-(h==0?0.25f:h==1?0.5f:h==2?0.125f:1.0f)*fabs((float)(i+4-j))"
+
+  # A padded batch: B=2, Nq=20, Nk=24 (more rows than a decode plan takes).
+  good_input "$D/pq.npy" 11 "2, 4, 20, 16"
+  good_input "$D/pk.npy" 12 "2, 2, 24, 16"
+  good_input "$D/pv.npy" 13 "2, 2, 24, 8"
+  PQKV="--q $D/pq.npy --k $D/pk.npy --v $D/pv.npy"
+  mk_i64 "$D/plq.npy" 20 20
+  mk_ints "$D/plk.npy" 24 24
+  same_as "full lengths equal no lengths" 1e-6 \
+    "--variant softmax $PQKV --seq-lens-q $D/plq.npy --seq-lens-k $D/plk.npy" \
+    "--variant softmax $PQKV"
+  mk_ints "$D/plq.npy" 13 20
+  mk_i64 "$D/plk.npy" 17 24
+  first_alone "softmax lengths equal the sequence alone" 1e-5 13 17 \
+    "4 2 20 16 8" "--variant softmax"
+  first_alone "causal lengths equal the sequence alone" 1e-5 13 17 \
+    "4 2 20 16 8" "--variant softmax --causal"
+  first_alone "sigmoid lengths (default bias) equal the sequence alone" 1e-5 \
+    13 17 "4 2 20 16 8" "--variant sigmoid"
+  first_alone "windowed bf16 lengths equal the sequence alone" 1e-5 13 17 \
+    "4 2 20 16 8" "--variant softmax --window 5,2 --dtype bf16"
+  mk_ints "$D/plq.npy" 0 20
+  if run_to "an empty sequence gives zeros" "$D/ob.npy" --variant softmax \
+    $PQKV --seq-lens-q "$D/plq.npy" --seq-lens-k "$D/plk.npy"; then
+    "$MAKE" --resize "$D/ob.npy" "$D/ob1.npy" 1 4 20 8 &&
+      "$MAKE" --zeros "$D/zero.npy" 1 4 20 8 || exit 2
+    agree "an empty sequence gives zeros" 0 "$D/ob1.npy" "$D/zero.npy"
+  fi
+
+  # Decode plans (few query rows) and linear/cosformer with lengths.
+  "$MAKE" --resize "$D/pq.npy" "$D/dq4.npy" 2 4 4 16 || exit 2
+  mk_ints "$D/plq.npy" 1 4
+  FA_Q=$D/dq4.npy
+  first_alone "decode lengths equal the sequence alone" 1e-5 1 17 \
+    "4 2 4 16 8" "--variant softmax"
+  first_alone "decode sigmoid lengths equal the sequence alone" 1e-5 1 17 \
+    "4 2 4 16 8" "--variant sigmoid --causal"
+  FA_Q=
+  mk_ints "$D/plq.npy" 13 20
+  first_alone "cosformer lengths (default M) equal the sequence alone" 1e-5 \
+    13 17 "4 2 20 16 8" "--variant cosformer --causal"
+  first_alone "linear lengths equal the sequence alone" 1e-5 13 17 \
+    "4 2 20 16 8" "--variant linear"
+
+  # The backward pass with lengths: gradients of sequence 0 equal its
+  # gradients alone.
+  good_input "$D/pdo.npy" 14 "2, 4, 20, 8"
+  "$MAKE" --resize "$D/pdo.npy" "$D/ado.npy" 1 4 13 8 &&
+    "$MAKE" --resize "$D/pq.npy" "$D/aq.npy" 1 4 13 16 &&
+    "$MAKE" --resize "$D/pk.npy" "$D/ak.npy" 1 2 17 16 &&
+    "$MAKE" --resize "$D/pv.npy" "$D/av.npy" 1 2 17 8 || exit 2
+  for _bw in softmax sigmoid; do
+    _name="$_bw backward with lengths equals the sequence alone"
+    rm -f "$D"/adq.npy "$D"/bdq.npy
+    if run_to "$_name" "$D/oa.npy" --variant $_bw --q "$D/aq.npy" \
+      --k "$D/ak.npy" --v "$D/av.npy" --do "$D/ado.npy" --dq "$D/adq.npy" \
+      --dk "$D/adk.npy" --dv "$D/adv.npy" &&
+      run_to "$_name" "$D/ob.npy" --variant $_bw $PQKV --seq-lens-q \
+        "$D/plq.npy" --seq-lens-k "$D/plk.npy" --do "$D/pdo.npy" \
+        --dq "$D/bdq.npy" --dk "$D/bdk.npy" --dv "$D/bdv.npy"; then
+      _same=1
+      for _g in "dq 4 20 16" "dk 2 24 16" "dv 2 24 8"; do
+        set -- $_g
+        "$MAKE" --resize "$D/a$1.npy" "$D/a${1}1.npy" 1 "$2" "$3" "$4" &&
+          "$MAKE" --resize "$D/b$1.npy" "$D/b${1}1.npy" 1 "$2" "$3" "$4" ||
+          exit 2
+        "$MAKE" --compare "$D/a${1}1.npy" "$D/b${1}1.npy" 1e-4 \
+          2>"$DIR/stderr.txt" || _same=0
+      done
+      if [ "$_same" = 1 ]; then ok "$_name"; else not_ok "$_name" "differ"; fi
+    fi
+  done
+fi
 
 # --help and --version go to stdout and succeed.
 if $WRAPPER "$BIN" --help >"$DIR/stdout.txt" 2>"$DIR/stderr.txt" &&

@@ -1,7 +1,8 @@
 /*
  * fuzz_desc.c - libFuzzer harness for descriptor validation: bytes become
  * the fields of a clattn_desc (extents up to SIZE_MAX, any float bit
- * pattern, out-of-range enums, a tile spec), checked by clattn_desc_check
+ * pattern, out-of-range enums, a tile spec, windows, a softcap, ALiBi
+ * slopes, a score or mask mod), checked by clattn_desc_check
  * without a device and against a CPU- or GPU-like profile.
  *
  * Properties: the status is success or an invalid descriptor, with a message
@@ -50,11 +51,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     d.eps = fuzz_f32(&r);
   if (opt & 16)
     d.cos_m = fuzz_f32(&r);
-  uint8_t kind = fuzz_u8(&r), mem = fuzz_u8(&r);
+  /* The score pipeline: windows, softcap, slopes of any bit pattern, and
+   * the rest of the input as a tile spec or as a mod. */
+  float slopes[64];
+  if (opt & 64) {
+    d.window_left = (int8_t)fuzz_u8(&r);
+    d.window_right = (int8_t)fuzz_u8(&r);
+    d.softcap = fuzz_f32(&r);
+  }
+  if ((opt & 128) && d.heads_q <= 64) {
+    for (size_t h = 0; h < d.heads_q; h++)
+      slopes[h] = fuzz_f32(&r);
+    d.alibi_slopes = slopes;
+  }
+  uint8_t kind = fuzz_u8(&r), mem = fuzz_u8(&r), rest_as = fuzz_u8(&r);
   char *tiles = NULL;
   if (opt & 32) {
     tiles = fuzz_rest(&r);
-    d.tiles = tiles;
+    if (rest_as % 3 == 0)
+      d.tiles = tiles;
+    else if (rest_as % 3 == 1)
+      d.mask_mod = tiles;
+    else
+      d.score_mod = tiles;
   }
 
   char msg[512], msg_dev[512];

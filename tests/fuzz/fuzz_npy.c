@@ -1,7 +1,9 @@
 /*
  * fuzz_npy.c - libFuzzer harness for the .npy reader of the tools: the input
  * is the file (kept in a memory file, opened by path as the tools do). An
- * array it accepts is written back and must read back the same.
+ * array it accepts is written back and must read back the same. The integer
+ * reader (per-sequence lengths) reads the same bytes and must fail or
+ * succeed cleanly.
  */
 #define _GNU_SOURCE
 
@@ -55,6 +57,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t ndim = 99, shape[MAX_NDIM];
   float *arr = NULL;
   char err[256];
+  /* The integer reader (lengths) on the same bytes. */
+  int64_t *ints = NULL;
+  int irc = clattn_npy_read_int(in_path, MAX_NDIM, MAX_BYTES, &ndim, shape,
+                                &ints, err, sizeof err);
+  if (irc != 0) {
+    CHECK(ints == NULL && ndim == 0);
+    check_message(err, sizeof err, in_path);
+  } else {
+    size_t n = 1;
+    CHECK(ints != NULL && ndim <= MAX_NDIM);
+    for (size_t i = 0; i < ndim; i++)
+      CHECK(!__builtin_mul_overflow(n, shape[i], &n));
+    CHECK(n <= MAX_BYTES / 4);
+    volatile int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) /* every value is readable */
+      sum += ints[i];
+    (void)sum;
+    free(ints);
+  }
+  ndim = 99;
   int rc = clattn_npy_read_f32(in_path, MAX_NDIM, MAX_BYTES, &ndim, shape, &arr,
                                err, sizeof err);
   if (rc != 0) {

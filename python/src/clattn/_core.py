@@ -363,6 +363,12 @@ class _Options(NamedTuple):
     eps: Optional[float]
     cos_m: Optional[float]
     tiles: Optional[str]
+    # The score pipeline (softmax and sigmoid); None = off.
+    window: Optional[Tuple[int, int]] = None
+    softcap: Optional[float] = None
+    alibi_slopes: Optional[Tuple[float, ...]] = None
+    score_mod: Optional[str] = None
+    mask_mod: Optional[str] = None
 
 
 def _positive(name: str, value: Any) -> Optional[float]:
@@ -376,6 +382,57 @@ def _positive(name: str, value: Any) -> Optional[float]:
     return x
 
 
+def _window(window: Any) -> Optional[Tuple[int, int]]:
+    if window is None:
+        return None
+    try:
+        left, right = window
+    except (TypeError, ValueError):
+        raise TypeError(
+            "clattn: window must be a pair (left, right) of ints, -1 for "
+            f"unbounded; got {window!r}"
+        ) from None
+    out = []
+    for side, x in (("left", left), ("right", right)):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError(f"clattn: window {side} must be an int, not {type(x).__name__}")
+        if x < -1 or x > 2**31 - 1:
+            raise ValueError(
+                f"clattn: window {side} must be -1 (unbounded) or at least 0; got {x}"
+            )
+        out.append(int(x))
+    if out == [-1, -1]:
+        return None
+    return (out[0], out[1])
+
+
+def _slopes(alibi_slopes: Any) -> Optional[Tuple[float, ...]]:
+    if alibi_slopes is None:
+        return None
+    if hasattr(alibi_slopes, "detach"):  # a tensor
+        alibi_slopes = alibi_slopes.detach().cpu().numpy()
+    a = np.asarray(alibi_slopes)
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
+        raise ValueError(
+            "clattn: alibi_slopes must be a 1-D array of numbers, one per query "
+            f"head; got shape {a.shape} of {a.dtype}"
+        )
+    a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("clattn: alibi_slopes must be finite")
+    return tuple(float(x) for x in a)
+
+
+def _mod(name: str, text: Any) -> Optional[str]:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise TypeError(f"clattn: {name} must be a string (an OpenCL C expression)")
+    if not text.strip():
+        raise ValueError(f"clattn: {name} must not be empty")
+    return text
+
+
 def _make_options(
     variant: str,
     causal: bool,
@@ -385,6 +442,11 @@ def _make_options(
     eps: Any,
     cos_m: Any,
     tiles: Any,
+    window: Any = None,
+    softcap: Any = None,
+    alibi_slopes: Any = None,
+    score_mod: Any = None,
+    mask_mod: Any = None,
 ) -> _Options:
     if not isinstance(variant, str) or variant.lower() not in _lib.VARIANTS:
         raise ValueError(
@@ -414,7 +476,48 @@ def _make_options(
         eps=_positive("eps", eps),
         cos_m=_positive("cos_m", cos_m),
         tiles=tiles,
+        window=_window(window),
+        softcap=_positive("softcap", softcap),
+        alibi_slopes=_slopes(alibi_slopes),
+        score_mod=_mod("score_mod", score_mod),
+        mask_mod=_mod("mask_mod", mask_mod),
     )
+
+
+def _check_for_shape(opts: _Options, shape: "_Shape") -> None:
+    """Checks of options against the shapes (the C library reads Hq
+    slopes)."""
+    if opts.alibi_slopes is not None and len(opts.alibi_slopes) != shape.heads_q:
+        raise ValueError(
+            f"clattn: alibi_slopes has {len(opts.alibi_slopes)} entries; it "
+            f"needs one per query head, {shape.heads_q}"
+        )
+
+
+def _lengths(name: str, lens: Any, batch: int, limit: int) -> Optional[np.ndarray]:
+    """Per-sequence lengths as a C-contiguous int32 array [B], each in
+    0..limit; None stays None."""
+    if lens is None:
+        return None
+    if hasattr(lens, "detach"):  # a tensor
+        lens = lens.detach().cpu().numpy()
+    a = np.asarray(lens)
+    if a.dtype.kind not in "iu" or a.ndim != 1:
+        raise ValueError(
+            f"clattn: {name} must be a 1-D array of ints, one per sequence; got "
+            f"shape {a.shape} of {a.dtype}"
+        )
+    if a.shape[0] != batch:
+        raise ValueError(
+            f"clattn: {name} has {a.shape[0]} entries; the batch has {batch}"
+        )
+    bad = np.nonzero((a < 0) | (a > limit))[0]
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"clattn: {name}[{i}] = {int(a[i])} is outside 0..{limit}"
+        )
+    return np.ascontiguousarray(a, dtype=np.int32)
 
 
 class _Shape(NamedTuple):
@@ -446,6 +549,20 @@ def _fill_desc(desc: _lib.Desc, opts: _Options, shape: _Shape, storage: str) -> 
         desc.cos_m = opts.cos_m
     if opts.tiles is not None:
         desc.tiles = opts.tiles.encode()
+    if opts.window is not None:
+        desc.window_left, desc.window_right = opts.window
+    if opts.softcap is not None:
+        desc.softcap = opts.softcap
+    if opts.alibi_slopes is not None:
+        # ctypes keeps the array alive with the structure; the library copies
+        # the slopes at plan creation.
+        slopes = (ctypes.c_float * len(opts.alibi_slopes))(*opts.alibi_slopes)
+        desc.alibi_slopes = ctypes.cast(slopes, ctypes.POINTER(ctypes.c_float))
+        desc._slopes = slopes
+    if opts.score_mod is not None:
+        desc.score_mod = opts.score_mod.encode()
+    if opts.mask_mod is not None:
+        desc.mask_mod = opts.mask_mod.encode()
 
 
 class Plan:
@@ -638,11 +755,18 @@ def get_plan(
     dtype: Any = "f32",
     tiles: Optional[str] = None,
     device: Any = None,
+    window: Optional[Tuple[int, int]] = None,
+    alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
+    score_mod: Optional[str] = None,
+    mask_mod: Optional[str] = None,
 ) -> Plan:
     """The (cached) plan ``attention`` uses for these shapes and options,
-    e.g. to read ``describe()``."""
+    e.g. to read ``describe()``. Lengths are per call, not part of a plan."""
     shape = _shapes(tuple(q_shape), tuple(k_shape), tuple(v_shape))
-    opts = _make_options(variant, causal, scale, bias, feature_map, eps, cos_m, tiles)
+    opts = _make_options(variant, causal, scale, bias, feature_map, eps, cos_m, tiles,
+                         window, softcap, alibi_slopes, score_mod, mask_mod)
+    _check_for_shape(opts, shape)
     storage = _storage_for("f32", dtype)
     return _plan_for(_context_for(device), opts, shape, storage)
 
@@ -725,18 +849,24 @@ def run_host(
     v: np.ndarray,
     want_lse: bool,
     out: Optional[np.ndarray] = None,
+    lens: Tuple[Optional[np.ndarray], Optional[np.ndarray]] = (None, None),
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Runs a plan on numpy arrays already in its storage dtype and C order
-    (clattn_plan_run_host_raw, blocking). Returns (out, lse or None)."""
+    (clattn_plan_run_host_raw, or clattn_plan_run_host_raw_varlen with int32
+    lengths from _lengths; blocking). Returns (out, lse or None)."""
     sh = plan.shape
     np_dtype = _STORAGE_NP[plan.storage]
     if out is None:
         out = np.empty((sh.batch, sh.heads_q, sh.seq_q, sh.dim_v), dtype=np_dtype)
     lse = np.empty((sh.batch, sh.heads_q, sh.seq_q), dtype=np.float32) if want_lse else None
-    status = lib.clattn_plan_run_host_raw(
-        plan.handle, _ptr(q), _ptr(k), _ptr(v), _ptr(out),
-        _ptr(lse) if lse is not None else None,
-    )
+    lse_ptr = _ptr(lse) if lse is not None else None
+    if lens[0] is not None or lens[1] is not None:
+        lq, lk = (_ptr(x) if x is not None else None for x in lens)
+        status = lib.clattn_plan_run_host_raw_varlen(
+            plan.handle, _ptr(q), _ptr(k), _ptr(v), _ptr(out), lse_ptr, lq, lk)
+    else:
+        status = lib.clattn_plan_run_host_raw(
+            plan.handle, _ptr(q), _ptr(k), _ptr(v), _ptr(out), lse_ptr)
     _check(status, plan.context)
     return out, lse
 
@@ -798,6 +928,13 @@ def attention(
     device: Any = None,
     out: Any = None,
     tiles: Optional[str] = None,
+    seq_lens_q: Any = None,
+    seq_lens_k: Any = None,
+    window: Optional[Tuple[int, int]] = None,
+    alibi_slopes: Any = None,
+    softcap: Optional[float] = None,
+    score_mod: Optional[str] = None,
+    mask_mod: Optional[str] = None,
 ) -> Any:
     """Attention of q [B, Hq, Nq, D], k [B, Hkv, Nk, D] and v [B, Hkv, Nk, Dv]
     into [B, Hq, Nq, Dv], on an OpenCL device.
@@ -830,6 +967,25 @@ def attention(
             output's shape and the inputs' dtype).
         tiles: tile override "SHAPE=cpu|gpu|row,NAME=VALUE,..." (see the C
             library's README); default: clattn chooses.
+        seq_lens_q, seq_lens_k: per-sequence lengths of a padded batch, int
+            array-likes of B entries in 0..Nq and 0..Nk (default: all full).
+            Sequence b uses its first seq_lens_q[b] query rows and
+            seq_lens_k[b] keys; rows past its length give 0 (LSE -inf) and
+            zero gradients. Masks, windows, sigmoid's default bias and
+            cosFormer's default M follow each sequence's lengths, so each
+            gives what it gives alone. Every variant.
+        window: (left, right) sliding window of softmax and sigmoid: key j
+            is visible to query i when i' - left <= j <= i' + right, with
+            i' = i + Lk - Lq; -1 leaves a side unbounded.
+        alibi_slopes: ALiBi slopes of softmax and sigmoid, one per query
+            head; the score of head h drops by slopes[h] * |i' - j|.
+        softcap: score = softcap * tanh(score / softcap), softmax and
+            sigmoid, > 0.
+        score_mod: OpenCL C expression giving the new score from ``score``
+            (float) and ``b``, ``h``, ``i``, ``j`` (int), e.g.
+            "score - 0.1f * abs(i - j)"; softmax and sigmoid, no backward.
+        mask_mod: OpenCL C condition over ``b``, ``h``, ``i``, ``j``; key j
+            is dropped where it is false; softmax and sigmoid.
 
     Returns:
         The output, of the inputs' kind and dtype; with return_lse, the pair
@@ -853,7 +1009,11 @@ def attention(
     kind = kinds.pop()
     input_dtype = _common_dtype(arrays)
     shape = _shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
-    opts = _make_options(variant, causal, scale, bias, feature_map, eps, cos_m, tiles)
+    opts = _make_options(variant, causal, scale, bias, feature_map, eps, cos_m, tiles,
+                         window, softcap, alibi_slopes, score_mod, mask_mod)
+    _check_for_shape(opts, shape)
+    lens = (_lengths("seq_lens_q", seq_lens_q, shape.batch, shape.seq_q),
+            _lengths("seq_lens_k", seq_lens_k, shape.batch, shape.seq_k))
     if return_lse and opts.variant != "softmax":
         raise ValueError(f"clattn: return_lse is for softmax only, not {opts.variant}")
     storage = _storage_for(input_dtype, dtype)
@@ -862,15 +1022,16 @@ def attention(
     if kind == "pyopencl":
         from . import _pyopencl
 
-        return _pyopencl.attention(arrays, shape, opts, storage, return_lse, device, out)
+        return _pyopencl.attention(arrays, shape, opts, storage, return_lse, device, out,
+                                   lens)
     if kind == "torch":
         from . import torch as _ctorch
 
-        return _ctorch._attention(arrays, shape, opts, storage, return_lse, device)
+        return _ctorch._attention(arrays, shape, opts, storage, return_lse, device, lens)
     plan = _plan_for(_context_for(device), opts, shape, storage)
     hq, hk, hv = (_host_array(a, storage) for a in arrays)
     direct = out is not None and storage != "bf16" and out.dtype == _STORAGE_NP[storage]
-    o, lse = run_host(plan, hq, hk, hv, return_lse, out if direct else None)
+    o, lse = run_host(plan, hq, hk, hv, return_lse, out if direct else None, lens)
     o = _widen(o, storage)
     if out is not None and not direct:
         out[...] = o

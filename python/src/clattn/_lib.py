@@ -110,6 +110,12 @@ class Desc(Structure):
         ("feature_map", c_int),
         ("eps", c_float),
         ("cos_m", c_float),
+        ("window_left", c_int),
+        ("window_right", c_int),
+        ("softcap", c_float),
+        ("alibi_slopes", POINTER(c_float)),
+        ("score_mod", c_char_p),
+        ("mask_mod", c_char_p),
         ("tiles", c_char_p),
     ]
 
@@ -214,6 +220,15 @@ _proto(
     POINTER(c_void_p),
 )
 _proto(
+    "clattn_plan_run_varlen",
+    c_int,
+    c_plan,
+    *([c_void_p] * 7),
+    cl_uint,
+    POINTER(c_void_p),
+    POINTER(c_void_p),
+)
+_proto(
     "clattn_plan_run_host_raw",
     c_int,
     c_plan,
@@ -238,6 +253,18 @@ _proto(
     c_int,
     c_plan,
     *([c_void_p] * 9),
+)
+_proto(
+    "clattn_plan_run_host_raw_varlen",
+    c_int,
+    c_plan,
+    *([c_void_p] * 7),
+)
+_proto(
+    "clattn_plan_backward_host_varlen",
+    c_int,
+    c_plan,
+    *([c_void_p] * 11),
 )
 _proto("clattn_convert_from_f32", c_int, c_int, c_void_p, c_void_p, c_size_t)
 _proto("clattn_convert_to_f32", c_int, c_int, c_void_p, c_void_p, c_size_t)

@@ -34,7 +34,7 @@ def _queue_of(arrays: Tuple[Any, ...], device: Any) -> Any:
 
 
 def attention(arrays, shape, opts, storage: str, return_lse: bool, device: Any,
-              out: Optional[cla.Array]):
+              out: Optional[cla.Array], lens=(None, None)):
     queue = _queue_of(arrays, device)
     ctx = _core._context_for(queue if queue is not None else device)
     cl_ctx_ptr = ctx.cl_pointers()[0]
@@ -76,20 +76,25 @@ def attention(arrays, shape, opts, storage: str, return_lse: bool, device: Any,
     direct = out is not None and not out.offset
     o = out if direct else cla.empty(queue, out_shape, np_storage)
     lse = (cla.empty(queue, out_shape[:3], np.float32) if return_lse else None)
-    waits = [e.int_ptr for a in (*dev, o, lse) if a is not None for e in a.events]
+    # Host lengths go to small device buffers; OpenCL keeps a released
+    # buffer until the kernels using it have finished.
+    dlens = [cla.to_device(queue, x) if x is not None else None for x in lens]
+    waits = [e.int_ptr for a in (*dev, o, lse, *dlens) if a is not None for e in a.events]
     wait_arr = (c_void_p * len(waits))(*waits) if waits else None
     event = c_void_p()
-    status = lib.clattn_plan_run(
+    bufs = [
         plan.handle,
         dev[0].base_data.int_ptr,
         dev[1].base_data.int_ptr,
         dev[2].base_data.int_ptr,
         o.base_data.int_ptr,
         lse.base_data.int_ptr if lse is not None else None,
-        len(waits),
-        wait_arr,
-        byref(event),
-    )
+    ]
+    if dlens[0] is not None or dlens[1] is not None:
+        bufs += [x.base_data.int_ptr if x is not None else None for x in dlens]
+        status = lib.clattn_plan_run_varlen(*bufs, len(waits), wait_arr, byref(event))
+    else:
+        status = lib.clattn_plan_run(*bufs, len(waits), wait_arr, byref(event))
     _core._check(status, ctx)
     evt = cl.Event.from_int_ptr(event.value, retain=False)
     o.add_event(evt)

@@ -39,28 +39,30 @@ def _float_host(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().float().numpy())
 
 
-def _forward(arrays, shape, opts, storage, want_lse, device):
+def _forward(arrays, shape, opts, storage, want_lse, device, lens=(None, None)):
     plan = _core._plan_for(_core._context_for(device), opts, shape, storage)
     hq, hk, hv = (_to_host(t, storage) for t in arrays)
-    o, lse = _core.run_host(plan, hq, hk, hv, want_lse)
+    o, lse = _core.run_host(plan, hq, hk, hv, want_lse, None, lens)
     out = _from_host(o, storage, arrays[0].dtype)
     return plan, out, (torch.from_numpy(lse) if lse is not None else None)
 
 
 class AttentionFunction(torch.autograd.Function):
     """clattn.attention as an autograd node. ``apply(q, k, v, call)`` where
-    call is (shape, options, storage, device); returns (out, lse), lse being
-    None for variants other than softmax. The backward runs the plan's
-    clattn_plan_backward_host (softmax recomputes its weights from the saved
-    LSE). A failing call raises clattn.Error (UnsupportedError, a
+    call is (shape, options, storage, device, lens), lens the pair of int32
+    length arrays or Nones; returns (out, lse), lse being None for variants
+    other than softmax. The backward runs the plan's
+    clattn_plan_backward_host, or clattn_plan_backward_host_varlen with the
+    same lengths (softmax recomputes its weights from the saved LSE). A failing call raises clattn.Error (UnsupportedError, a
     NotImplementedError, for a backward the library does not have)."""
 
     @staticmethod
     def forward(ctx, q, k, v, call):  # type: ignore[override]
-        shape, opts, storage, device = call
+        shape, opts, storage, device, lens = call
         want_lse = opts.variant == "softmax"
-        plan, out, lse = _forward((q, k, v), shape, opts, storage, want_lse, device)
+        plan, out, lse = _forward((q, k, v), shape, opts, storage, want_lse, device, lens)
         ctx.plan = plan
+        ctx.lens = lens
         if lse is not None:
             ctx.mark_non_differentiable(lse)
             ctx.save_for_backward(q, k, v, out, lse)
@@ -77,11 +79,16 @@ class AttentionFunction(torch.autograd.Function):
         flse = _float_host(rest[0]) if rest else None
         dq, dk, dv = (np.empty(a.shape, np.float32) for a in (fq, fk, fv))
         p = _core._ptr
-        status = _core.lib.clattn_plan_backward_host(
-            plan.handle, p(fq), p(fk), p(fv), p(fo),
-            p(flse) if flse is not None else None,
-            p(fd), p(dq), p(dk), p(dv),
-        )
+        args = (plan.handle, p(fq), p(fk), p(fv), p(fo),
+                p(flse) if flse is not None else None,
+                p(fd), p(dq), p(dk), p(dv))
+        lq, lk = ctx.lens
+        if lq is not None or lk is not None:
+            status = _core.lib.clattn_plan_backward_host_varlen(
+                *args, p(lq) if lq is not None else None,
+                p(lk) if lk is not None else None)
+        else:
+            status = _core.lib.clattn_plan_backward_host(*args)
         _core._check(status, plan.context)
         grads = [torch.from_numpy(g).to(t.dtype) for g, t in ((dq, q), (dk, k), (dv, v))]
         return grads[0], grads[1], grads[2], None
@@ -98,13 +105,13 @@ def _check_tensors(arrays: Tuple[torch.Tensor, ...]) -> None:
             raise TypeError(f"clattn: {name} must be a dense (strided) tensor")
 
 
-def _attention(arrays, shape, opts, storage, return_lse, device):
+def _attention(arrays, shape, opts, storage, return_lse, device, lens=(None, None)):
     _check_tensors(arrays)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in arrays)
     if grad:
-        out, lse = AttentionFunction.apply(*arrays, (shape, opts, storage, device))
+        out, lse = AttentionFunction.apply(*arrays, (shape, opts, storage, device, lens))
     else:
-        _, out, lse = _forward(arrays, shape, opts, storage, return_lse, device)
+        _, out, lse = _forward(arrays, shape, opts, storage, return_lse, device, lens)
     return (out, lse) if return_lse else out
 
 
