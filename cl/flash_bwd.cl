@@ -505,18 +505,25 @@ __kernel void clattn_bwd_cpu(
         /* Rows past Lq (nq included) come in as zeros, with DELTA and LSE
          * 0: their Q, dO, O and LSE (padding, NaN maybe) are never read. */
         for (int r = 0; r < BLOCK_M; r++) {
-          const int in = i0 + r < sq.lq;
-          const size_t i = row0 + (in ? i0 + r : 0);
+          if (i0 + r >= sq.lq) {
+            for (int d = 0; d < DP; d++)
+              xs[r][d] = 0.0f;
+            for (int d = 0; d < DVP; d++)
+              gs[r][d] = 0.0f;
+            lse2[r] = dl[r] = 0.0f;
+            continue;
+          }
+          const size_t i = row0 + i0 + r;
           __global const store_t *qi = q + i * HEAD_DIM;
           __global const store_t *gi = dout + i * HEAD_DIM_V;
           for (int d = 0; d < DP; d++)
-            xs[r][d] = in && d < HEAD_DIM ? LOAD1(qi, d) : 0.0f;
+            xs[r][d] = d < HEAD_DIM ? LOAD1(qi, d) : 0.0f;
           float dsum = 0.0f;
           for (int d = 0; d < DVP; d++) {
-            const float gd = in && d < HEAD_DIM_V ? LOAD1(gi, d) : 0.0f;
+            const float gd = d < HEAD_DIM_V ? LOAD1(gi, d) : 0.0f;
             gs[r][d] = gd;
 #if !SIGMOID
-            if (in && d < HEAD_DIM_V)
+            if (d < HEAD_DIM_V)
               dsum = fma(gd, LOAD1(o + i * HEAD_DIM_V, d), dsum);
 #endif
           }
@@ -525,7 +532,7 @@ __kernel void clattn_bwd_cpu(
           (void)lse;
           lse2[r] = 0.0f;
 #else
-          lse2[r] = in ? lse[i] * M_LOG2E_F : 0.0f;
+          lse2[r] = lse[i] * M_LOG2E_F;
 #endif
           dl[r] = dsum;
         }
