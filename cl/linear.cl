@@ -58,6 +58,16 @@
  *                         the first blocks write the rows that see no key.
  *                         Global (blocks * NSLICE, Hq, B).
  *
+ * Per-sequence lengths: every kernel takes int32 [B] buffers lens_q and
+ * lens_k (NULL: Nq and Nk; values are clamped to 0..N). Sequence b is then
+ * Lq rows and Lk keys: keys j >= Lk enter no state (their chunks' states
+ * are 0), rows i >= Lq are written as 0, causal rows see j <= i + Lk - Lq,
+ * and cosFormer's default M is max(Lq, Lk). Loops are bounded per chunk
+ * and per block of rows, never tested per element, and nothing past a
+ * sequence is read into a sum, so padding may hold anything. With lengths,
+ * causal runs take extra blocks after the computed ones, which zero the rows
+ * past Lq.
+ *
  * Indices that run over B * Hkv or B * Hq, and every offset, are size_t:
  * their products can pass 2^31 where lengths alone cannot.
  */
@@ -133,6 +143,17 @@ float clattn_norm(const float den, const float eps) {
 #define PHI(x) ((x) > 0.0f ? (x) + 1.0f : exp(x))
 #endif
 
+/* Length of sequence b, clamped to 0..n; n without a lengths buffer. */
+int clattn_lin_len(__global const int *lens, const size_t b, const int n) {
+  return lens ? clamp(lens[b], 0, n) : n;
+}
+
+/* t = pi * pos * hinv: the host's 1 / (2M) for a given M; negative for the
+ * default M = max(Lq, Lk) of the sequence. */
+float clattn_lin_hinv(const float hinv, const int lq, const int lk) {
+  return hinv >= 0.0f ? hinv : 0.5f / (float)max(max(lq, lk), 1);
+}
+
 /* What comparing two floatv gives, for select(). */
 #if VEC == 1
 typedef int maskv;
@@ -193,8 +214,11 @@ static inline __attribute__((always_inline)) floatv clattn_iota(void) {
 
 __kernel void clattn_linear_state(__global const store_t *k,
                                   __global const store_t *v,
-                                  __global float *ws, const int nk,
-                                  const int nchunks, const float hinv) {
+                                  __global float *ws, const int nq,
+                                  const int nk, const int hkv,
+                                  const int nchunks, float hinv,
+                                  __global const int *lens_q,
+                                  __global const int *lens_k) {
   const int gx = (int)get_global_id(0);
   const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
   const int d0 = gx / NSLICE * ROWS_D;
@@ -205,8 +229,17 @@ __kernel void clattn_linear_state(__global const store_t *k,
   k += bh * (size_t)nk * HEAD_DIM;
   v += bh * (size_t)nk * HEAD_DIM_V;
   __global float *st = ws + (bh * (size_t)nchunks + (size_t)c) * CHUNK_BLOCK;
+  const size_t b = bh / (size_t)hkv;
+  const int lk = clattn_lin_len(lens_k, b, nk);
+#if POSITIONAL
+  hinv = clattn_lin_hinv(hinv, clattn_lin_len(lens_q, b, nq), lk);
+#else
+  (void)nq;
+  (void)lens_q;
+#endif
   const int j0 = c * CHUNK;
-  const int n = min(CHUNK, nk - j0);
+  /* Keys of the chunk within the sequence; none (a zero state) past Lk. */
+  const int n = min(CHUNK, lk - j0);
 
   /* First phi(k) of this work-item's rows over the whole chunk, keys along
    * vectors so that phi and the position weights run on whole vectors; the
@@ -358,7 +391,9 @@ __kernel void clattn_linear_out(__global const store_t *q,
                                 __global const float *ws, __global store_t *o,
                                 const int nq, const int nk, const int hq,
                                 const int hkv, const int nchunks,
-                                const float eps, const float hinv) {
+                                const float eps, float hinv,
+                                __global const int *lens_q,
+                                __global const int *lens_k) {
   const int gx = (int)get_global_id(0);
   const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
   const int g = gx / NSLICE;
@@ -366,33 +401,50 @@ __kernel void clattn_linear_out(__global const store_t *q,
   const size_t b = get_global_id(2);
   const size_t bh = b * (size_t)hkv + h / (size_t)(hq / hkv);
   const size_t qrow0 = (b * (size_t)hq + h) * (size_t)nq;
+  const int lq = clattn_lin_len(lens_q, b, nq);
+  const int lk = clattn_lin_len(lens_k, b, nk);
+#if POSITIONAL
+  hinv = clattn_lin_hinv(hinv, lq, lk);
+#else
+  (void)hinv;
+#endif
+  floatv zero[DVT];
+#pragma unroll
+  for (int t = 0; t < DVT; t++)
+    zero[t] = (floatv)(0.0f);
 #if CAUSAL
-  const int off = nk - nq;
+  const int off = lk - lq;
   /* Rows i < -off see no key at all; the first blocks zero them. */
-  const int zero_rows = clamp(-off, 0, nq);
+  const int zero_rows = clamp(-off, 0, lq);
   const int nzb = (zero_rows + BLOCK_M - 1) / BLOCK_M;
-  if (g < nzb) {
-    for (int r = 0; r < BLOCK_M; r++) {
-      const int i = g * BLOCK_M + r;
-      if (i < zero_rows && s0 == 0) {
-        for (int d = 0; d < HEAD_DIM_V; d++)
-          STORE1(0.0f, o, (qrow0 + (size_t)i) * HEAD_DIM_V + d);
-      }
-    }
-    return;
+  /* Then blocks of BLOCK_M consecutive limits L, from the block of the first
+   * row's limit to that of Lk - 1; BLOCK_M divides CHUNK, so a block is in
+   * one chunk. Rows past Lq come last, in blocks of their own. */
+  const int lb0 = max(off, 0) / BLOCK_M;
+  const int nlb = zero_rows < lq ? (lk - 1) / BLOCK_M - lb0 + 1 : 0;
+  if (g < nzb || g >= nzb + nlb) {
+    const int r0 = g < nzb ? g * BLOCK_M : lq + (g - nzb - nlb) * BLOCK_M;
+    const int r1 = g < nzb ? zero_rows : nq;
+    for (int r = 0; r < BLOCK_M && r0 + r < r1; r++)
+      clattn_store_slice(o + (qrow0 + (size_t)(r0 + r)) * HEAD_DIM_V, zero, s0,
+                         1.0f);
+    return; /* also the padding of the global size */
   }
-  /* Blocks of BLOCK_M consecutive limits L, from the block of the first
-   * row's limit on; BLOCK_M divides CHUNK, so a block is in one chunk. */
-  const int l0 = (max(off, 0) / BLOCK_M + g - nzb) * BLOCK_M;
-  if (l0 >= nk)
-    return; /* padding of the global size */
+  const int l0 = (lb0 + g - nzb) * BLOCK_M;
   const int c = l0 / CHUNK;
   const int i0 = l0 - off; /* row of l0; rows below 0 are not written */
 #else
   const int i0 = g * BLOCK_M;
   if (i0 >= nq)
     return; /* padding of the global size */
+  if (i0 >= lq) {
+    for (int r = 0; r < BLOCK_M && i0 + r < nq; r++)
+      clattn_store_slice(o + (qrow0 + (size_t)(i0 + r)) * HEAD_DIM_V, zero, s0,
+                         1.0f);
+    return;
+  }
   const int c = 0; /* the prefix pass left the total there */
+  (void)lk;
 #endif
   __global const float *st =
       ws + (bh * (size_t)nchunks + (size_t)c) * CHUNK_BLOCK;
@@ -465,7 +517,7 @@ __kernel void clattn_linear_out(__global const store_t *q,
    * time against the transposed phi(K) the state kernel left, then P.V on
    * the slice. */
   const int cs = c * CHUNK;
-  const int nkeys = min(l0 + BLOCK_M, nk) - cs;
+  const int nkeys = min(l0 + BLOCK_M, lk) - cs;
   __global const float *kt = st + STATE_SIZE;
   v += bh * (size_t)nk * HEAD_DIM_V;
 #if POSITIONAL
@@ -523,11 +575,17 @@ __kernel void clattn_linear_out(__global const store_t *q,
   (void)v;
 #endif
 
+  /* Rows past Lq (but within Nq) are zero; causal blocks leave them to
+   * the blocks that follow. */
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = i0 + r;
-    if (i >= 0 && i < nq)
+    if (i >= 0 && i < lq)
       clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, acc[r], s0,
                          clattn_norm(den[r], eps));
+#if !CAUSAL
+    else if (i < nq)
+      clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, zero, s0, 1.0f);
+#endif
   }
 }

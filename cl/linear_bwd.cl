@@ -37,6 +37,12 @@
  *
  * State layout: [B * Hkv][chunks + 1][FEAT * (Dv + 1)], a chunk's FEAT x Dv
  * matrix followed by its FEAT vector.
+ *
+ * Per-sequence lengths: kernels take int32 [B] lens_q and lens_k (NULL: Nq
+ * and Nk, values clamped to 0..N). Sequence b has Lq rows and Lk keys, L_i =
+ * i + Lk - Lq when causal, and cosFormer's default M is max(Lq, Lk). Loops
+ * stop at a sequence's end (chunks past it sum nothing), rows past Lq and
+ * keys past Lk get zero gradients, and no sum reads padding.
  */
 
 #ifndef CAUSAL
@@ -64,6 +70,23 @@
 #endif
 
 #define FEAT (HEAD_DIM * (COSFORMER ? 2 : 1))
+
+/* Length of sequence b, clamped to 0..n; n without a lengths buffer. */
+int clattn_lbwd_len(__global const int *lens, const size_t b, const int n) {
+  return lens ? clamp(lens[b], 0, n) : n;
+}
+
+/* 1 / (2M): the host's for a given M; negative for the default M =
+ * max(Lq, Lk) of sequence b. */
+float clattn_lbwd_hinv(const float hinv, __global const int *lens_q,
+                       __global const int *lens_k, const size_t b,
+                       const int nq, const int nk) {
+  if (hinv >= 0.0f)
+    return hinv;
+  const int m = max(clattn_lbwd_len(lens_q, b, nq),
+                    clattn_lbwd_len(lens_k, b, nk));
+  return 0.5f / (float)max(m, 1);
+}
 #define SLOT ((size_t)FEAT * (HEAD_DIM_V + 1))
 
 float clattn_lbwd_phi(const float x) {
@@ -119,15 +142,24 @@ void clattn_lbwd_store_grad(__global const store_t *x, const float *dfeat,
 }
 
 /* Features of LR rows from row LR * id: out[r][f], r = (batch, head,
- * position pos = r % n). */
+ * position pos = r % n) with `heads` heads; rows past the sequence's length
+ * (Lk for keys, Lq for queries) are never read and are skipped. */
 __kernel void clattn_lbwd_featmap(__global const store_t *x,
                                   __global float *out, const ulong rows,
-                                  const int n, const float hinv) {
+                                  const int n, const int heads, const int keys,
+                                  const int nq, const int nk, const float hinv,
+                                  __global const int *lens_q,
+                                  __global const int *lens_k) {
   const size_t r0 = get_global_id(0) * LR;
-  for (size_t r = r0; r < r0 + LR && r < rows; r++)
+  for (size_t r = r0; r < r0 + LR && r < rows; r++) {
+    const size_t b = r / n / (size_t)heads;
+    const int pos = (int)(r % n);
+    if (pos >= clattn_lbwd_len(keys ? lens_k : lens_q, b, n))
+      continue;
+    const float hb = clattn_lbwd_hinv(hinv, lens_q, lens_k, b, nq, nk);
     for (int f = 0; f < FEAT; f++)
-      out[r * FEAT + f] =
-          clattn_lbwd_feat(x + r * HEAD_DIM, f, (int)(r % n), hinv);
+      out[r * FEAT + f] = clattn_lbwd_feat(x + r * HEAD_DIM, f, pos, hb);
+  }
 }
 
 /* a . b over Dv floats; in vectors of 8 where Dv allows (a loop-carried
@@ -150,7 +182,8 @@ float clattn_lbwd_dot(__global const float *a, const float *b) {
  * bh). */
 __kernel void clattn_lbwd_kstate(__global const float *kfe,
                                  __global const store_t *v, __global float *st,
-                                 const int nk, const int chunks) {
+                                 const int nk, const int hkv, const int chunks,
+                                 __global const int *lens_k) {
   const int f0 = (int)get_global_id(0) * FB;
   const int c = (int)get_global_id(1);
   const size_t bh = get_global_id(2);
@@ -160,7 +193,7 @@ __kernel void clattn_lbwd_kstate(__global const float *kfe,
   for (int u = 0; u < FB; u++)
     for (int t = 0; t <= HEAD_DIM_V; t++)
       acc[u][t] = 0.0f;
-  const int j1 = min((c + 1) * CHUNK, nk);
+  const int j1 = min((c + 1) * CHUNK, clattn_lbwd_len(lens_k, bh / hkv, nk));
   for (int j = c * CHUNK; j < j1; j++) {
     const size_t row = bh * nk + j;
     float kf[FB];
@@ -217,19 +250,18 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
                            __global store_t *dq, const int i, const int h,
                            const int b, const int nq, const int nk,
                            const int hq, const int hkv, const int chunks,
-                           const float eps, const float hinv) {
+                           const float eps, const float hinv, const int lq,
+                           const int lk) {
   const size_t row = ((size_t)b * hq + h) * nq + i;
   const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
   __global float *gci = gc + row * (HEAD_DIM_V + 1);
-  const long last = CAUSAL ? (long)i + nk - nq : (long)nk - 1;
+  const long last = CAUSAL ? (long)i + lk - lq : (long)lk - 1;
   float dfeat[FEAT];
   if (last < 0) {
     for (int t = 0; t <= HEAD_DIM_V; t++)
       gci[t] = 0.0f;
-    for (int f = 0; f < FEAT; f++)
-      dfeat[f] = 0.0f;
-    clattn_lbwd_store_grad(q + row * HEAD_DIM, dfeat, i, hinv,
-                           dq + row * HEAD_DIM);
+    for (int a = 0; a < HEAD_DIM; a++)
+      STORE1(0.0f, dq, row * HEAD_DIM + a);
     return;
   }
   const int c = CAUSAL ? (int)(last / CHUNK) : chunks;
@@ -288,13 +320,28 @@ clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
                   __global const store_t *dout, __global const float *st,
                   __global float *gc, __global store_t *dq, const int nq,
                   const int nk, const int hq, const int hkv, const int chunks,
-                  const float eps, const float hinv) {
+                  const float eps, const float hinv, __global const int *lens_q,
+                  __global const int *lens_k) {
   const int i0 = (int)get_global_id(0) * LR;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
-  for (int i = i0; i < i0 + LR && i < nq; i++)
+  const int lq = clattn_lbwd_len(lens_q, b, nq);
+  const int lk = clattn_lbwd_len(lens_k, b, nk);
+  const float hb = clattn_lbwd_hinv(hinv, lens_q, lens_k, b, nq, nk);
+  /* Rows past Lq apart, stored as 0 without reading them (they may hold
+   * anything), so that the loop over the sequence's rows stays as tight as
+   * without lengths. */
+  const int i1 = min(i0 + LR, lq);
+  for (int i = i0; i < i1; i++)
     clattn_lbwd_query_row(q, qfe, kfe, v, dout, st, gc, dq, i, h, b, nq, nk, hq,
-                          hkv, chunks, eps, hinv);
+                          hkv, chunks, eps, hb, lq, lk);
+  for (int i = max(i0, lq); i < i0 + LR && i < nq; i++) {
+    const size_t row = ((size_t)b * hq + h) * nq + i;
+    for (int t = 0; t <= HEAD_DIM_V; t++)
+      gc[row * (HEAD_DIM_V + 1) + t] = 0.0f;
+    for (int a = 0; a < HEAD_DIM; a++)
+      STORE1(0.0f, dq, row * HEAD_DIM + a);
+  }
 }
 
 /* Query rows grouped by the chunk of L_i (causal) or of i (not): chunk c
@@ -303,17 +350,26 @@ clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
 __kernel void clattn_lbwd_qstate(__global const float *qfe,
                                  __global const float *gc, __global float *st,
                                  const int nq, const int nk, const int hq,
-                                 const int hkv, const int chunks) {
+                                 const int hkv, const int chunks,
+                                 __global const int *lens_q,
+                                 __global const int *lens_k) {
   const int f0 = (int)get_global_id(0) * FB;
   const int c = (int)get_global_id(1);
   const size_t bhk = get_global_id(2);
   if (f0 >= FEAT)
     return;
-  const long off = CAUSAL ? (long)nk - nq : 0;
-  const int i0 = (int)clamp((long)c * CHUNK - off, 0L, (long)nq);
-  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)nq);
-  const int group = hq / hkv;
   const size_t b = bhk / hkv, hk = bhk % hkv;
+  const int lq = clattn_lbwd_len(lens_q, b, nq);
+#if CAUSAL
+  const long off = (long)clattn_lbwd_len(lens_k, b, nk) - lq;
+#else
+  const long off = 0;
+  (void)nk;
+  (void)lens_k;
+#endif
+  const int i0 = (int)clamp((long)c * CHUNK - off, 0L, (long)lq);
+  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)lq);
+  const int group = hq / hkv;
   float acc[FB][HEAD_DIM_V + 1];
   for (int u = 0; u < FB; u++)
     for (int t = 0; t <= HEAD_DIM_V; t++)
@@ -348,7 +404,8 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
                          __global store_t *dk, __global store_t *dv,
                          const int j, const int hk, const int b, const int nq,
                          const int nk, const int hq, const int hkv,
-                         const int chunks, const float hinv) {
+                         const int chunks, const float hinv, const int lq,
+                         const int lk) {
   const size_t bhk = (size_t)b * hkv + hk;
   const size_t kr = bhk * nk + j;
   const int c = CAUSAL ? j / CHUNK : chunks;
@@ -369,9 +426,9 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   }
 #if CAUSAL
   /* Queries whose L_i falls in this key's chunk and reaches j. */
-  const long off = (long)nk - nq;
-  const int i0 = (int)clamp((long)j - off, 0L, (long)nq);
-  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)nq);
+  const long off = (long)lk - lq;
+  const int i0 = (int)clamp((long)j - off, 0L, (long)lq);
+  const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)lq);
   const int group = hq / hkv;
   for (int hh = 0; hh < group; hh++) {
     const size_t row0 = ((size_t)b * hq + (size_t)hk * group + hh) * nq;
@@ -394,6 +451,8 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   (void)gc;
   (void)nq;
   (void)hq;
+  (void)lq;
+  (void)lk;
 #endif
   clattn_lbwd_store_grad(k + kr * HEAD_DIM, dfeat, j, hinv, dk + kr * HEAD_DIM);
   for (int t = 0; t < HEAD_DIM_V; t++)
@@ -407,11 +466,25 @@ clattn_lbwd_key(__global const float *qfe, __global const store_t *k,
                 __global const float *gc, __global const float *st,
                 __global store_t *dk, __global store_t *dv, const int nq,
                 const int nk, const int hq, const int hkv, const int chunks,
-                const float hinv) {
+                const float hinv, __global const int *lens_q,
+                __global const int *lens_k) {
   const int j0 = (int)get_global_id(0) * LR;
   const int hk = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
-  for (int j = j0; j < j0 + LR && j < nk; j++)
+  const int lq = clattn_lbwd_len(lens_q, b, nq);
+  const int lk = clattn_lbwd_len(lens_k, b, nk);
+  const float hb = clattn_lbwd_hinv(hinv, lens_q, lens_k, b, nq, nk);
+  /* Keys past Lk apart, so that the loop over the sequence's keys stays
+   * as tight as without lengths. */
+  const int j1 = min(j0 + LR, lk);
+  for (int j = j0; j < j1; j++)
     clattn_lbwd_key_row(qfe, k, kfe, v, gc, st, dk, dv, j, hk, b, nq, nk, hq,
-                        hkv, chunks, hinv);
+                        hkv, chunks, hb, lq, lk);
+  for (int j = max(j0, lk); j < j0 + LR && j < nk; j++) {
+    const size_t kr = ((size_t)b * hkv + hk) * nk + j;
+    for (int a = 0; a < HEAD_DIM; a++)
+      STORE1(0.0f, dk, kr * HEAD_DIM + a);
+    for (int t = 0; t < HEAD_DIM_V; t++)
+      STORE1(0.0f, dv, kr * HEAD_DIM_V + t);
+  }
 }

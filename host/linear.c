@@ -225,10 +225,7 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   cl_mem q = bufs[CLATTN__BUF_Q], k = bufs[CLATTN__BUF_K];
   cl_mem v = bufs[CLATTN__BUF_V], o = bufs[CLATTN__BUF_O];
   cl_mem lse = bufs[CLATTN__BUF_LSE];
-  if (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K])
-    return clattn__fail(
-        plan->ctx, CLATTN_ERROR_UNSUPPORTED,
-        "per-sequence lengths are not supported by linear plans yet");
+  cl_mem lens_q = bufs[CLATTN__BUF_LENS_Q], lens_k = bufs[CLATTN__BUF_LENS_K];
   (void)lse; /* plan.c refuses an LSE for these variants */
   const clattn__problem *p = &plan->p;
   clattn_context_t ctx = plan->ctx;
@@ -246,8 +243,9 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
   cl_int nchunks = (cl_int)d.nchunks;
   cl_float eps = p->eps;
-  /* t = (pi/2) pos / M = pi * pos * hinv; unused by linear attention. */
-  cl_float hinv = (cl_float)(0.5 / (double)p->cos_m);
+  /* t = (pi/2) pos / M = pi * pos * hinv; unused by linear attention.
+   * Negative: the kernels take M = max(Lq, Lk) of each sequence. */
+  cl_float hinv = p->cos_m_default ? -1.0f : (cl_float)(0.5 / (double)p->cos_m);
   cl_mem ws = plan->workspace;
   cl_int err = CL_SUCCESS;
 
@@ -256,9 +254,13 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &k);
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &v);
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), &ws);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &nq);
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &nk);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &hkv);
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_int), &nchunks);
   CLATTN_SET_ARG(err, ks, a++, sizeof(cl_float), &hinv);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), lens_q ? &lens_q : NULL);
+  CLATTN_SET_ARG(err, ks, a++, sizeof(cl_mem), lens_k ? &lens_k : NULL);
 
   cl_kernel kp = plan->kernels[1];
   a = 0;
@@ -278,6 +280,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   CLATTN_SET_ARG(err, ko, a++, sizeof(cl_int), &nchunks);
   CLATTN_SET_ARG(err, ko, a++, sizeof(cl_float), &eps);
   CLATTN_SET_ARG(err, ko, a++, sizeof(cl_float), &hinv);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), lens_q ? &lens_q : NULL);
+  CLATTN_SET_ARG(err, ko, a++, sizeof(cl_mem), lens_k ? &lens_k : NULL);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
 
   size_t bhkv = p->batch * p->heads_kv;
@@ -287,9 +291,14 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
       bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
-   * block to Nk - 1, after the blocks that zero the rows seeing no key. */
+   * block to Nk - 1, after the blocks that zero the rows seeing no key.
+   * With lengths, a sequence's blocks (those, then the ones zeroing its rows
+   * past Lq) split its Nq rows in three runs, one aligned to the limits:
+   * never more than ceil(Nq / BLOCK_M) + 3. */
   size_t blocks = (p->seq_q + bm - 1) / bm;
-  if (p->causal) {
+  if (p->causal && (lens_q || lens_k)) {
+    blocks += 3;
+  } else if (p->causal) {
     size_t zero_rows = p->seq_q > p->seq_k ? p->seq_q - p->seq_k : 0;
     size_t first_l = p->seq_k > p->seq_q ? p->seq_k - p->seq_q : 0;
     blocks = (zero_rows + bm - 1) / bm + (p->seq_k - 1) / bm - first_l / bm + 1;
