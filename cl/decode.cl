@@ -12,8 +12,12 @@
  * extra reads when G x Nq <= ROWS).
  *
  * Split s covers keys [s * KPS, min(Nk, (s + 1) * KPS)), KPS a multiple of
- * BLOCK_N. With one split the kernel writes O (and LSE) itself; with more,
- * it writes float partials into the plan's workspace,
+ * BLOCK_N, of which a row group visits only those some row of it sees
+ * (score.cl: per-sequence lengths, the window, causal as a window), so
+ * with short sequences or windows most splits visit few keys or none; a
+ * split that visits none writes a zero partial with LSE -inf. With one
+ * split the kernel writes O (and LSE) itself; with more, it writes float
+ * partials into the plan's workspace,
  *   PO [S, B*Hq*Nq, Dv] (normalised over the split's keys for softmax, the
  *   plain sum for sigmoid) and PL [S, B*Hq*Nq] (softmax: the split's LSE in
  *   log2 units, -inf when it saw no visible key),
@@ -34,11 +38,13 @@
  *     work-item accumulates its own columns of Dv (reads of V coalesce).
  *
  * Scores are in the log2 domain (q pre-scaled by scale * log2(e); the
- * sigmoid bias given times log2(e)), as in softmax.cl and sigmoid.cl.
+ * sigmoid bias given times log2(e)), as in softmax.cl and sigmoid.cl, and
+ * pass through the score pipeline of score.cl (compiled before this file):
+ * the mods on every block, the masks on blocks that can hold a masked key.
+ * Lengths, window and slopes are the trailing CLATTN_PIPE_PARAMS.
  *
  * Macros (defaults here; the host sets them):
  *   SIGMOID   0 softmax, 1 sigmoid.
- *   CAUSAL    1: bottom-right causal masking.
  *   ROWS      query rows per work-item (WG = 1) or work-group (WG > 1).
  *   BLOCK_N   keys per step: 4, 8 or 16 when WG = 1, any when WG > 1.
  *   WG        work-items per work-group.
@@ -46,9 +52,6 @@
 
 #ifndef SIGMOID
 #define SIGMOID 0 // 0 softmax, 1 sigmoid
-#endif
-#ifndef CAUSAL
-#define CAUSAL 0 // bottom-right causal masking
 #endif
 #ifndef ROWS
 #define ROWS 4 // query rows per work-item (WG = 1) or work-group
@@ -63,34 +66,74 @@
 #define RESCALE_SLACK 8.0f // log2 headroom before a running max is raised
 #endif
 
-/*
- * The score pipeline, one element at a time: the score s of query row i (its
- * position in its sequence) against key j, or -INFINITY when the key is
- * masked. A masked key gets no weight in softmax and exactly 0 in sigmoid.
- * Only the causal mask exists today. This is where per-sequence lengths
- * (nq, nk per batch entry), sliding windows, ALiBi, softcapping and user
- * score_mod / mask_mod expressions plug in; they need the batch entry and
- * the query head too, which the callers have at hand (b, and h = kv head x G
- * + row / Nq). The kernels call it only on blocks that can hold a masked key
- * (see `kfree`); a pipeline that changes scores (ALiBi, softcap, score_mod)
- * must make that test true for every block.
- */
-float clattn_decode_score(const float s, const int i, const int j,
-                                 const int nq, const int nk) {
-#if CAUSAL
-  return j <= i + nk - nq ? s : -INFINITY;
-#else
-  (void)i;
-  (void)j;
-  (void)nq;
-  (void)nk;
-  return s;
-#endif
+/* Query head and position of row r of row group rg of kv head hk (G = g
+ * query heads of nq rows each); rows past nrows repeat the last one. */
+void clattn_decode_row(const int rg, const int r, const int nrows,
+                       const int nq, const int hk, const int g, int *h,
+                       int *i) {
+  const int rr = min(rg * ROWS + r, nrows - 1);
+  *h = hk * g + rr / nq;
+  *i = rr % nq;
 }
 
-/* The last key row i sees, when keys run to nk - 1 at most. */
-int clattn_decode_last_key(const int i, const int nq, const int nk) {
-  return CAUSAL ? min(nk - 1, i + nk - nq) : nk - 1;
+/* The sequence's pipeline as query head h sees it (the ALiBi slope and the
+ * mods depend on the head). */
+clattn_seq clattn_decode_head(clattn_seq s, const int h,
+                              __global const float *alibi) {
+  s.h = h;
+#if PIPE_ALIBI
+  s.slope = alibi[h];
+#else
+  (void)alibi;
+#endif
+  return s;
+}
+
+/*
+ * The key ranges of a row group within split [js, je): row r (position
+ * pos[r]) sees keys lo[r] .. hi[r] by the window and the lengths (hi < lo:
+ * none); the group visits [*kbeg, *kend), the union of its rows' ranges
+ * clipped to the split (empty when *kbeg >= *kend); every row that sees a
+ * key sees every key of [*fbeg, *fend), so a block inside it needs no mask
+ * (a mask_mod makes every block masked).
+ */
+void clattn_decode_bounds(const clattn_seq *sq, const int *pos, const int js,
+                          const int je, int *lo, int *hi, int *kbeg,
+                          int *kend, int *fbeg, int *fend) {
+  int ulo = INT_MAX, uhi = -1, ilo = 0, ihi = INT_MAX;
+  for (int r = 0; r < ROWS; r++) {
+    lo[r] = (int)clattn_row_first(sq, pos[r]);
+    hi[r] = (int)clattn_row_last(sq, pos[r]);
+    if (hi[r] >= lo[r]) {
+      ulo = min(ulo, lo[r]);
+      uhi = max(uhi, hi[r]);
+      ilo = max(ilo, lo[r]);
+      ihi = min(ihi, hi[r]);
+    }
+  }
+  *kbeg = max(js, ulo);
+  *kend = min(je, uhi + 1);
+  *fbeg = *fend = 0;
+  if (!PIPE_MASK_MOD && uhi >= 0 && ilo <= ihi) {
+    *fbeg = ilo;
+    *fend = min(ihi + 1, *kend);
+  }
+}
+
+/*
+ * The masks of the score pipeline on score x of query position i (head and
+ * sequence in s, key range lo .. hi) against key j, for keys below kend:
+ * x, or -INFINITY when the key is masked. A masked key gets no weight in
+ * softmax and exactly 0 in sigmoid. The kernels apply the mods (softcap,
+ * ALiBi, score_mod: clattn_mods) to every score first, and call this only
+ * on blocks that can hold a masked key (clattn_block_masked).
+ */
+float clattn_decode_score(const clattn_seq *s, const float x, const int i,
+                          const int j, const int lo, const int hi,
+                          const int kend) {
+  return j < kend && j >= lo && j <= hi && clattn_mask_keep(s, i, j)
+             ? x
+             : -INFINITY;
 }
 
 /* Elements [c * VEC, c * VEC + VEC) of a row of HEAD_DIM_V, zero-padded past
@@ -191,7 +234,8 @@ __kernel void clattn_decode_split(
     __global const store_t *v, __global store_t *o, __global float *lse,
     __global float *part, const ulong lse_off, const int write_lse,
     const int direct, const int nq, const int nk, const int hq, const int hkv,
-    const int kps, const float scale_log2, const float bias_log2) {
+    const int kps, const float scale_log2, const float bias_log2,
+    CLATTN_PIPE_PARAMS) {
   __global float *po = part;
   __global float *pl = direct ? part : part + lse_off;
   const int s = (int)get_global_id(0);
@@ -206,22 +250,31 @@ __kernel void clattn_decode_split(
   v += (ulong)bh * nk * HEAD_DIM_V;
 
   /* Rows past nrows repeat the last one and store nothing. */
+  const clattn_seq sq = clattn_seq_make(b, hk * g, nq, nk, CLATTN_PIPE_ARGS);
+#if SIGMOID
+  const float bias = clattn_seq_bias(&sq, bias_log2);
+#else
+  (void)bias_log2;
+#endif
   floatv qr[ROWS][DCH];
-  int pos[ROWS];
-  int klo = nk, khi = -1;
+  int pos[ROWS], hr[ROWS];
   for (int r = 0; r < ROWS; r++) {
-    const int rr = min(rg * ROWS + r, nrows - 1);
-    clattn_load_row(q + (row0 + rr) * HEAD_DIM, qr[r], HEAD_DIM, scale_log2);
-    pos[r] = rr % nq;
-    klo = min(klo, clattn_decode_last_key(pos[r], nq, nk));
-    khi = max(khi, clattn_decode_last_key(pos[r], nq, nk));
+    clattn_decode_row(rg, r, nrows, nq, hk, g, &hr[r], &pos[r]);
+    const ulong qrow = (ulong)b * hq * nq + (ulong)hr[r] * nq + pos[r];
+    /* Padding rows (past Lq) are never read. */
+    if (pos[r] < sq.lq) {
+      clattn_load_row(q + qrow * HEAD_DIM, qr[r], HEAD_DIM, scale_log2);
+    } else {
+      for (int c = 0; c < DCH; c++)
+        qr[r][c] = (floatv)(0.0f);
+    }
   }
-  /* Keys from kend on are seen by no row here; blocks reaching past kfree
-   * may hold a masked key. */
+  /* The split's keys, clipped to those some row here sees; blocks reaching
+   * outside [fbeg, fend) may hold a masked key. */
+  int lo[ROWS], hi[ROWS], kbeg, kend, fbeg, fend;
   const int js = (int)min((long)s * kps, (long)nk);
   const int je = (int)min((long)js + kps, (long)nk);
-  const int kend = min(je, khi + 1);
-  const int kfree = min(kend, klo + 1);
+  clattn_decode_bounds(&sq, pos, js, je, lo, hi, &kbeg, &kend, &fbeg, &fend);
 
   floatv acc[ROWS][DVCH];
   float m[ROWS];
@@ -233,7 +286,7 @@ __kernel void clattn_decode_split(
     lv[r] = (floatb)(0.0f);
   }
 
-  for (int j0 = js; j0 < kend; j0 += BLOCK_N) {
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     /* Scores; keys past kend are read from row kend - 1 (in the buffer)
      * and masked below. */
     float sc[ROWS][BLOCK_N];
@@ -261,19 +314,26 @@ __kernel void clattn_decode_split(
       for (int r = 0; r < ROWS; r++)
         sc[r][jj] = HSUM(d[r]);
     }
-    if (j0 + BLOCK_N > kfree) {
-      for (int r = 0; r < ROWS; r++)
+#if PIPE_MODS
+    for (int r = 0; r < ROWS; r++) {
+      const clattn_seq sr = clattn_decode_head(sq, hr[r], alibi);
+      for (int jj = 0; jj < BLOCK_N; jj++)
+        sc[r][jj] = clattn_mods(&sr, sc[r][jj], pos[r], j0 + jj);
+    }
+#endif
+    if (clattn_block_masked(j0, BLOCK_N, fbeg, fend)) {
+      for (int r = 0; r < ROWS; r++) {
+        const clattn_seq sr = clattn_decode_head(sq, hr[r], alibi);
         for (int jj = 0; jj < BLOCK_N; jj++)
-          sc[r][jj] =
-              j0 + jj < kend
-                  ? clattn_decode_score(sc[r][jj], pos[r], j0 + jj, nq, nk)
-                  : -INFINITY;
+          sc[r][jj] = clattn_decode_score(&sr, sc[r][jj], pos[r], j0 + jj,
+                                          lo[r], hi[r], kend);
+      }
     }
     /* Weights, BLOCK_N keys at a time. */
     for (int r = 0; r < ROWS; r++) {
       floatb sv = BLOAD_PRIV(sc[r]);
 #if SIGMOID
-      sv = 1.0f / (1.0f + exp2(-(sv + bias_log2)));
+      sv = 1.0f / (1.0f + exp2(-(sv + bias)));
 #else
       /* Conditional rescaling, as in softmax.cl: the running max is raised
        * only when a score passes it by more than RESCALE_SLACK, so weights
@@ -308,6 +368,14 @@ __kernel void clattn_decode_split(
     const int rr = rg * ROWS + r;
     if (rr >= nrows)
       break;
+    /* A row that sees no key was not masked in blocks every other row
+     * sees whole: it gives exactly 0 (and LSE -inf). */
+    if (hi[r] < lo[r]) {
+      for (int c = 0; c < DVCH; c++)
+        acc[r][c] = (floatv)(0.0f);
+      m[r] = -INFINITY;
+      lv[r] = (floatb)(0.0f);
+    }
     clattn_decode_finish(o, lse, po, pl, write_lse, direct, row0 + rr,
                          (ulong)s * all_rows + row0 + rr, acc[r], m[r],
                          BSUM(lv[r]));
@@ -329,13 +397,20 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
                        const ulong lse_off, const int write_lse,
                        const int direct, const int nq, const int nk,
                        const int hq, const int hkv, const int kps,
-                       const float scale_log2, const float bias_log2) {
+                       const float scale_log2, const float bias_log2,
+                       CLATTN_PIPE_PARAMS) {
   __global float *po = part;
   __global float *pl = direct ? part : part + lse_off;
   __local float qs[ROWS * DP];          /* scaled queries, zero-padded */
   __local float ps[ROWS * BLOCK_N];     /* scores, then weights */
   __local float ms[ROWS], ls[ROWS];     /* running max (log2) and sum */
-  __local float alphas[ROWS];           /* this block's rescale factor */
+#if SIGMOID
+  (void)lse;
+  (void)write_lse;
+  (void)pl;
+#else
+  __local float alphas[ROWS]; /* this block's rescale factor */
+#endif
   const int lid = (int)get_local_id(0);
   const int s = (int)get_group_id(0);
   const int rg = (int)get_global_id(1);
@@ -348,26 +423,31 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
   k += (ulong)bh * nk * HEAD_DIM;
   v += (ulong)bh * nk * HEAD_DIM_V;
 
+  const clattn_seq sq = clattn_seq_make(b, hk * g, nq, nk, CLATTN_PIPE_ARGS);
+  /* Padding rows (past Lq) are never read. */
   for (int e = lid; e < ROWS * DP; e += WG) {
     const int r = e / DP, d = e % DP;
     const int rr = min(rg * ROWS + r, nrows - 1);
-    qs[e] = d < HEAD_DIM ? LOAD1(q, (row0 + rr) * HEAD_DIM + d) * scale_log2
-                         : 0.0f;
+    qs[e] = d < HEAD_DIM && rr % nq < sq.lq
+                ? LOAD1(q, (row0 + rr) * HEAD_DIM + d) * scale_log2
+                : 0.0f;
   }
   for (int r = lid; r < ROWS; r += WG) {
     ms[r] = -INFINITY;
     ls[r] = 0.0f;
   }
-  int klo = nk, khi = -1;
-  for (int r = 0; r < ROWS; r++) {
-    const int rr = min(rg * ROWS + r, nrows - 1);
-    klo = min(klo, clattn_decode_last_key(rr % nq, nq, nk));
-    khi = max(khi, clattn_decode_last_key(rr % nq, nq, nk));
-  }
+#if SIGMOID
+  const float bias = clattn_seq_bias(&sq, bias_log2);
+#else
+  (void)bias_log2;
+#endif
+  int pos[ROWS], hr[ROWS];
+  for (int r = 0; r < ROWS; r++)
+    clattn_decode_row(rg, r, nrows, nq, hk, g, &hr[r], &pos[r]);
+  int lo[ROWS], hi[ROWS], kbeg, kend, fbeg, fend;
   const int js = (int)min((long)s * kps, (long)nk);
   const int je = (int)min((long)js + kps, (long)nk);
-  const int kend = min(je, khi + 1);
-  const int kfree = min(kend, klo + 1);
+  clattn_decode_bounds(&sq, pos, js, je, lo, hi, &kbeg, &kend, &fbeg, &fend);
 
   float acc[ROWS][CPW];
   for (int r = 0; r < ROWS; r++)
@@ -375,7 +455,8 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
       acc[r][cc] = 0.0f;
   barrier(CLK_LOCAL_MEM_FENCE);
 
-  for (int j0 = js; j0 < kend; j0 += BLOCK_N) {
+  for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
+    const int masked = clattn_block_masked(j0, BLOCK_N, fbeg, fend);
     /* Scores: each work-item takes keys of the block in turn. */
     for (int jj = lid; jj < BLOCK_N; jj += WG) {
       const int j = j0 + jj;
@@ -398,13 +479,14 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
       }
       for (int r = 0; r < ROWS; r++) {
         float sc = HSUM(d[r]);
-        if (j0 + BLOCK_N > kfree) {
-          const int rr = min(rg * ROWS + r, nrows - 1);
-          sc = j < kend ? clattn_decode_score(sc, rr % nq, j, nq, nk)
-                        : -INFINITY;
+        if (PIPE_MODS || masked) {
+          const clattn_seq sr = clattn_decode_head(sq, hr[r], alibi);
+          sc = clattn_mods(&sr, sc, pos[r], j);
+          if (masked)
+            sc = clattn_decode_score(&sr, sc, pos[r], j, lo[r], hi[r], kend);
         }
 #if SIGMOID
-        sc = 1.0f / (1.0f + exp2(-(sc + bias_log2)));
+        sc = 1.0f / (1.0f + exp2(-(sc + bias)));
 #endif
         ps[r * BLOCK_N + jj] = sc;
       }
@@ -457,20 +539,24 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
     if (rr >= nrows)
       break;
     const ulong row = row0 + rr, prow = (ulong)s * all_rows + row;
+    /* A row that sees no key was not masked in blocks every other row
+     * sees whole: it gives exactly 0 (and LSE -inf). */
+    const int none = hi[r] < lo[r];
 #if SIGMOID
     const float inv = 1.0f;
 #else
-    const float l = ls[r];
+    const float l = none ? 0.0f : ls[r];
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #endif
     for (int cc = 0; cc < CPW; cc++) {
       const int col = lid + cc * WG;
       if (col >= HEAD_DIM_V)
         break;
+      const float x = none ? 0.0f : acc[r][cc] * inv;
       if (direct)
-        STORE1(acc[r][cc] * inv, o, row * HEAD_DIM_V + col);
+        STORE1(x, o, row * HEAD_DIM_V + col);
       else
-        po[prow * HEAD_DIM_V + col] = acc[r][cc] * inv;
+        po[prow * HEAD_DIM_V + col] = x;
     }
 #if !SIGMOID
     if (lid == 0) {

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A split of fewer keys than this costs more in partials and merging than
@@ -222,13 +223,30 @@ static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
 
   char options[512];
   snprintf(options, sizeof options,
-           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D SIGMOID=%d "
-           "-D ROWS=%d -D BLOCK_N=%d -D VEC=%d -D WG=%d",
-           clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal,
+           "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D SIGMOID=%d -D ROWS=%d "
+           "-D BLOCK_N=%d -D VEC=%d -D WG=%d",
+           clattn__dtype_options(p->dtype), p->dim, p->dim_v,
            p->variant == CLATTN_VARIANT_SIGMOID, rows, bn, vec, wg);
-  static const char *const files[] = {"common.cl", "decode.cl"};
+  clattn__pipe_options(p, options, sizeof options);
+  static const char *const files[] = {"common.cl", "score.cl", "decode.cl"};
   cl_program program = NULL;
-  CLATTN_CHECK(clattn__program_get(ctx, files, 2, options, &program));
+  int oom = 0;
+  char *prelude = clattn__pipe_prelude(p, &oom);
+  if (oom)
+    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory assembling the score mods");
+  st = clattn__program_get_prelude(ctx, prelude, files, 3, options, &program);
+  free(prelude);
+  if (st != CLATTN_SUCCESS)
+    goto cleanup;
+  /* A runtime's warnings are a kernel defect worth telling the caller
+   * about (clattn_plan_describe shows them), never printed. */
+  const char *warnings = clattn__program_warnings(ctx, program);
+  if (warnings) {
+    size_t used = strlen(plan->warning);
+    snprintf(plan->warning + used, sizeof plan->warning - used,
+             "%skernel build warnings: %s", used ? "; " : "", warnings);
+  }
   cl_int err = CL_SUCCESS;
   plan->kernels[0] = clCreateKernel(
       program, wg == 1 ? "clattn_decode_split" : "clattn_decode_split_wg",
@@ -267,10 +285,6 @@ static clattn_status decode_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   cl_mem q = bufs[CLATTN__BUF_Q], k = bufs[CLATTN__BUF_K];
   cl_mem v = bufs[CLATTN__BUF_V], o = bufs[CLATTN__BUF_O];
   cl_mem lse = bufs[CLATTN__BUF_LSE];
-  if (bufs[CLATTN__BUF_LENS_Q] || bufs[CLATTN__BUF_LENS_K])
-    return clattn__fail(
-        plan->ctx, CLATTN_ERROR_UNSUPPORTED,
-        "per-sequence lengths are not supported by decode plans yet");
   const clattn__problem *p = &plan->p;
   clattn_context_t ctx = plan->ctx;
   clattn_status st = CLATTN_SUCCESS;
@@ -312,6 +326,9 @@ static clattn_status decode_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_int), &ikps);
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &scale_log2);
   CLATTN_SET_ARG(err, kern, a++, sizeof(cl_float), &bias_log2);
+  if (err == CL_SUCCESS)
+    err = clattn__pipe_args(plan, kern, &a, bufs[CLATTN__BUF_LENS_Q],
+                            bufs[CLATTN__BUF_LENS_K]);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t global[3] = {splits * wg, (nrows + rows_per - 1) / rows_per,
                       p->batch * p->heads_kv};

@@ -11,7 +11,7 @@
 int clattn__decode_wanted(const clattn__problem *p) {
   return (p->variant == CLATTN_VARIANT_SOFTMAX ||
           p->variant == CLATTN_VARIANT_SIGMOID) &&
-         p->seq_q <= CLATTN__DECODE_MAX_Q && !clattn__pipe_active(p);
+         p->seq_q <= CLATTN__DECODE_MAX_Q;
 }
 
 /* Softmax and sigmoid go to decode for few query rows, to flash otherwise;

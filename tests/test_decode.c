@@ -9,6 +9,7 @@
  *
  * --tiny shrinks the shapes so that the kernels run under Oclgrind.
  */
+#include "reference.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -365,6 +366,378 @@ static void test_decode_candidates(void **state) {
   assert_true(ok);
 }
 
+/* ---- The score pipeline ---------------------------------------------- */
+
+/* Pipeline features of a case, alone or combined. */
+enum {
+  P_LENS = 1 << 0,   /* per-sequence lengths */
+  P_CAUSAL = 1 << 1, /* causal (window_right = 0) */
+  P_WIN = 1 << 2,    /* sliding window */
+  P_CAP = 1 << 3,    /* softcap */
+  P_ALIBI = 1 << 4,  /* ALiBi slopes */
+  P_SMOD = 1 << 5,   /* score_mod */
+  P_MMOD = 1 << 6,   /* mask_mod */
+  P_BIAS = 1 << 7,   /* sigmoid: a given bias instead of -ln(Lk) */
+  P_NOB = 1 << 8,    /* mods that ignore b (a sequence run alone is b = 0) */
+  P_ALL = P_LENS | P_CAUSAL | P_WIN | P_CAP | P_ALIBI | P_SMOD | P_MMOD
+};
+
+/* The user mods as OpenCL C and their C twins for the reference. */
+static const char score_mod_cl[] =
+    "score * 0.75f + 0.05f * (float)(h - b) - 0.01f * (float)(j % 7) + "
+    "0.02f * (float)(i % 3)";
+static double score_mod_c(double score, int b, int h, int i, int j) {
+  return score * 0.75 + 0.05 * (double)(h - b) - 0.01 * (double)(j % 7) +
+         0.02 * (double)(i % 3);
+}
+static const char mask_mod_cl[] = "(i + 2 * j + h + b) % 5 != 0";
+static int mask_mod_c(int b, int h, int i, int j) {
+  return (i + 2 * j + h + b) % 5 != 0;
+}
+static const char score_mod_nob_cl[] =
+    "score * 0.75f + 0.05f * (float)h - 0.01f * (float)(j % 7)";
+static double score_mod_nob_c(double score, int b, int h, int i, int j) {
+  (void)b;
+  (void)i;
+  return score * 0.75 + 0.05 * (double)h - 0.01 * (double)(j % 7);
+}
+static const char mask_mod_nob_cl[] = "(i + 2 * j + h) % 5 != 0";
+static int mask_mod_nob_c(int b, int h, int i, int j) {
+  (void)b;
+  return (i + 2 * j + h) % 5 != 0;
+}
+
+typedef struct pipe_case {
+  clattn_dtype dtype;
+  int feats;
+  size_t b, hq, hkv, nq, nk, d, dv;
+} pipe_case;
+
+/* One pipeline problem: inputs, the descriptor with its features, the
+ * lengths and the reference. */
+typedef struct pipe_problem {
+  clattn_test_problem p;
+  clattn_ref_extra extra;
+  int lens_q[4], lens_k[4];
+  float slopes[16];
+} pipe_problem;
+
+/* Lengths of sequence b of B: the first is full, the others shorter (odd,
+ * fewer keys than queries in the last one, so that its early causal rows
+ * see no key). */
+static void pipe_lengths(size_t b, size_t nq, size_t nk, int *lq, int *lk) {
+  static const double fq[] = {1.0, 0.5, 1.0, 0.75};
+  static const double fk[] = {1.0, 0.6, 0.0, 0.3};
+  *lq = b ? (int)((double)nq * fq[b % 4] + 0.5) : (int)nq;
+  if (*lq < 1)
+    *lq = 1;
+  *lk = b == 2 ? 7 : b ? ((int)((double)nk * fk[b % 4]) | 1) : (int)nk;
+}
+
+static void pipe_problem_init(pipe_problem *pp, clattn_variant variant,
+                              const pipe_case *c, uint64_t seed) {
+  clattn_desc d =
+      clattn_test_desc(variant, c->dtype, !!(c->feats & P_CAUSAL), c->b, c->hq,
+                       c->hkv, c->nq, c->nk, c->d, c->dv);
+  memset(&pp->extra, 0, sizeof pp->extra);
+  if (c->feats & P_WIN) {
+    d.window_left = (int)(c->nk / 7);
+    d.window_right = (c->feats & P_CAUSAL) ? -1 : (int)(c->nk / 90 + 1);
+  }
+  if (c->feats & P_CAP)
+    d.softcap = 1.5f;
+  if (c->feats & P_ALIBI) {
+    for (size_t h = 0; h < c->hq && h < 16; h++)
+      pp->slopes[h] = powf(2.0f, -8.0f * (float)(h + 1) / (float)c->hq);
+    d.alibi_slopes = pp->slopes;
+  }
+  int nob = !!(c->feats & P_NOB);
+  if (c->feats & P_SMOD) {
+    d.score_mod = nob ? score_mod_nob_cl : score_mod_cl;
+    pp->extra.score_mod = nob ? score_mod_nob_c : score_mod_c;
+  }
+  if (c->feats & P_MMOD) {
+    d.mask_mod = nob ? mask_mod_nob_cl : mask_mod_cl;
+    pp->extra.mask_mod = nob ? mask_mod_nob_c : mask_mod_c;
+  }
+  if (variant == CLATTN_VARIANT_SIGMOID && (c->feats & P_BIAS)) {
+    d.has_bias = 1;
+    d.bias = -4.0f;
+  }
+  if (c->feats & P_LENS) {
+    for (size_t b = 0; b < c->b && b < 4; b++)
+      pipe_lengths(b, c->nq, c->nk, &pp->lens_q[b], &pp->lens_k[b]);
+    pp->extra.lens_q = pp->lens_q;
+    pp->extra.lens_k = pp->lens_k;
+  }
+  clattn_test_problem_init(&pp->p, &d, seed);
+  clattn_ref_attention_ex(&pp->p.desc, &pp->extra, pp->p.q, pp->p.k, pp->p.v,
+                          pp->p.ref_o, pp->p.ref_lse);
+}
+
+/* Rows that see no key, by the lengths or by the reference's LSE: O
+ * exactly 0 (and LSE exactly -inf). */
+static int pipe_check_empty(const pipe_problem *pp) {
+  const clattn_desc *d = &pp->p.desc;
+  for (size_t r = 0; r < pp->p.n.lse; r++) {
+    size_t b = r / (d->heads_q * d->seq_q), i = r % d->seq_q;
+    int none = pp->extra.lens_q &&
+               ((int)i >= pp->extra.lens_q[b] || pp->extra.lens_k[b] == 0);
+    if (pp->p.ref_lse && isinf(pp->p.ref_lse[r]))
+      none = 1;
+    if (!none)
+      continue;
+    if (pp->p.lse && !(isinf(pp->p.lse[r]) && pp->p.lse[r] < 0)) {
+      print_error("row %zu sees no key: LSE %.9g, want -inf\n", r,
+                  (double)pp->p.lse[r]);
+      return 0;
+    }
+    for (size_t t = 0; t < d->dim_v; t++) {
+      if (pp->p.o[r * d->dim_v + t] != 0.0f) {
+        print_error("row %zu sees no key: O[%zu] = %.9g, want 0\n", r, t,
+                    (double)pp->p.o[r * d->dim_v + t]);
+        return 0;
+      }
+    }
+  }
+  return 1;
+}
+
+/* Runs pp with tile spec `spec` (the plan must be a decode plan) and its
+ * lengths; O (and LSE) are left in pp->p. */
+static clattn_status pipe_run(pipe_problem *pp, const char *spec, char *line,
+                              size_t size) {
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc desc = pp->p.desc;
+  desc.tiles = spec;
+  clattn_plan_t plan = NULL;
+  line[0] = '\0';
+  clattn_status st = clattn_plan_create(ctx, &desc, &plan);
+  if (st == CLATTN_SUCCESS) {
+    clattn_plan_describe(plan, line, size);
+    for (size_t t = 0; t < pp->p.n.o; t++)
+      pp->p.o[t] = NAN;
+    st = clattn_plan_run_host_varlen(plan, pp->p.q, pp->p.k, pp->p.v, pp->p.o,
+                                     pp->p.lse, pp->extra.lens_q,
+                                     pp->extra.lens_k);
+    /* Not a decode plan, or kernel build warnings (the line shows them
+     * when the program was built here rather than read from the cache). */
+    if (st == CLATTN_SUCCESS &&
+        (!strstr(line, "shape=decode") || strstr(line, "warning")))
+      st = CLATTN_ERROR_INVALID_DESCRIPTOR; /* reported with the line */
+  }
+  clattn_plan_destroy(plan);
+  return st;
+}
+
+static void pipe_print(const pipe_problem *pp, const char *spec,
+                       clattn_status st, const char *line) {
+  const clattn_desc *d = &pp->p.desc;
+  char lens[96] = "";
+  if (pp->extra.lens_q)
+    for (size_t b = 0; b < d->batch; b++) {
+      size_t used = strlen(lens);
+      snprintf(lens + used, sizeof lens - used, " %d/%d", pp->lens_q[b],
+               pp->lens_k[b]);
+    }
+  print_error(
+      "  %s %s B=%zu Hq=%zu Hkv=%zu Nq=%zu Nk=%zu D=%zu Dv=%zu "
+      "causal=%d window=%d,%d softcap=%g alibi=%d score_mod=%s "
+      "mask_mod=%s lens Lq/Lk:%s tiles=%s: %s %s [%s]\n",
+      clattn_variant_name(d->variant), clattn_dtype_name(d->dtype), d->batch,
+      d->heads_q, d->heads_kv, d->seq_q, d->seq_k, d->dim, d->dim_v, d->causal,
+      d->window_left, d->window_right, (double)d->softcap,
+      d->alibi_slopes != NULL, d->score_mod ? d->score_mod : "-",
+      d->mask_mod ? d->mask_mod : "-", lens[0] ? lens : " full",
+      spec ? spec : "default", clattn_status_name(st),
+      st == CLATTN_SUCCESS ? ""
+                           : clattn_context_error(clattn_test_shared_context()),
+      line);
+}
+
+/* Runs pp with each spec and checks O and LSE against the reference and
+ * the rows that see no key. */
+static int pipe_check_specs(pipe_problem *pp, const char *const *specs,
+                            size_t nspecs) {
+  int all = 1;
+  for (size_t s = 0; s < nspecs; s++) {
+    char line[512];
+    clattn_status st = pipe_run(pp, specs[s], line, sizeof line);
+    int ok = st == CLATTN_SUCCESS &&
+             clattn_test_check("O", pp->p.o, pp->p.ref_o, pp->p.n.o,
+                               tol_of(pp->p.desc.dtype)) &&
+             (!pp->p.lse || clattn_test_check("LSE", pp->p.lse, pp->p.ref_lse,
+                                              pp->p.n.lse, TOL_LSE)) &&
+             pipe_check_empty(pp);
+    if (!ok)
+      pipe_print(pp, specs[s], st, line);
+    all &= ok;
+  }
+  return all;
+}
+
+/* Each feature alone, then all of them together, over every dtype, Nq of
+ * 1, 5 and 16, odd key counts (several splits of 512 or more keys by
+ * default), 4 query heads per kv head, D = 40 with Dv = 24 and D = Dv =
+ * 128. The window is Nk / 7 keys back (Nk / 90 + 1 ahead when not
+ * causal), so most splits of a row group see no key; lengths include a sequence
+ * of 7 keys whose first causal rows see none. */
+static const pipe_case pipe_cases[] = {
+    {CLATTN_DTYPE_F32, P_LENS, 3, 8, 2, 5, 2001, 40, 24},
+    {CLATTN_DTYPE_F16, P_LENS | P_CAUSAL, 3, 8, 2, 16, 1999, 128, 128},
+    {CLATTN_DTYPE_BF16, P_WIN, 1, 8, 2, 1, 3001, 40, 24},
+    {CLATTN_DTYPE_F32, P_WIN | P_CAUSAL, 1, 8, 2, 16, 1001, 128, 128},
+    {CLATTN_DTYPE_F16, P_CAP, 1, 8, 2, 5, 1501, 40, 24},
+    {CLATTN_DTYPE_BF16, P_ALIBI | P_CAUSAL, 1, 8, 2, 16, 2999, 40, 24},
+    {CLATTN_DTYPE_F32, P_SMOD, 1, 8, 2, 1, 2001, 128, 128},
+    {CLATTN_DTYPE_F16, P_MMOD, 2, 8, 2, 16, 1999, 40, 24},
+    {CLATTN_DTYPE_F32, P_LENS | P_BIAS, 3, 8, 2, 16, 1001, 40, 24},
+    {CLATTN_DTYPE_F32, P_ALL, 3, 8, 2, 16, 2501, 40, 24},
+    {CLATTN_DTYPE_BF16, P_ALL, 2, 8, 2, 5, 1999, 128, 128},
+    {CLATTN_DTYPE_F16, P_ALL | P_BIAS, 3, 8, 2, 1, 3001, 40, 24},
+};
+static const pipe_case pipe_tiny_cases[] = {
+    {CLATTN_DTYPE_F32, P_ALL, 3, 4, 2, 3, 29, 5, 3},
+    {CLATTN_DTYPE_F16, P_LENS | P_WIN | P_CAP | P_ALIBI, 3, 2, 1, 2, 23, 8, 8},
+    {CLATTN_DTYPE_BF16, P_SMOD | P_MMOD | P_CAUSAL, 1, 2, 2, 1, 17, 6, 4},
+};
+
+static void run_pipe_cases(clattn_variant variant, uint64_t seed) {
+  const pipe_case *cases = tiny ? pipe_tiny_cases : pipe_cases;
+  size_t ncases = tiny ? sizeof pipe_tiny_cases / sizeof pipe_tiny_cases[0]
+                       : sizeof pipe_cases / sizeof pipe_cases[0];
+  const char *const *specs = tiny ? tiny_specs : full_specs;
+  size_t nspecs = tiny ? sizeof tiny_specs / sizeof tiny_specs[0]
+                       : sizeof full_specs / sizeof full_specs[0];
+  int all = 1;
+  for (size_t c = 0; c < ncases; c++) {
+    if (variant != CLATTN_VARIANT_SIGMOID && (cases[c].feats & P_BIAS) &&
+        !(cases[c].feats & ~P_BIAS & ~P_LENS))
+      continue; /* the same as the lengths case for softmax */
+    pipe_problem pp;
+    pipe_problem_init(&pp, variant, &cases[c], seed + c);
+    all &= pipe_check_specs(&pp, specs, nspecs);
+    clattn_test_problem_free(&pp.p);
+  }
+  assert_true(all);
+}
+
+static void test_decode_pipeline_softmax(void **state) {
+  (void)state;
+  run_pipe_cases(CLATTN_VARIANT_SOFTMAX, 800);
+}
+
+static void test_decode_pipeline_sigmoid(void **state) {
+  (void)state;
+  run_pipe_cases(CLATTN_VARIANT_SIGMOID, 900);
+}
+
+/* A padded batch gives each sequence what it gives run alone (as a batch
+ * of one with Nq = Lq and Nk = Lk, so with its own split count), with
+ * every feature on and NaN and infinities in the padding; a sequence with
+ * Lk = 0 gives zeros (and LSE -inf). */
+static void test_decode_pipeline_padded(void **state) {
+  (void)state;
+  int all = 1;
+  for (int v = 0; v < 2; v++) {
+    clattn_variant variant =
+        v ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX;
+    pipe_case c = {v ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32,
+                   P_ALL | P_NOB,
+                   4,
+                   8,
+                   2,
+                   tiny ? 3 : 16,
+                   tiny ? 21 : 2001,
+                   tiny ? 5 : 40,
+                   tiny ? 3 : 24};
+    pipe_problem pp;
+    pipe_problem_init(&pp, variant, &c, 1000 + (uint64_t)v);
+    pp.lens_k[3] = 0; /* no keys at all */
+    /* Padding is never read: NaN and infinities there change nothing. */
+    const clattn_desc *pd = &pp.p.desc;
+    for (size_t b = 0; b < pd->batch; b++) {
+      for (size_t h = 0; h < pd->heads_q; h++)
+        for (size_t i = (size_t)pp.lens_q[b]; i < pd->seq_q; i++)
+          for (size_t e = 0; e < pd->dim; e++)
+            pp.p.q[((b * pd->heads_q + h) * pd->seq_q + i) * pd->dim + e] =
+                e % 2 ? NAN : INFINITY;
+      for (size_t h = 0; h < pd->heads_kv; h++)
+        for (size_t j = (size_t)pp.lens_k[b]; j < pd->seq_k; j++) {
+          size_t row = (b * pd->heads_kv + h) * pd->seq_k + j;
+          for (size_t e = 0; e < pd->dim; e++)
+            pp.p.k[row * pd->dim + e] = e % 2 ? -INFINITY : NAN;
+          for (size_t e = 0; e < pd->dim_v; e++)
+            pp.p.v[row * pd->dim_v + e] = e % 2 ? NAN : INFINITY;
+        }
+    }
+    clattn_ref_attention_ex(&pp.p.desc, &pp.extra, pp.p.q, pp.p.k, pp.p.v,
+                            pp.p.ref_o, pp.p.ref_lse);
+    const char *spec = v && !tiny ? "SHAPE=decode,WG=16,BLOCK_N=24" : NULL;
+    all &= pipe_check_specs(&pp, &spec, 1);
+    const clattn_desc *d = &pp.p.desc;
+    for (size_t b = 0; b < d->batch; b++) {
+      size_t lq = (size_t)pp.lens_q[b], lk = (size_t)pp.lens_k[b];
+      if (lq == 0 || lk == 0)
+        continue; /* checked as zeros above */
+      pipe_problem one;
+      memset(&one, 0, sizeof one);
+      one.p.desc = *d;
+      one.p.desc.batch = 1;
+      one.p.desc.seq_q = lq;
+      one.p.desc.seq_k = lk;
+      clattn_test_sizes_get(&one.p.desc, &one.p.n);
+      one.p.q = malloc(one.p.n.q * sizeof(float));
+      one.p.k = malloc(one.p.n.k * sizeof(float));
+      one.p.v = malloc(one.p.n.v * sizeof(float));
+      one.p.o = malloc(one.p.n.o * sizeof(float));
+      one.p.lse = pp.p.lse ? malloc(one.p.n.lse * sizeof(float)) : NULL;
+      double *want_o = malloc(one.p.n.o * sizeof(double));
+      double *want_lse = malloc(one.p.n.lse * sizeof(double));
+      assert_true(one.p.q && one.p.k && one.p.v && one.p.o && want_o &&
+                  want_lse && (one.p.lse || !pp.p.lse));
+      for (size_t h = 0; h < d->heads_q; h++) {
+        size_t src = (b * d->heads_q + h) * d->seq_q, dst = h * lq;
+        memcpy(one.p.q + dst * d->dim, pp.p.q + src * d->dim,
+               lq * d->dim * sizeof(float));
+        for (size_t t = 0; t < lq * d->dim_v; t++)
+          want_o[dst * d->dim_v + t] = pp.p.o[src * d->dim_v + t];
+        for (size_t i = 0; i < lq; i++)
+          want_lse[dst + i] = pp.p.lse ? pp.p.lse[src + i] : 0.0;
+      }
+      for (size_t h = 0; h < d->heads_kv; h++) {
+        size_t src = (b * d->heads_kv + h) * d->seq_k, dst = h * lk;
+        memcpy(one.p.k + dst * d->dim, pp.p.k + src * d->dim,
+               lk * d->dim * sizeof(float));
+        memcpy(one.p.v + dst * d->dim_v, pp.p.v + src * d->dim_v,
+               lk * d->dim_v * sizeof(float));
+      }
+      char line[512];
+      clattn_status st = pipe_run(&one, spec, line, sizeof line);
+      int ok =
+          st == CLATTN_SUCCESS &&
+          clattn_test_check("O alone", one.p.o, want_o, one.p.n.o,
+                            tol_of(d->dtype)) &&
+          (!one.p.lse || clattn_test_check("LSE alone", one.p.lse, want_lse,
+                                           one.p.n.lse, TOL_LSE));
+      if (!ok) {
+        print_error("  sequence %zu of %zu alone:\n", b, d->batch);
+        pipe_print(&one, spec, st, line);
+      }
+      all &= ok;
+      free(want_o);
+      free(want_lse);
+      free(one.p.q);
+      free(one.p.k);
+      free(one.p.v);
+      free(one.p.o);
+      free(one.p.lse);
+    }
+    clattn_test_problem_free(&pp.p);
+  }
+  assert_true(all);
+}
+
 int main(int argc, char **argv) {
   tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
   /* The cases check which family and tiles a plan chooses by itself (and
@@ -376,6 +749,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_decode_sigmoid),
       cmocka_unit_test(test_decode_rows_without_keys),
       cmocka_unit_test(test_decode_many_rows),
+      cmocka_unit_test(test_decode_pipeline_softmax),
+      cmocka_unit_test(test_decode_pipeline_sigmoid),
+      cmocka_unit_test(test_decode_pipeline_padded),
       cmocka_unit_test(test_decode_million_keys),
       cmocka_unit_test(test_decode_routing),
       cmocka_unit_test(test_decode_tiles),
@@ -387,6 +763,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_decode_sigmoid),
       cmocka_unit_test(test_decode_rows_without_keys),
       cmocka_unit_test(test_decode_many_rows),
+      cmocka_unit_test(test_decode_pipeline_softmax),
+      cmocka_unit_test(test_decode_pipeline_sigmoid),
+      cmocka_unit_test(test_decode_pipeline_padded),
       cmocka_unit_test(test_decode_routing),
       cmocka_unit_test(test_decode_tiles),
       cmocka_unit_test(test_decode_candidates),

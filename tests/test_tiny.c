@@ -1,9 +1,10 @@
 /*
  * test_tiny.c - every kernel at tiny shapes against the double-precision
  * reference: each variant with each of its kernel shapes forced, f32 and f16
- * storage, causal and not. CTest runs it on the default device, and under
- * `oclgrind --data-races` (label "oclgrind"), where the shapes must stay tiny
- * because Oclgrind simulates every work-item. Oclgrind's own findings
+ * storage, causal and not; the decode kernels with the whole score
+ * pipeline and per-sequence lengths. CTest runs it on the default device, and
+ * under `oclgrind --data-races` (label "oclgrind"), where the shapes must stay
+ * tiny because Oclgrind simulates every work-item. Oclgrind's own findings
  * (out-of-bounds accesses, races) are matched in its output by CTest.
  *
  * Tolerances: f32 storage 1e-5, f16 storage 2e-2 (relative to the largest
@@ -161,6 +162,92 @@ static void test_tiny_all_variants(void **state) {
   clattn_context_destroy(ctx);
 }
 
+/* The decode kernels with the whole score pipeline (lengths, causal,
+ * window, softcap, ALiBi, score_mod, mask_mod), both kernels and several
+ * splits, so that Oclgrind sees their masked, clipped and empty splits: the
+ * first sequence has rows past its Lq, the second 2 keys for 4 queries (its
+ * first causal rows see no key, and most of its splits see none). */
+static double decode_score_mod(double score, int b, int h, int i, int j) {
+  return score * 0.75 + 0.05 * (double)(h - b) - 0.01 * (double)(j % 7) +
+         0.02 * (double)(i % 3);
+}
+static int decode_mask_mod(int b, int h, int i, int j) {
+  return (i + 2 * j + h + b) % 5 != 0;
+}
+
+static void test_tiny_decode_pipeline(void **state) {
+  (void)state;
+  static const char *const specs[] = {
+      "SHAPE=decode,WG=1,SPLITS=4,BLOCK_N=4,ROWS=3",
+      "SHAPE=decode,WG=4,BLOCK_N=3,SPLITS=3,ROWS=2",
+  };
+  static const float slopes[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
+  const int lens_q[2] = {3, 4}, lens_k[2] = {13, 2};
+  const clattn_ref_extra extra = {lens_q, lens_k, decode_score_mod,
+                                  decode_mask_mod};
+  clattn_context_t ctx = clattn_test_context_create();
+  int all = 1;
+  for (int v = 0; v < 2; v++) {
+    for (int f16 = 0; f16 < 2; f16++) {
+      clattn_desc d = clattn_test_desc(
+          v ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX,
+          f16 ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32, 1, 2, 4, 2, 4, 13, 5, 3);
+      d.window_left = 6;
+      d.softcap = 1.5f;
+      d.alibi_slopes = slopes;
+      d.score_mod = "score * 0.75f + 0.05f * (float)(h - b) - "
+                    "0.01f * (float)(j % 7) + 0.02f * (float)(i % 3)";
+      d.mask_mod = "(i + 2 * j + h + b) % 5 != 0";
+      clattn_test_problem p;
+      clattn_test_problem_init(&p, &d, 77 + (uint64_t)(2 * v + f16));
+      clattn_ref_attention_ex(&p.desc, &extra, p.q, p.k, p.v, p.ref_o,
+                              p.ref_lse);
+      double tol = f16 ? TOL_F16 : TOL_F32;
+      for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        char what[160];
+        snprintf(what, sizeof what, "%s %s pipeline tiles=%s",
+                 clattn_variant_name(d.variant), clattn_dtype_name(d.dtype),
+                 specs[s]);
+        print_message("  %s\n", what);
+        clattn_plan_t plan = NULL;
+        p.desc.tiles = specs[s];
+        clattn_status st = clattn_plan_create(ctx, &p.desc, &plan);
+        if (st == CLATTN_SUCCESS)
+          st = clattn_plan_run_host_varlen(plan, p.q, p.k, p.v, p.o, p.lse,
+                                           lens_q, lens_k);
+        clattn_plan_destroy(plan);
+        if (st != CLATTN_SUCCESS) {
+          print_error("%s: %s: %s\n", what, clattn_status_name(st),
+                      clattn_context_error(ctx));
+          all = 0;
+          continue;
+        }
+        int ok = clattn_test_check(what, p.o, p.ref_o, p.n.o, tol);
+        /* Rows past Lq and rows that see no key: exactly 0 and -inf. */
+        for (size_t r = 0; r < p.n.lse && ok; r++) {
+          size_t b = r / (d.heads_q * d.seq_q), i = r % d.seq_q;
+          int none = (int)i >= lens_q[b] || (p.ref_lse && isinf(p.ref_lse[r]));
+          for (size_t t = 0; none && t < d.dim_v; t++)
+            ok &= p.o[r * d.dim_v + t] == 0.0f;
+          if (p.lse && none)
+            ok &= isinf(p.lse[r]) && p.lse[r] < 0;
+          else if (p.lse)
+            ok &= fabs(p.lse[r] - p.ref_lse[r]) <=
+                  tol * fmax(1.0, fabs(p.ref_lse[r]));
+          if (!ok)
+            print_error("%s: row %zu: lse %g, reference %g\n", what, r,
+                        p.lse ? (double)p.lse[r] : 0.0,
+                        p.ref_lse ? p.ref_lse[r] : 0.0);
+        }
+        all &= ok;
+      }
+      clattn_test_problem_free(&p);
+    }
+  }
+  clattn_context_destroy(ctx);
+  assert_true(all);
+}
+
 /* The score pipeline of the flash kernels at tiny shapes, every stage on at
  * once (lengths, window or causal, ALiBi, softcap, both mods), in each
  * forced shape: under Oclgrind this checks that lengths and windows keep
@@ -290,6 +377,7 @@ int main(void) {
       cmocka_unit_test(test_tiny_all_variants),
       cmocka_unit_test(test_tiny_pipeline),
       cmocka_unit_test(test_tiny_backward_pipeline),
+      cmocka_unit_test(test_tiny_decode_pipeline),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
