@@ -2,7 +2,9 @@
  * test_backward.c - backward passes through the public API against the
  * float64 gradient reference (itself checked by finite differences in
  * test_reference.c), over shapes that stress masking, grouped heads, head
- * sizes and storage types, plus the API's argument checks.
+ * sizes and storage types; the score pipeline and per-sequence lengths,
+ * with NaN and infinities in the padding giving what zeros give, bit for
+ * bit; plus the API's argument checks.
  *
  * Errors are max |g - ref| / max |ref| per gradient tensor.
  */
