@@ -29,7 +29,9 @@
  * mask_mod, with s = mods(scale q.k) above and ds carried back through
  * mods by clattn_mods_grad (the softcap's 1 - tanh^2; ALiBi is a constant).
  * Masked pairs have p = 0 and give no gradient; rows past Lq get dQ = 0 and
- * keys past Lk dK = dV = 0. A score_mod has no backward (the host refuses
+ * keys past Lk dK = dV = 0. The padding (Q, dO, O and LSE past Lq, K and V
+ * past Lk) is never read into a product, so whatever it holds, NaN
+ * included, changes nothing. A score_mod has no backward (the host refuses
  * it). Work is visited only where some pair is visible: key ranges of a
  * block of rows by clattn_block_bounds, row ranges of a block of keys by
  * clattn_bwd_rows, so a window's cost is linear in the lengths.
@@ -142,10 +144,13 @@ __kernel void clattn_bwd_dkdv(
   if (j0 >= nk)
     return;
   const size_t kv0 = ((size_t)b * hkv + hk) * nk;
+  /* Keys from the sequence's Lk on are read from its last key (no read
+   * leaves the sequence, so no padding is read) and skipped below. */
+  const int jmax = max((lens_k ? clamp(lens_k[b], 0, nk) : nk) - 1, 0);
   floatv kr[BLOCK_N][DCH], vr[BLOCK_N][DVCH];
   floatv dkr[BLOCK_N][DCH], dvr[BLOCK_N][DVCH];
   for (int jj = 0; jj < BLOCK_N; jj++) {
-    const size_t j = kv0 + min(j0 + jj, nk - 1);
+    const size_t j = kv0 + min(j0 + jj, jmax);
     clattn_load_row(k + j * HEAD_DIM, kr[jj], HEAD_DIM, 1.0f);
     clattn_load_row(v + j * HEAD_DIM_V, vr[jj], HEAD_DIM_V, 1.0f);
     for (int c = 0; c < DCH; c++)
@@ -220,8 +225,11 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
   floatv qr[BLOCK_M][DCH], gr[BLOCK_M][DVCH], acc[BLOCK_M][DCH];
   float lse2[BLOCK_M], dl[BLOCK_M];
   long lo[BLOCK_M], hi[BLOCK_M];
+  /* Rows from the sequence's Lq on are read from its last row (no padding
+   * is read) and see no key. */
+  const int imax = max(sq.lq - 1, 0);
   for (int r = 0; r < BLOCK_M; r++) {
-    const size_t i = row0 + min(i0 + r, nq - 1);
+    const size_t i = row0 + min(i0 + r, imax);
     clattn_load_row(q + i * HEAD_DIM, qr[r], HEAD_DIM, 1.0f);
     clattn_load_row(dout + i * HEAD_DIM_V, gr[r], HEAD_DIM_V, 1.0f);
 #if SIGMOID
@@ -233,7 +241,7 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
     lse2[r] = lse[i] * M_LOG2E_F;
     dl[r] = delta[i];
 #endif
-    /* Rows past nq are past Lq too: they see no key. */
+    /* Rows past Lq (nq included) see no key. */
     lo[r] = clattn_row_first(&sq, (long)i0 + r);
     hi[r] = clattn_row_last(&sq, (long)i0 + r);
     for (int c = 0; c < DCH; c++)
@@ -292,21 +300,25 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
 
 /* One work-item per (key block, batch * kv head): kt[bh][j][d] holds the
  * block of keys from j transposed, d major (vt likewise for V), kr[bh][j]
- * the keys as rows of DP floats. Zero past nk and past the head dims. */
+ * the keys as rows of DP floats. Zero past the sequence's Lk (lens_k, NULL:
+ * Nk) and past the head dims, so whatever the padding holds (NaN included)
+ * never reaches a product. */
 __kernel void clattn_bwd_pack(__global const store_t *k,
                               __global const store_t *v, __global float *ws,
                               const int nk, const int nkp, const ulong vt_off,
-                              const ulong kr_off) {
+                              const ulong kr_off, const int hkv,
+                              __global const int *lens_k) {
   const int j0 = (int)get_global_id(0) * BLOCK_N;
   const size_t bh = get_global_id(1);
   if (j0 >= nkp)
     return;
+  const int lk = lens_k ? clamp(lens_k[bh / hkv], 0, nk) : nk;
   __global float *kt = ws + (bh * nkp + j0) * HEAD_DIM;
   __global float *vt = ws + vt_off + (bh * nkp + j0) * HEAD_DIM_V;
   __global float *kr = ws + kr_off + (bh * nkp + j0) * DP;
   for (int jj = 0; jj < BLOCK_N; jj++) {
     const int j = j0 + jj;
-    const int in = j < nk;
+    const int in = j < lk;
     __global const store_t *ks = k + (bh * nk + min(j, nk - 1)) * HEAD_DIM;
     __global const store_t *vs = v + (bh * nk + min(j, nk - 1)) * HEAD_DIM_V;
     for (int d = 0; d < DP; d++) {
@@ -490,8 +502,18 @@ __kernel void clattn_bwd_cpu(
       int ibeg, iend;
       clattn_bwd_rows(&sq, j0, BLOCK_N, &ibeg, &iend);
       for (int i0 = ibeg / BLOCK_M * BLOCK_M; i0 < iend; i0 += BLOCK_M) {
+        /* Rows past Lq (nq included) come in as zeros, with DELTA and LSE
+         * 0: their Q, dO, O and LSE (padding, NaN maybe) are never read. */
         for (int r = 0; r < BLOCK_M; r++) {
-          const size_t i = row0 + min(i0 + r, nq - 1);
+          if (i0 + r >= sq.lq) {
+            for (int d = 0; d < DP; d++)
+              xs[r][d] = 0.0f;
+            for (int d = 0; d < DVP; d++)
+              gs[r][d] = 0.0f;
+            lse2[r] = dl[r] = 0.0f;
+            continue;
+          }
+          const size_t i = row0 + i0 + r;
           __global const store_t *qi = q + i * HEAD_DIM;
           __global const store_t *gi = dout + i * HEAD_DIM_V;
           for (int d = 0; d < DP; d++)

@@ -201,6 +201,9 @@ static clattn_status cpu_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &nkp);
   CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &vt_off);
   CLATTN_SET_ARG(err, kp, a++, sizeof(cl_ulong), &kr_off);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_int), &hkv);
+  CLATTN_SET_ARG(err, kp, a++, sizeof(cl_mem),
+                 bufs[CLATTN__BUF_LENS_K] ? &bufs[CLATTN__BUF_LENS_K] : NULL);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
   size_t gp[2] = {t.nkp / (size_t)t.bn, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kp, 2, gp, nwait, wait, &ev[0]));

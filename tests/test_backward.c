@@ -2,7 +2,9 @@
  * test_backward.c - backward passes through the public API against the
  * float64 gradient reference (itself checked by finite differences in
  * test_reference.c), over shapes that stress masking, grouped heads, head
- * sizes and storage types, plus the API's argument checks.
+ * sizes and storage types; the score pipeline and per-sequence lengths,
+ * with NaN and infinities in the padding giving what zeros give, bit for
+ * bit; plus the API's argument checks.
  *
  * Errors are max |g - ref| / max |ref| per gradient tensor.
  */
@@ -478,6 +480,116 @@ static void test_backward_pipeline_sigmoid(void **state) {
   }
 }
 
+/* Junk for the padding: NaN, +inf and -inf in turn. */
+static float junk_at(size_t t) {
+  return t % 3 == 0 ? NAN : t % 3 == 1 ? INFINITY : -INFINITY;
+}
+
+/* Sets rows [from, n) of each of `heads` (batch b) in x [B, heads, n, w] to
+ * junk, or to 0 when dirty is 0. */
+static void fill_padding(float *x, size_t b, size_t heads, size_t n,
+                         size_t from, size_t w, int dirty) {
+  for (size_t h = 0; h < heads; h++)
+    for (size_t i = from; i < n; i++)
+      for (size_t t = 0; t < w; t++) {
+        size_t e = ((b * heads + h) * n + i) * w + t;
+        x[e] = dirty ? junk_at(e) : 0.0f;
+      }
+}
+
+/* What the padding of a padded batch holds never matters to the backward:
+ * NaN and infinities in Q, dO, O and LSE past Lq and in K and V past Lk
+ * give the gradients zeros give, bit for bit, and none is NaN; on both
+ * backward shapes (the cpu single pass and the row kernels), lengths alone
+ * and with the whole pipeline. */
+static void check_padding(clattn_variant variant, const char *tiles, int f,
+                          uint64_t seed) {
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc d;
+  bwd_pipe pp;
+  pipe_case(variant, CLATTN_DTYPE_F32, f != F_LENS, f, &d, &pp);
+  d.tiles = tiles;
+  d.mask_mod = pp.mask_mod;
+  clattn_test_sizes n;
+  clattn_test_sizes_get(&d, &n);
+  int softmax = variant == CLATTN_VARIANT_SOFTMAX;
+  float *q = alloc_f(n.q), *k = alloc_f(n.k), *v = alloc_f(n.v);
+  float *o = alloc_f(n.o), *lse = alloc_f(n.lse), *dout = alloc_f(n.o);
+  float *g[2][3];
+  for (int r = 0; r < 2; r++) {
+    g[r][0] = alloc_f(n.q);
+    g[r][1] = alloc_f(n.k);
+    g[r][2] = alloc_f(n.v);
+  }
+  clattn_test_fill_normal(q, n.q, seed, 0.0f, 1.0f);
+  clattn_test_fill_normal(k, n.k, seed + 1, 0.0f, 1.0f);
+  clattn_test_fill_normal(v, n.v, seed + 2, 0.0f, 1.0f);
+  clattn_test_fill_normal(dout, n.o, seed + 3, 0.0f, 1.0f);
+  size_t hkv = d.heads_kv;
+  clattn_plan_t plan = NULL;
+  clattn_status st = clattn_plan_create(ctx, &d, &plan);
+  if (st == CLATTN_SUCCESS)
+    st = clattn_plan_run_host_varlen(plan, q, k, v, o, softmax ? lse : NULL,
+                                     pp.lens_q, pp.lens_k);
+  for (int dirty = 0; dirty < 2 && st == CLATTN_SUCCESS; dirty++) {
+    for (size_t b = 0; b < d.batch; b++) {
+      size_t lq = len_of(pp.lens_q, b, d.seq_q);
+      size_t lk = len_of(pp.lens_k, b, d.seq_k);
+      fill_padding(q, b, d.heads_q, d.seq_q, lq, d.dim, dirty);
+      fill_padding(dout, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
+      fill_padding(o, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
+      if (softmax)
+        fill_padding(lse, b, d.heads_q, d.seq_q, lq, 1, dirty);
+      fill_padding(k, b, hkv, d.seq_k, lk, d.dim, dirty);
+      fill_padding(v, b, hkv, d.seq_k, lk, d.dim_v, dirty);
+    }
+    st = clattn_plan_backward_host_varlen(
+        plan, q, k, v, softmax ? o : NULL, softmax ? lse : NULL, dout,
+        g[dirty][0], g[dirty][1], g[dirty][2], pp.lens_q, pp.lens_k);
+  }
+  clattn_plan_destroy(plan);
+  if (st != CLATTN_SUCCESS)
+    fail_msg("%s: %s", clattn_status_name(st), clattn_context_error(ctx));
+  static const char *const names[3] = {"dQ", "dK", "dV"};
+  const size_t sizes[3] = {n.q, n.k, n.v};
+  int ok = 1;
+  for (int t = 0; t < 3; t++) {
+    size_t nan = 0;
+    for (size_t e = 0; e < sizes[t]; e++)
+      nan += isnan(g[1][t][e]) != 0;
+    if (nan || memcmp(g[0][t], g[1][t], sizes[t] * sizeof(float)) != 0) {
+      print_error("%s: %zu NaN, differs from the zero-padded run\n", names[t],
+                  nan);
+      ok = 0;
+    }
+  }
+  ok &= check_outside(&d, &pp, g[1][0], g[1][1], g[1][2]);
+  if (!ok)
+    fail_msg("%s tiles=%s features=%d: the padding changes the gradients",
+             clattn_variant_name(variant), tiles, f);
+  for (int r = 0; r < 2; r++)
+    for (int t = 0; t < 3; t++)
+      free(g[r][t]);
+  free(q);
+  free(k);
+  free(v);
+  free(o);
+  free(lse);
+  free(dout);
+}
+
+static void test_backward_padding_never_read(void **state) {
+  (void)state;
+  static const char *const shapes[2] = {"SHAPE=cpu", "SHAPE=row"};
+  for (int v = 0; v < 2; v++)
+    for (int s = 0; s < 2; s++) {
+      clattn_variant variant =
+          v ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX;
+      check_padding(variant, shapes[s], F_LENS, 7000 + 10 * (uint64_t)s);
+      check_padding(variant, shapes[s], F_ALL, 7100 + 10 * (uint64_t)s);
+    }
+}
+
 /* A score_mod has no derivative clattn could take: backward refuses it,
  * with a message, whichever entry point is used. */
 static void test_backward_score_mod_refused(void **state) {
@@ -561,6 +673,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_backward_cosformer),
       cmocka_unit_test(test_backward_pipeline_softmax),
       cmocka_unit_test(test_backward_pipeline_sigmoid),
+      cmocka_unit_test(test_backward_padding_never_read),
       cmocka_unit_test(test_backward_score_mod_refused),
       cmocka_unit_test(test_backward_bad_input),
   };

@@ -4,8 +4,10 @@
  * against long and odd key counts, grouped heads, head dims that are not
  * powers of two, causal masking with rows that see no key, every storage
  * dtype, both kernels (work-items with vectors, work-groups with local
- * memory) and forced split counts; over a million keys; which plans choose
- * decode; tile validation, workspace size and the tuner's candidates.
+ * memory) and forced split counts; over a million keys; the score pipeline
+ * and per-sequence lengths, NaN and infinities in the padding giving what
+ * zeros give, bit for bit; which plans choose decode; tile validation,
+ * workspace size and the tuner's candidates.
  *
  * --tiny shrinks the shapes so that the kernels run under Oclgrind.
  */
@@ -738,6 +740,90 @@ static void test_decode_pipeline_padded(void **state) {
   assert_true(all);
 }
 
+/* Sets rows [from, n) of each of `heads` (batch b) in x [B, heads, n, w] to
+ * NaN, +inf and -inf in turn, or to 0 when dirty is 0. */
+static void fill_padding(float *x, size_t b, size_t heads, size_t n,
+                         size_t from, size_t w, int dirty) {
+  for (size_t h = 0; h < heads; h++)
+    for (size_t i = from; i < n; i++)
+      for (size_t t = 0; t < w; t++) {
+        size_t e = ((b * heads + h) * n + i) * w + t;
+        x[e] = !dirty       ? 0.0f
+               : e % 3 == 0 ? NAN
+               : e % 3 == 1 ? INFINITY
+                            : -INFINITY;
+      }
+}
+
+/* What the padding of a padded batch holds never matters: NaN and
+ * infinities in Q past Lq and in K and V past Lk give the output (and LSE)
+ * zeros give, bit for bit, and no NaN, in both decode kernels. */
+static void test_decode_padding_never_read(void **state) {
+  (void)state;
+  static const pipe_case pad_cases[] = {
+      {CLATTN_DTYPE_F32, P_LENS, 4, 8, 2, 5, 301, 40, 24},
+      {CLATTN_DTYPE_F32, P_ALL, 4, 8, 2, 16, 299, 40, 24},
+  };
+  static const pipe_case pad_tiny[] = {
+      {CLATTN_DTYPE_F32, P_LENS, 4, 4, 2, 3, 21, 5, 3},
+      {CLATTN_DTYPE_F32, P_ALL, 4, 4, 2, 3, 21, 5, 3},
+  };
+  const char *const *specs = tiny ? tiny_specs : full_specs;
+  size_t nspecs = tiny ? sizeof tiny_specs / sizeof tiny_specs[0]
+                       : sizeof full_specs / sizeof full_specs[0];
+  int all = 1;
+  for (int v = 0; v < 2; v++)
+    for (size_t c = 0; c < 2; c++) {
+      clattn_variant variant =
+          v ? CLATTN_VARIANT_SIGMOID : CLATTN_VARIANT_SOFTMAX;
+      pipe_problem pp;
+      pipe_problem_init(&pp, variant, tiny ? &pad_tiny[c] : &pad_cases[c],
+                        1100 + 10 * (uint64_t)v + c);
+      const clattn_desc *d = &pp.p.desc;
+      float *clean_o = malloc(pp.p.n.o * sizeof(float));
+      float *clean_lse = malloc((pp.p.n.lse ? pp.p.n.lse : 1) * sizeof(float));
+      assert_true(clean_o && clean_lse);
+      for (size_t s = 0; s < nspecs; s++) {
+        char line[512];
+        clattn_status st = CLATTN_SUCCESS;
+        for (int dirty = 0; dirty < 2 && st == CLATTN_SUCCESS; dirty++) {
+          for (size_t b = 0; b < d->batch; b++) {
+            fill_padding(pp.p.q, b, d->heads_q, d->seq_q, (size_t)pp.lens_q[b],
+                         d->dim, dirty);
+            fill_padding(pp.p.k, b, d->heads_kv, d->seq_k, (size_t)pp.lens_k[b],
+                         d->dim, dirty);
+            fill_padding(pp.p.v, b, d->heads_kv, d->seq_k, (size_t)pp.lens_k[b],
+                         d->dim_v, dirty);
+          }
+          st = pipe_run(&pp, specs[s], line, sizeof line);
+          if (!dirty && st == CLATTN_SUCCESS) {
+            memcpy(clean_o, pp.p.o, pp.p.n.o * sizeof(float));
+            if (pp.p.lse)
+              memcpy(clean_lse, pp.p.lse, pp.p.n.lse * sizeof(float));
+          }
+        }
+        size_t nan = 0;
+        for (size_t t = 0; t < pp.p.n.o; t++)
+          nan += isnan(pp.p.o[t]) != 0;
+        for (size_t t = 0; pp.p.lse && t < pp.p.n.lse; t++)
+          nan += isnan(pp.p.lse[t]) != 0;
+        int ok = st == CLATTN_SUCCESS && nan == 0 &&
+                 memcmp(clean_o, pp.p.o, pp.p.n.o * sizeof(float)) == 0 &&
+                 (!pp.p.lse ||
+                  memcmp(clean_lse, pp.p.lse, pp.p.n.lse * sizeof(float)) == 0);
+        if (!ok) {
+          print_error("  the padding changes the output (%zu NaN):\n", nan);
+          pipe_print(&pp, specs[s], st, line);
+        }
+        all &= ok;
+      }
+      free(clean_o);
+      free(clean_lse);
+      clattn_test_problem_free(&pp.p);
+    }
+  assert_true(all);
+}
+
 int main(int argc, char **argv) {
   tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
   /* The cases check which family and tiles a plan chooses by itself (and
@@ -752,6 +838,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_decode_pipeline_softmax),
       cmocka_unit_test(test_decode_pipeline_sigmoid),
       cmocka_unit_test(test_decode_pipeline_padded),
+      cmocka_unit_test(test_decode_padding_never_read),
       cmocka_unit_test(test_decode_million_keys),
       cmocka_unit_test(test_decode_routing),
       cmocka_unit_test(test_decode_tiles),
@@ -766,6 +853,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_decode_pipeline_softmax),
       cmocka_unit_test(test_decode_pipeline_sigmoid),
       cmocka_unit_test(test_decode_pipeline_padded),
+      cmocka_unit_test(test_decode_padding_never_read),
       cmocka_unit_test(test_decode_routing),
       cmocka_unit_test(test_decode_tiles),
       cmocka_unit_test(test_decode_candidates),

@@ -11,6 +11,8 @@
  *     past Lk exactly 0;
  *   - the gradients of each sequence against the float64 gradient reference
  *     of that sequence alone (cosFormer's default M is max(Lq, Lk) in both);
+ *   - NaN and infinities in the padding giving, bit for bit, what zeros
+ *     give (forward in each kernel shape, and backward);
  *   - host calls refusing a length outside 0..N.
  * The padding of Q, K, V and dO holds NaN, so anything past a sequence that
  * reaches a sum shows. With --tiny (run under Oclgrind) the shapes are small
@@ -415,6 +417,124 @@ static void test_varlen_linear_long_and_tiles(void **state) {
   check_variant_more(CLATTN_VARIANT_COSFORMER, 400);
 }
 
+/* Sets rows [lens[b], n) of every head of x [B, H, n, w] to NaN, +inf and
+ * -inf in turn, or to 0 when dirty is 0. */
+static void set_padding(float *x, size_t b, size_t h, size_t n, size_t w,
+                        const cl_int *lens, int dirty) {
+  for (size_t bb = 0; bb < b; bb++)
+    for (size_t hh = 0; hh < h; hh++)
+      for (size_t i = (size_t)lens[bb]; i < n; i++)
+        for (size_t t = 0; t < w; t++) {
+          size_t e = ((bb * h + hh) * n + i) * w + t;
+          x[e] = !dirty       ? 0.0f
+                 : e % 3 == 0 ? NAN
+                 : e % 3 == 1 ? INFINITY
+                              : -INFINITY;
+        }
+}
+
+/* 1 when a run with junk padding gave what the zero-padded run gave, bit
+ * for bit, without NaN. */
+static int same_as_clean(const char *what, const float *clean,
+                         const float *dirty, size_t n) {
+  size_t nan = 0;
+  for (size_t t = 0; t < n; t++)
+    nan += isnan(dirty[t]) != 0;
+  if (nan || memcmp(clean, dirty, n * sizeof *clean) != 0) {
+    print_error("%s: %zu NaN, differs from the zero-padded run\n", what, nan);
+    return 0;
+  }
+  return 1;
+}
+
+/* What the padding of a padded batch holds never matters: NaN and
+ * infinities in Q and dO past Lq and in K and V past Lk give the output and
+ * the gradients zeros give, bit for bit, and no NaN; each forward kernel
+ * shape and the backward, causal and not. */
+static void check_padding(clattn_variant variant, const varlen_case *c,
+                          const char *const *tiles, size_t ntiles,
+                          uint64_t seed) {
+  clattn_context_t ctx = clattn_test_shared_context();
+  size_t nqe = c->b * c->hq * c->nq * c->d, nke = c->b * c->hkv * c->nk * c->d;
+  size_t nve = c->b * c->hkv * c->nk * c->dv,
+         noe = c->b * c->hq * c->nq * c->dv;
+  float *q = alloc_f(nqe), *k = alloc_f(nke), *v = alloc_f(nve);
+  float *dout = alloc_f(noe);
+  float *o[2], *g[2][3];
+  for (int r = 0; r < 2; r++) {
+    o[r] = alloc_f(noe);
+    g[r][0] = alloc_f(nqe);
+    g[r][1] = alloc_f(nke);
+    g[r][2] = alloc_f(nve);
+  }
+  clattn_test_fill_normal(q, nqe, seed, 0.0f, 1.0f);
+  clattn_test_fill_normal(k, nke, seed + 1, 0.0f, 1.0f);
+  clattn_test_fill_normal(v, nve, seed + 2, 0.0f, 1.0f);
+  clattn_test_fill_normal(dout, noe, seed + 3, 0.0f, 1.0f);
+  for (int causal = 0; causal < 2; causal++) {
+    clattn_desc d;
+    clattn_desc_init(&d, variant);
+    d.causal = causal;
+    desc_of(&d, c);
+    /* Each forward shape, then the backward (tiles NULL). */
+    for (size_t s = 0; s <= ntiles; s++) {
+      int bwd = s == ntiles;
+      d.tiles = bwd ? NULL : tiles[s];
+      clattn_plan_t plan = plan_of(&d);
+      clattn_status st = CLATTN_SUCCESS;
+      for (int dirty = 0; dirty < 2 && st == CLATTN_SUCCESS; dirty++) {
+        set_padding(q, c->b, c->hq, c->nq, c->d, c->lq, dirty);
+        set_padding(dout, c->b, c->hq, c->nq, c->dv, c->lq, dirty);
+        set_padding(k, c->b, c->hkv, c->nk, c->d, c->lk, dirty);
+        set_padding(v, c->b, c->hkv, c->nk, c->dv, c->lk, dirty);
+        st = bwd ? clattn_plan_backward_host_varlen(
+                       plan, q, k, v, NULL, NULL, dout, g[dirty][0],
+                       g[dirty][1], g[dirty][2], c->lq, c->lk)
+                 : clattn_plan_run_host_varlen(plan, q, k, v, o[dirty], NULL,
+                                               c->lq, c->lk);
+      }
+      clattn_plan_destroy(plan);
+      if (st != CLATTN_SUCCESS) {
+        print_error("%s: %s\n", clattn_status_name(st),
+                    clattn_context_error(ctx));
+        fail_case(&d, bwd ? "backward" : "run");
+      }
+      int ok = bwd ? same_as_clean("dQ", g[0][0], g[1][0], nqe) &
+                         same_as_clean("dK", g[0][1], g[1][1], nke) &
+                         same_as_clean("dV", g[0][2], g[1][2], nve)
+                   : same_as_clean("O", o[0], o[1], noe);
+      if (!ok)
+        fail_case(&d, "the padding changes the result");
+    }
+  }
+  for (int r = 0; r < 2; r++) {
+    free(o[r]);
+    for (int t = 0; t < 3; t++)
+      free(g[r][t]);
+  }
+  free(q);
+  free(k);
+  free(v);
+  free(dout);
+}
+
+static void test_varlen_linear_padding_never_read(void **state) {
+  (void)state;
+  static const char *const tiles[] = {"SHAPE=cpu,CHUNK=8", "SHAPE=gpu,CHUNK=8"};
+  static const char *const tiles_tiny[] = {"SHAPE=cpu,CHUNK=4,BLOCK_M=2",
+                                           "SHAPE=gpu,CHUNK=4"};
+  for (int v = 0; v < 2; v++) {
+    clattn_variant variant =
+        v ? CLATTN_VARIANT_COSFORMER : CLATTN_VARIANT_LINEAR;
+    if (tiny) {
+      check_padding(variant, &case_t, tiles_tiny, 2, 500 + (uint64_t)v);
+      continue;
+    }
+    check_padding(variant, &case_a, tiles, 2, 500 + (uint64_t)v);
+    check_padding(variant, &case_b, tiles, 2, 510 + (uint64_t)v);
+  }
+}
+
 /* Host calls check lengths against Nq and Nk before anything runs. */
 static void test_varlen_linear_bad_lengths(void **state) {
   (void)state;
@@ -551,6 +671,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_varlen_linear_linear),
       cmocka_unit_test(test_varlen_linear_cosformer),
       cmocka_unit_test(test_varlen_linear_long_and_tiles),
+      cmocka_unit_test(test_varlen_linear_padding_never_read),
       cmocka_unit_test(test_varlen_linear_bad_lengths),
       cmocka_unit_test(test_varlen_linear_device_clamp),
   };
