@@ -158,6 +158,14 @@ static clattn_status decode_choose(clattn_plan_t plan, const char *spec) {
   int rows = clattn__tiles_get(t, "ROWS");
   int bn = clattn__tiles_get(t, "BLOCK_N");
   int wg = clattn__tiles_get(t, "WG");
+  /* A spec that asks for the one-work-item kernel (WG=1) on a device whose
+   * default is the work-group kernel gets that kernel's own key block
+   * rather than a refusal of the group's (BLOCK_N = WG). */
+  if (wg == 1 && bn != 4 && bn != 8 && bn != 16 &&
+      !(spec && strstr(spec, "BLOCK_N="))) {
+    bn = p->variant == CLATTN_VARIANT_SIGMOID ? 4 : 8;
+    clattn__tiles_add(t, "BLOCK_N", bn);
+  }
   if (vec != 1 && vec != 2 && vec != 4 && vec != 8 && vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "

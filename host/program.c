@@ -136,6 +136,37 @@ static clattn_status build_failed(clattn_context_t ctx, cl_program program,
   return st;
 }
 
+/* NVIDIA's OpenCL compiler (drivers from 550 on) prints, for every kernel
+ * of every program, "Warning: Function NAME is a kernel, so overriding
+ * noinline attribute. The function may be inlined when called." It says
+ * nothing about the source (no clattn kernel is noinline or called as a
+ * function), so such lines are dropped before a log is taken for a
+ * warning. Returns 1 when the line from s to its end is one. */
+static int benign_line(const char *s, size_t len) {
+  static const char mark[] = "is a kernel, so overriding noinline attribute";
+  size_t m = sizeof mark - 1;
+  for (size_t i = 0; i + m <= len; i++) {
+    if (memcmp(s + i, mark, m) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* The log with its benign lines removed, in place. */
+static void drop_benign_lines(char *log) {
+  char *out = log;
+  for (const char *s = log; *s;) {
+    const char *end = strchr(s, '\n');
+    size_t len = end ? (size_t)(end - s) + 1 : strlen(s);
+    if (!benign_line(s, len)) {
+      memmove(out, s, len);
+      out += len;
+    }
+    s += len;
+  }
+  *out = '\0';
+}
+
 /* The build log when it holds a warning (runtimes print "warning:" or
  * "Warning"), else NULL; a heap string. */
 static char *build_warnings(clattn_context_t ctx, cl_program program) {
@@ -151,6 +182,7 @@ static char *build_warnings(clattn_context_t ctx, cl_program program) {
     return NULL;
   }
   log[need] = '\0';
+  drop_benign_lines(log);
   if (!clattn__contains_ci(log, "warning")) {
     free(log);
     return NULL;

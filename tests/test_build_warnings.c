@@ -48,10 +48,28 @@ static char *capture_end(void) {
   return text;
 }
 
+/* A warning on a line other than NVIDIA's note on every kernel ("is a
+ * kernel, so overriding noinline attribute"), which clattn's own filter
+ * drops as well since it says nothing about the source. */
 static int has_warning(const char *s) {
-  for (; *s; s++) {
-    if ((s[0] == 'w' || s[0] == 'W') && strncmp(s + 1, "arning", 6) == 0)
+  while (*s) {
+    const char *end = strchr(s, '\n');
+    size_t len = end ? (size_t)(end - s) : strlen(s);
+    int benign = 0, warn = 0;
+    for (size_t i = 0; i < len; i++) {
+      if ((s[i] == 'w' || s[i] == 'W') && len - i >= 7 &&
+          strncmp(s + i + 1, "arning", 6) == 0)
+        warn = 1;
+      if (len - i >= 45 &&
+          strncmp(s + i, "is a kernel, so overriding noinline attribute", 45) ==
+              0)
+        benign = 1;
+    }
+    if (warn && !benign)
       return 1;
+    s += len;
+    if (*s)
+      s++;
   }
   return 0;
 }
