@@ -52,8 +52,8 @@ __kernel void clattn_sigmoid_fwd(__global const store_t *q,
 
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, i0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1, fbeg = kr.s2, fend = kr.s3;
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
     if (bmod == 0)
@@ -101,8 +101,8 @@ __kernel void clattn_sigmoid_fwd_kt(__global const store_t *q,
    * reaches the exponential. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, i0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1, fbeg = kr.s2, fend = kr.s3;
   float s[BLOCK_M][BLOCK_N];
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
@@ -153,8 +153,8 @@ __kernel void clattn_sigmoid_fwd_gpu(__global const store_t *q,
   /* Uniform loop bounds for the barriers; each row masks its own keys. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
   const float bias = clattn_seq_bias(&sq, bias_log2);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, g0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1;
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     /* The same for the whole group: its rows are one block. */
     const int bmod = clattn_block_mod(block_mask, &sq, g0, j0, nq, nk, hq);

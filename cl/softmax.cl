@@ -69,8 +69,8 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
   }
 
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, i0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1, fbeg = kr.s2, fend = kr.s3;
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
     if (bmod == 0)
@@ -138,8 +138,8 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
    * it, which after the first blocks is rare. Weights are then exp2(s - m)
    * <= 2^RESCALE_SLACK, far from overflow in float. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, i0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, i0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1, fbeg = kr.s2, fend = kr.s3;
   float s[BLOCK_M][BLOCK_N];
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     const int bmod = clattn_block_mod(block_mask, &sq, i0, j0, nq, nk, hq);
@@ -214,8 +214,8 @@ __kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
    * loop and its barriers are in uniform control flow; each row masks what
    * it does not see. */
   const clattn_seq sq = clattn_seq_make(b, h, nq, nk, CLATTN_PIPE_ARGS);
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds_window(&sq, g0, BLOCK_M, BLOCK_N, &kbeg, &kend, &fbeg, &fend);
+  const int4 kr = clattn_block_range(&sq, g0, BLOCK_M, BLOCK_N);
+  const int kbeg = kr.s0, kend = kr.s1;
   for (int j0 = kbeg; j0 < kend; j0 += BLOCK_N) {
     /* The same for the whole group: its rows are one block. */
     const int bmod = clattn_block_mod(block_mask, &sq, g0, j0, nq, nk, hq);
