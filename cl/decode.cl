@@ -136,14 +136,16 @@ float clattn_decode_score(const clattn_seq *s, const float x, const int i,
              : -INFINITY;
 }
 
-/* Elements [c * VEC, c * VEC + VEC) of a row of HEAD_DIM_V, zero-padded past
- * its end (c is a constant once loops are unrolled, so the test folds). */
-floatv clattn_decode_vchunk(__global const store_t *row, const int c) {
-  if ((c + 1) * VEC <= HEAD_DIM_V)
+/* Elements [c * VEC, c * VEC + VEC) of a row of n (HEAD_DIM or
+ * HEAD_DIM_V), zero-padded past its end (c and n are constants once loops
+ * are unrolled, so the test folds). */
+floatv clattn_decode_chunk(__global const store_t *row, const int c,
+                           const int n) {
+  if ((c + 1) * VEC <= n)
     return VLOAD(row + c * VEC);
   float tmp[VEC];
   for (int t = 0; t < VEC; t++)
-    tmp[t] = c * VEC + t < HEAD_DIM_V ? LOAD1(row, c * VEC + t) : 0.0f;
+    tmp[t] = c * VEC + t < n ? LOAD1(row, c * VEC + t) : 0.0f;
   return VLOAD_PRIV(tmp);
 }
 
@@ -297,15 +299,7 @@ __kernel void clattn_decode_split(
       for (int r = 0; r < ROWS; r++)
         d[r] = (floatv)(0.0f);
       for (int c = 0; c < DCH; c++) {
-        floatv kc;
-        if ((c + 1) * VEC <= HEAD_DIM) {
-          kc = VLOAD(kr + c * VEC);
-        } else {
-          float tmp[VEC];
-          for (int t = 0; t < VEC; t++)
-            tmp[t] = c * VEC + t < HEAD_DIM ? LOAD1(kr, c * VEC + t) : 0.0f;
-          kc = VLOAD_PRIV(tmp);
-        }
+        const floatv kc = clattn_decode_chunk(kr, c, HEAD_DIM);
 #pragma unroll
         for (int r = 0; r < ROWS; r++)
           d[r] = fma(qr[r][c], kc, d[r]);
@@ -355,8 +349,8 @@ __kernel void clattn_decode_split(
      * accumulators are live. */
     for (int c = 0; c < DVCH; c++) {
       for (int jj = 0; jj < BLOCK_N; jj++) {
-        const floatv vc = clattn_decode_vchunk(
-            v + (ulong)min(j0 + jj, kend - 1) * HEAD_DIM_V, c);
+        const floatv vc = clattn_decode_chunk(
+            v + (ulong)min(j0 + jj, kend - 1) * HEAD_DIM_V, c, HEAD_DIM_V);
 #pragma unroll
         for (int r = 0; r < ROWS; r++)
           acc[r][c] = fma((floatv)(sc[r][jj]), vc, acc[r][c]);
@@ -465,15 +459,7 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
       for (int r = 0; r < ROWS; r++)
         d[r] = (floatv)(0.0f);
       for (int c = 0; c < DCH; c++) {
-        floatv kc;
-        if ((c + 1) * VEC <= HEAD_DIM) {
-          kc = VLOAD(kr + c * VEC);
-        } else {
-          float tmp[VEC];
-          for (int t = 0; t < VEC; t++)
-            tmp[t] = c * VEC + t < HEAD_DIM ? LOAD1(kr, c * VEC + t) : 0.0f;
-          kc = VLOAD_PRIV(tmp);
-        }
+        const floatv kc = clattn_decode_chunk(kr, c, HEAD_DIM);
         for (int r = 0; r < ROWS; r++)
           d[r] = fma(VLOAD_LOCAL(qs + r * DP + c * VEC), kc, d[r]);
       }

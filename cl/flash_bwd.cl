@@ -33,7 +33,7 @@
  * past Lk) is never read into a product, so whatever it holds, NaN
  * included, changes nothing. A score_mod has no backward (the host refuses
  * it). Work is visited only where some pair is visible: key ranges of a
- * block of rows by clattn_block_bounds, row ranges of a block of keys by
+ * block of rows by clattn_block_range, row ranges of a block of keys by
  * clattn_bwd_rows, so a window's cost is linear in the lengths.
  *
  * SHAPE 1 (cpu) replaces dkdv and dq by one pass shaped like blocked GEMMs,
@@ -101,7 +101,7 @@ float clattn_bwd_ds(const float p, const float dp, const float delta) {
 }
 
 /* Rows [*ibeg, *iend) hold every row of the sequence that sees some key of
- * j0 .. j0 + n - 1, the transpose of clattn_block_bounds: as first(i) and
+ * j0 .. j0 + n - 1, the transpose of clattn_block_range: as first(i) and
  * last(i) never decrease with i, row i sees a key of the block when
  * first(i) <= jl and last(i) >= j0, jl the block's last key below Lk. That
  * is i + off - left <= jl and i + off + right >= j0, for i < Lq. */
@@ -247,10 +247,9 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
     for (int c = 0; c < DCH; c++)
       acc[r][c] = (floatv)(0.0f);
   }
-  /* Keys outside [kbeg, kend) are seen by no row of the block. */
-  int kbeg, kend, fbeg, fend;
-  clattn_block_bounds(&sq, i0, BLOCK_M, 1, &kbeg, &kend, &fbeg, &fend);
-  for (int j = kbeg; j < kend; j++) {
+  /* Keys outside [keys.s0, keys.s1) are seen by no row of the block. */
+  const int4 keys = clattn_block_range(&sq, i0, BLOCK_M, 1);
+  for (int j = keys.s0; j < keys.s1; j++) {
     floatv kr[DCH], vr[DVCH];
     clattn_load_row(k + (kv0 + j) * HEAD_DIM, kr, HEAD_DIM, 1.0f);
     clattn_load_row(v + (kv0 + j) * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);

@@ -112,39 +112,14 @@ long clattn_row_last(const clattn_seq *s, const long i) {
   return i >= s->lq ? -1L : min((long)s->lk - 1, i + s->off + s->right);
 }
 
-/* For the rows i0 .. i0 + nrows - 1: keys [*kbeg, *kend) hold every key
- * some row sees, with kbeg rounded down to a multiple of step (key blocks
- * start there); every row sees every key of [*fbeg, *fend), so blocks
- * inside it need no mask. */
-void clattn_block_bounds(const clattn_seq *s, const int i0, const int nrows,
-                         const int step, int *kbeg, int *kend, int *fbeg,
-                         int *fend) {
-  const long ilast = min((long)i0 + nrows, (long)s->lq) - 1;
-  *kbeg = *kend = *fbeg = *fend = 0;
-  if (ilast < i0)
-    return;
-  const long first = clattn_row_first(s, i0);
-  const long last = clattn_row_last(s, ilast);
-  if (last < first)
-    return;
-  *kbeg = (int)(first / step * step);
-  *kend = (int)(last + 1);
-  if (PIPE_MASK_MOD || (long)i0 + nrows > s->lq)
-    return; /* every block masks */
-  const long ffirst = clattn_row_first(s, ilast);
-  const long flast = clattn_row_last(s, i0);
-  if (flast >= ffirst) {
-    *fbeg = (int)ffirst;
-    *fend = (int)(flast + 1);
-  }
-}
-
-/* clattn_block_bounds by the window and lengths alone, as values
- * (kbeg, kend, fbeg, fend): its free range ignores the mask_mod (for
- * kernels that know, from the block mask, which blocks the mask_mod leaves
- * whole). Returned rather than written through pointers: Intel's CPU
- * compiler kept the forward kernels' loop bounds in memory that way and
- * ran them 2.8x slower. */
+/* For the rows i0 .. i0 + nrows - 1, as (kbeg, kend, fbeg, fend): keys
+ * [kbeg, kend) hold every key some row sees, with kbeg rounded down to a
+ * multiple of step (key blocks start there); every row sees every key of
+ * [fbeg, fend) by the window and lengths, so blocks inside it need no mask
+ * but the mask_mod's (the flash kernels learn which blocks that leaves
+ * whole from the block mask). Returned rather than written through
+ * pointers: Intel's CPU compiler kept the forward kernels' loop bounds in
+ * memory that way and ran them 2.8x slower. */
 int4 clattn_block_range(const clattn_seq *s, const int i0, const int nrows,
                         const int step) {
   const long ilast = min((long)i0 + nrows, (long)s->lq) - 1;

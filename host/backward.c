@@ -118,16 +118,7 @@ static clattn_status bwd_program(clattn_plan_t plan, char *options, size_t size,
                                  cl_program *program) {
   static const char *const files[] = {"common.cl", "keys.cl", "score.cl",
                                       "flash_bwd.cl"};
-  clattn__pipe_options(&plan->p, options, size);
-  int oom = 0;
-  char *prelude = clattn__pipe_prelude(&plan->p, &oom);
-  if (oom)
-    return clattn__fail(plan->ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory assembling the score mods");
-  clattn_status st = clattn__program_get_prelude(plan->ctx, prelude, files, 4,
-                                                 options, program);
-  free(prelude);
-  return st;
+  return clattn__pipe_program(plan, files, 4, options, size, program);
 }
 
 static clattn_status cpu_backward_create(clattn_plan_t plan) {

@@ -235,26 +235,11 @@ static clattn_status decode_create(clattn_plan_t plan, const char *spec) {
            "-D BLOCK_N=%d -D VEC=%d -D WG=%d",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v,
            p->variant == CLATTN_VARIANT_SIGMOID, rows, bn, vec, wg);
-  clattn__pipe_options(p, options, sizeof options);
   static const char *const files[] = {"common.cl", "score.cl", "decode.cl"};
   cl_program program = NULL;
-  int oom = 0;
-  char *prelude = clattn__pipe_prelude(p, &oom);
-  if (oom)
-    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory assembling the score mods");
-  st = clattn__program_get_prelude(ctx, prelude, files, 3, options, &program);
-  free(prelude);
-  if (st != CLATTN_SUCCESS)
-    goto cleanup;
-  /* A runtime's warnings are a kernel defect worth telling the caller
-   * about (clattn_plan_describe shows them), never printed. */
-  const char *warnings = clattn__program_warnings(ctx, program);
-  if (warnings) {
-    size_t used = strlen(plan->warning);
-    snprintf(plan->warning + used, sizeof plan->warning - used,
-             "%skernel build warnings: %s", used ? "; " : "", warnings);
-  }
+  CLATTN_CHECK(
+      clattn__pipe_program(plan, files, 3, options, sizeof options, &program));
+  clattn__plan_note_warnings(plan, program);
   cl_int err = CL_SUCCESS;
   plan->kernels[0] = clCreateKernel(
       program, wg == 1 ? "clattn_decode_split" : "clattn_decode_split_wg",

@@ -6,7 +6,6 @@
 #include "program.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -252,7 +251,6 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   snprintf(options, sizeof options,
            "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D SHAPE=%d",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, shape);
-  clattn__pipe_options(p, options, sizeof options);
   /* WG is a launch parameter, not a kernel macro; SHAPE is passed above. */
   clattn__tiles kt = *t;
   kt.count = 0;
@@ -264,23 +262,9 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
   const char *files[] = {"common.cl", "keys.cl", "score.cl", "flash.cl",
                          sigmoid ? "sigmoid.cl" : "softmax.cl"};
   cl_program program = NULL;
-  int oom = 0;
-  char *prelude = clattn__pipe_prelude(p, &oom);
-  if (oom)
-    return clattn__fail(ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
-                        "out of memory assembling the score mods");
-  st = clattn__program_get_prelude(ctx, prelude, files, 5, options, &program);
-  free(prelude);
-  if (st != CLATTN_SUCCESS)
-    goto cleanup;
-  /* A runtime's warnings are a kernel defect worth telling the caller
-   * about (clattn_plan_describe shows them), never printed. */
-  const char *warnings = clattn__program_warnings(ctx, program);
-  if (warnings) {
-    size_t used = strlen(plan->warning);
-    snprintf(plan->warning + used, sizeof plan->warning - used,
-             "%skernel build warnings: %s", used ? "; " : "", warnings);
-  }
+  CLATTN_CHECK(
+      clattn__pipe_program(plan, files, 5, options, sizeof options, &program));
+  clattn__plan_note_warnings(plan, program);
   cl_int err = CL_SUCCESS;
   static const char *const names[2][3] = {
       {"clattn_softmax_fwd", "clattn_softmax_fwd_kt", "clattn_softmax_fwd_gpu"},

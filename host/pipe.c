@@ -3,6 +3,7 @@
  * options, the user mods as a program prelude, and its kernel arguments.
  */
 #include "plan.h"
+#include "program.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@ int clattn__pipe_active(const clattn__problem *p) {
          p->softcap > 0.0f || p->alibi || p->score_mod || p->mask_mod;
 }
 
-void clattn__pipe_options(const clattn__problem *p, char *buf, size_t size) {
+static void pipe_options(const clattn__problem *p, char *buf, size_t size) {
   size_t used = strlen(buf);
   if (used < size)
     snprintf(buf + used, size - used,
@@ -22,7 +23,10 @@ void clattn__pipe_options(const clattn__problem *p, char *buf, size_t size) {
              p->variant == CLATTN_VARIANT_SIGMOID && p->bias_default);
 }
 
-char *clattn__pipe_prelude(const clattn__problem *p, int *out_of_memory) {
+/* The OpenCL C text put before a program's files: the user's mods as
+ * functions clattn_score_mod and clattn_mask_mod, or NULL when there are
+ * none (a heap string). *out_of_memory is set when allocation failed. */
+static char *pipe_prelude(const clattn__problem *p, int *out_of_memory) {
   static const char score_fmt[] =
       "float clattn_score_mod(float score, int b, int h, int i, int j) {\n"
       "  (void)score; (void)b; (void)h; (void)i; (void)j;\n"
@@ -55,6 +59,21 @@ char *clattn__pipe_prelude(const clattn__problem *p, int *out_of_memory) {
   if (p->mask_mod)
     snprintf(text + used, n - used, mask_fmt, p->mask_mod);
   return text;
+}
+
+clattn_status clattn__pipe_program(clattn_plan_t plan, const char *const *files,
+                                   size_t nfiles, char *options, size_t size,
+                                   cl_program *out) {
+  pipe_options(&plan->p, options, size);
+  int oom = 0;
+  char *prelude = pipe_prelude(&plan->p, &oom);
+  if (oom)
+    return clattn__fail(plan->ctx, CLATTN_ERROR_OUT_OF_HOST_MEMORY,
+                        "out of memory assembling the score mods");
+  clattn_status st = clattn__program_get_prelude(plan->ctx, prelude, files,
+                                                 nfiles, options, out);
+  free(prelude);
+  return st;
 }
 
 cl_int clattn__pipe_args(clattn_plan_t plan, cl_kernel kern, cl_uint *a,

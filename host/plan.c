@@ -3,6 +3,7 @@
  * host-pointer convenience call.
  */
 #include "plan.h"
+#include "program.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -705,6 +706,15 @@ CLATTN_API size_t clattn_plan_device_bytes(clattn_plan_t plan) {
                  (plan->alibi ? plan->p.heads_q * sizeof(float) : 0);
   mtx_unlock(&plan->lock);
   return bytes;
+}
+
+void clattn__plan_note_warnings(clattn_plan_t plan, cl_program program) {
+  const char *warnings = clattn__program_warnings(plan->ctx, program);
+  if (warnings) {
+    size_t used = strlen(plan->warning);
+    snprintf(plan->warning + used, sizeof plan->warning - used,
+             "%skernel build warnings: %s", used ? "; " : "", warnings);
+  }
 }
 
 CLATTN_API size_t clattn_plan_describe(clattn_plan_t plan, char *buf,

@@ -116,13 +116,17 @@ struct clattn_plan {
   size_t block_mask_bytes;
 };
 
-/* The -D options of the score pipeline for the plan's kernels. */
-void clattn__pipe_options(const clattn__problem *p, char *buf, size_t size);
+/* Gets the program of `files` with the plan's score pipeline: its -D
+ * options appended to `options` (a buffer of size bytes), its user mods
+ * put before the files (and so in the program's key). */
+clattn_status clattn__pipe_program(clattn_plan_t plan, const char *const *files,
+                                   size_t nfiles, char *options, size_t size,
+                                   cl_program *out);
 
-/* The OpenCL C text put before a program's files: the user's mods as
- * functions clattn_score_mod and clattn_mask_mod, or NULL when there are
- * none (a heap string). *out_of_memory is set when allocation failed. */
-char *clattn__pipe_prelude(const clattn__problem *p, int *out_of_memory);
+/* Adds the warnings of a program's build from source (a kernel defect
+ * worth telling the caller about) to the plan's description; never
+ * printed. */
+void clattn__plan_note_warnings(clattn_plan_t plan, cl_program program);
 
 /* Sets the pipeline's trailing kernel arguments (CLATTN_PIPE_PARAMS in
  * score.cl) from index *a on: lengths, slopes, window, softcap and the

@@ -29,18 +29,6 @@ static double tol_of(clattn_dtype dtype) {
   return dtype == CLATTN_DTYPE_F32 ? TOL_F32 : TOL_HALF;
 }
 
-static float *alloc_f(size_t n) {
-  float *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
-static double *alloc_d(size_t n) {
-  double *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
 /* Rows with no visible key (causal, Nq > Nk) must give exactly zero dQ. */
 static int check_empty_rows(const clattn_desc *d, const float *dq) {
   if (!d->causal || d->seq_q <= d->seq_k)
@@ -77,7 +65,7 @@ static void run_backward(const clattn_desc *d, const bwd_pipe *pp,
   clattn_test_sizes n;
   clattn_test_sizes_get(d, &n);
   const cl_int *lq = pp ? pp->lens_q : NULL, *lk = pp ? pp->lens_k : NULL;
-  float *o = alloc_f(n.o), *lse = alloc_f(n.lse);
+  float *o = clattn_test_alloc_f(n.o), *lse = clattn_test_alloc_f(n.lse);
   clattn_plan_t plan = NULL;
   clattn_status st = clattn_plan_create(ctx, d, &plan);
   if (st != CLATTN_SUCCESS)
@@ -147,9 +135,11 @@ static void check_desc_ex(clattn_desc d, const bwd_pipe *pp, uint64_t seed) {
   if (pp)
     d.mask_mod = pp->mask_mod;
   clattn_test_problem_init(&pr, &d, seed);
-  float *dout = alloc_f(pr.n.o);
-  float *dq = alloc_f(pr.n.q), *dk = alloc_f(pr.n.k), *dv = alloc_f(pr.n.v);
-  double *rq = alloc_d(pr.n.q), *rk = alloc_d(pr.n.k), *rv = alloc_d(pr.n.v);
+  float *dout = clattn_test_alloc_f(pr.n.o);
+  float *dq = clattn_test_alloc_f(pr.n.q), *dk = clattn_test_alloc_f(pr.n.k),
+        *dv = clattn_test_alloc_f(pr.n.v);
+  double *rq = clattn_test_alloc_d(pr.n.q), *rk = clattn_test_alloc_d(pr.n.k),
+         *rv = clattn_test_alloc_d(pr.n.v);
   clattn_test_fill_normal(dout, pr.n.o, seed + 7, 0.0f, 1.0f);
   clattn_test_round_to_dtype(dout, pr.n.o, d.dtype);
   int lens_q[8], lens_k[8];
@@ -379,9 +369,11 @@ static void check_alone(clattn_variant variant, int causal, uint64_t seed) {
             F_LENS | F_WINDOW | F_SOFTCAP | F_ALIBI, &d, &pp);
   clattn_test_sizes n;
   clattn_test_sizes_get(&d, &n);
-  float *q = alloc_f(n.q), *k = alloc_f(n.k), *v = alloc_f(n.v);
-  float *dout = alloc_f(n.o);
-  float *dq = alloc_f(n.q), *dk = alloc_f(n.k), *dv = alloc_f(n.v);
+  float *q = clattn_test_alloc_f(n.q), *k = clattn_test_alloc_f(n.k),
+        *v = clattn_test_alloc_f(n.v);
+  float *dout = clattn_test_alloc_f(n.o);
+  float *dq = clattn_test_alloc_f(n.q), *dk = clattn_test_alloc_f(n.k),
+        *dv = clattn_test_alloc_f(n.v);
   clattn_test_fill_normal(q, n.q, seed, 0.0f, 1.0f);
   clattn_test_fill_normal(k, n.k, seed + 1, 0.0f, 1.0f);
   clattn_test_fill_normal(v, n.v, seed + 2, 0.0f, 1.0f);
@@ -396,10 +388,13 @@ static void check_alone(clattn_variant variant, int causal, uint64_t seed) {
     one.seq_k = (size_t)pp.lens_k[b];
     clattn_test_sizes m;
     clattn_test_sizes_get(&one, &m);
-    float *q1 = alloc_f(m.q), *k1 = alloc_f(m.k), *v1 = alloc_f(m.v);
-    float *g1 = alloc_f(m.o);
-    float *dq1 = alloc_f(m.q), *dk1 = alloc_f(m.k), *dv1 = alloc_f(m.v);
-    double *pq = alloc_d(m.q), *pk = alloc_d(m.k), *pv = alloc_d(m.v);
+    float *q1 = clattn_test_alloc_f(m.q), *k1 = clattn_test_alloc_f(m.k),
+          *v1 = clattn_test_alloc_f(m.v);
+    float *g1 = clattn_test_alloc_f(m.o);
+    float *dq1 = clattn_test_alloc_f(m.q), *dk1 = clattn_test_alloc_f(m.k),
+          *dv1 = clattn_test_alloc_f(m.v);
+    double *pq = clattn_test_alloc_d(m.q), *pk = clattn_test_alloc_d(m.k),
+           *pv = clattn_test_alloc_d(m.v);
     /* The slices of sequence b, and its padded gradients. */
     for (size_t h = 0; h < d.heads_q; h++)
       for (size_t i = 0; i < one.seq_q; i++) {
@@ -513,13 +508,15 @@ static void check_padding(clattn_variant variant, const char *tiles, int f,
   clattn_test_sizes n;
   clattn_test_sizes_get(&d, &n);
   int softmax = variant == CLATTN_VARIANT_SOFTMAX;
-  float *q = alloc_f(n.q), *k = alloc_f(n.k), *v = alloc_f(n.v);
-  float *o = alloc_f(n.o), *lse = alloc_f(n.lse), *dout = alloc_f(n.o);
+  float *q = clattn_test_alloc_f(n.q), *k = clattn_test_alloc_f(n.k),
+        *v = clattn_test_alloc_f(n.v);
+  float *o = clattn_test_alloc_f(n.o), *lse = clattn_test_alloc_f(n.lse),
+        *dout = clattn_test_alloc_f(n.o);
   float *g[2][3];
   for (int r = 0; r < 2; r++) {
-    g[r][0] = alloc_f(n.q);
-    g[r][1] = alloc_f(n.k);
-    g[r][2] = alloc_f(n.v);
+    g[r][0] = clattn_test_alloc_f(n.q);
+    g[r][1] = clattn_test_alloc_f(n.k);
+    g[r][2] = clattn_test_alloc_f(n.v);
   }
   clattn_test_fill_normal(q, n.q, seed, 0.0f, 1.0f);
   clattn_test_fill_normal(k, n.k, seed + 1, 0.0f, 1.0f);

@@ -21,18 +21,6 @@
 #define TOL_F16 2e-2
 #define TOL_LSE 1e-5
 
-static float *alloc_f(size_t n) {
-  float *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
-static double *alloc_d(size_t n) {
-  double *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
 /* Cut points 0 = c[0] < c[1] < ... < c[parts] = nk, spread unevenly. */
 static void cuts(size_t nk, size_t parts, uint64_t seed, size_t *c) {
   c[0] = 0;
@@ -46,7 +34,7 @@ static void cuts(size_t nk, size_t parts, uint64_t seed, size_t *c) {
 /* Copies keys [s, e) of every (batch, kv head) of x [B, Hkv, Nk, w]. */
 static float *slice_keys(const float *x, size_t bh, size_t nk, size_t w,
                          size_t s, size_t e) {
-  float *out = alloc_f(bh * (e - s) * w);
+  float *out = clattn_test_alloc_f(bh * (e - s) * w);
   for (size_t r = 0; r < bh; r++)
     memcpy(out + r * (e - s) * w, x + (r * nk + s) * w,
            (e - s) * w * sizeof *x);
@@ -62,7 +50,7 @@ static void partial_ref(const clattn_desc *d, const float *q, const float *k,
   size_t hkv = d->heads_kv ? d->heads_kv : d->heads_q;
   size_t dv = d->dim_v ? d->dim_v : d->dim;
   double scale = d->scale > 0 ? d->scale : 1.0 / sqrt((double)d->dim);
-  double *sc = alloc_d(d->seq_k);
+  double *sc = clattn_test_alloc_d(d->seq_k);
   for (size_t b = 0; b < d->batch; b++)
     for (size_t h = 0; h < d->heads_q; h++)
       for (size_t i = 0; i < d->seq_q; i++) {
@@ -116,8 +104,10 @@ static void check_ref_parts(clattn_desc d, size_t parts, uint64_t seed) {
   size_t *c = malloc((parts + 1) * sizeof *c);
   assert_non_null(c);
   cuts(d.seq_k, parts, seed ^ 0x5eedu, c);
-  double *lp = alloc_d(parts * rows), *op = alloc_d(parts * rows * dv);
-  float *lpf = alloc_f(parts * rows), *opf = alloc_f(parts * rows * dv);
+  double *lp = clattn_test_alloc_d(parts * rows),
+         *op = clattn_test_alloc_d(parts * rows * dv);
+  float *lpf = clattn_test_alloc_f(parts * rows),
+        *opf = clattn_test_alloc_f(parts * rows * dv);
   for (size_t p = 0; p < parts; p++)
     partial_ref(&d, pr.q, pr.k, pr.v, c[p], c[p + 1], lp + p * rows,
                 op + p * rows * dv);
@@ -185,7 +175,8 @@ static void test_merge_split_plans(void **state) {
   for (size_t parts = 2; parts <= 16; parts *= 2) {
     size_t c[17];
     cuts(d.seq_k, parts, 41 + parts, c);
-    float *op = alloc_f(parts * rows * dv), *lp = alloc_f(parts * rows);
+    float *op = clattn_test_alloc_f(parts * rows * dv),
+          *lp = clattn_test_alloc_f(parts * rows);
     for (size_t p = 0; p < parts; p++) {
       clattn_desc dp = d;
       dp.seq_k = c[p + 1] - c[p];
@@ -200,7 +191,7 @@ static void test_merge_split_plans(void **state) {
       free(kp);
       free(vp);
     }
-    float *o = alloc_f(rows * dv), *l = alloc_f(rows);
+    float *o = clattn_test_alloc_f(rows * dv), *l = clattn_test_alloc_f(rows);
     assert_int_equal(
         clattn_merge_host(ctx, d.dtype, parts, rows, dv, op, lp, o, l),
         CLATTN_SUCCESS);

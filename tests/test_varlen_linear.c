@@ -49,18 +49,6 @@ static double tol_bwd(clattn_dtype dt) {
   return dt == CLATTN_DTYPE_F32 ? TOL_BWD_F32 : TOL_BWD_HALF;
 }
 
-static float *alloc_f(size_t n) {
-  float *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
-static double *alloc_d(size_t n) {
-  double *x = malloc((n ? n : 1) * sizeof *x);
-  assert_non_null(x);
-  return x;
-}
-
 static void fill_nan(float *x, size_t n) {
   for (size_t t = 0; t < n; t++)
     x[t] = NAN;
@@ -136,9 +124,10 @@ static void check_forward(const clattn_desc *d, const varlen_case *c,
   size_t nqe = c->b * c->hq * c->nq * c->d, nke = c->b * c->hkv * c->nk * c->d;
   size_t nve = c->b * c->hkv * c->nk * c->dv,
          noe = c->b * c->hq * c->nq * c->dv;
-  float *q = alloc_f(nqe), *k = alloc_f(nke), *v = alloc_f(nve);
-  float *o = alloc_f(noe);
-  double *ref = alloc_d(noe);
+  float *q = clattn_test_alloc_f(nqe), *k = clattn_test_alloc_f(nke),
+        *v = clattn_test_alloc_f(nve);
+  float *o = clattn_test_alloc_f(noe);
+  double *ref = clattn_test_alloc_d(noe);
   fill_padded(q, c->b, c->hq, c->nq, c->d, c->lq, seed, d->dtype);
   fill_padded(k, c->b, c->hkv, c->nk, c->d, c->lk, seed + 1, d->dtype);
   fill_padded(v, c->b, c->hkv, c->nk, c->dv, c->lk, seed + 2, d->dtype);
@@ -176,8 +165,10 @@ static void check_forward(const clattn_desc *d, const varlen_case *c,
     d1.batch = 1;
     d1.seq_q = lq;
     d1.seq_k = lk;
-    float *q1 = alloc_f(c->hq * lq * c->d), *k1 = alloc_f(c->hkv * lk * c->d);
-    float *v1 = alloc_f(c->hkv * lk * c->dv), *o1 = alloc_f(c->hq * lq * c->dv);
+    float *q1 = clattn_test_alloc_f(c->hq * lq * c->d),
+          *k1 = clattn_test_alloc_f(c->hkv * lk * c->d);
+    float *v1 = clattn_test_alloc_f(c->hkv * lk * c->dv),
+          *o1 = clattn_test_alloc_f(c->hq * lq * c->dv);
     slice_seq(q, q1, b, c->hq, c->nq, c->d, lq);
     slice_seq(k, k1, b, c->hkv, c->nk, c->d, lk);
     slice_seq(v, v1, b, c->hkv, c->nk, c->dv, lk);
@@ -216,7 +207,7 @@ static void check_forward(const clattn_desc *d, const varlen_case *c,
 static int check_slice(const char *what, const float *g, const double *ref,
                        size_t b, size_t h, size_t n, size_t w, size_t len,
                        double tol) {
-  float *s = alloc_f(h * len * w);
+  float *s = clattn_test_alloc_f(h * len * w);
   slice_seq(g, s, b, h, n, w, len);
   int ok = clattn_test_check(what, s, ref, h * len * w, tol);
   free(s);
@@ -231,9 +222,11 @@ static void check_backward(const clattn_desc *d, const varlen_case *c,
   size_t nqe = c->b * c->hq * c->nq * c->d, nke = c->b * c->hkv * c->nk * c->d;
   size_t nve = c->b * c->hkv * c->nk * c->dv,
          noe = c->b * c->hq * c->nq * c->dv;
-  float *q = alloc_f(nqe), *k = alloc_f(nke), *v = alloc_f(nve);
-  float *dout = alloc_f(noe);
-  float *dq = alloc_f(nqe), *dk = alloc_f(nke), *dv = alloc_f(nve);
+  float *q = clattn_test_alloc_f(nqe), *k = clattn_test_alloc_f(nke),
+        *v = clattn_test_alloc_f(nve);
+  float *dout = clattn_test_alloc_f(noe);
+  float *dq = clattn_test_alloc_f(nqe), *dk = clattn_test_alloc_f(nke),
+        *dv = clattn_test_alloc_f(nve);
   fill_padded(q, c->b, c->hq, c->nq, c->d, c->lq, seed, d->dtype);
   fill_padded(k, c->b, c->hkv, c->nk, c->d, c->lk, seed + 1, d->dtype);
   fill_padded(v, c->b, c->hkv, c->nk, c->dv, c->lk, seed + 2, d->dtype);
@@ -270,11 +263,13 @@ static void check_backward(const clattn_desc *d, const varlen_case *c,
     d1.batch = 1;
     d1.seq_q = lq;
     d1.seq_k = lk;
-    float *q1 = alloc_f(c->hq * lq * c->d), *k1 = alloc_f(c->hkv * lk * c->d);
-    float *v1 = alloc_f(c->hkv * lk * c->dv);
-    float *do1 = alloc_f(c->hq * lq * c->dv);
-    double *rq = alloc_d(c->hq * lq * c->d), *rk = alloc_d(c->hkv * lk * c->d);
-    double *rv = alloc_d(c->hkv * lk * c->dv);
+    float *q1 = clattn_test_alloc_f(c->hq * lq * c->d),
+          *k1 = clattn_test_alloc_f(c->hkv * lk * c->d);
+    float *v1 = clattn_test_alloc_f(c->hkv * lk * c->dv);
+    float *do1 = clattn_test_alloc_f(c->hq * lq * c->dv);
+    double *rq = clattn_test_alloc_d(c->hq * lq * c->d),
+           *rk = clattn_test_alloc_d(c->hkv * lk * c->d);
+    double *rv = clattn_test_alloc_d(c->hkv * lk * c->dv);
     slice_seq(q, q1, b, c->hq, c->nq, c->d, lq);
     slice_seq(k, k1, b, c->hkv, c->nk, c->d, lk);
     slice_seq(v, v1, b, c->hkv, c->nk, c->dv, lk);
@@ -458,14 +453,15 @@ static void check_padding(clattn_variant variant, const varlen_case *c,
   size_t nqe = c->b * c->hq * c->nq * c->d, nke = c->b * c->hkv * c->nk * c->d;
   size_t nve = c->b * c->hkv * c->nk * c->dv,
          noe = c->b * c->hq * c->nq * c->dv;
-  float *q = alloc_f(nqe), *k = alloc_f(nke), *v = alloc_f(nve);
-  float *dout = alloc_f(noe);
+  float *q = clattn_test_alloc_f(nqe), *k = clattn_test_alloc_f(nke),
+        *v = clattn_test_alloc_f(nve);
+  float *dout = clattn_test_alloc_f(noe);
   float *o[2], *g[2][3];
   for (int r = 0; r < 2; r++) {
-    o[r] = alloc_f(noe);
-    g[r][0] = alloc_f(nqe);
-    g[r][1] = alloc_f(nke);
-    g[r][2] = alloc_f(nve);
+    o[r] = clattn_test_alloc_f(noe);
+    g[r][0] = clattn_test_alloc_f(nqe);
+    g[r][1] = clattn_test_alloc_f(nke);
+    g[r][2] = clattn_test_alloc_f(nve);
   }
   clattn_test_fill_normal(q, nqe, seed, 0.0f, 1.0f);
   clattn_test_fill_normal(k, nke, seed + 1, 0.0f, 1.0f);
@@ -543,9 +539,11 @@ static void test_varlen_linear_bad_lengths(void **state) {
                                    1, 3, 4, 2, 37, 53, 20, 12);
   size_t nqe = 3 * 4 * 37 * 20, nke = 3 * 2 * 53 * 20;
   size_t nve = 3 * 2 * 53 * 12, noe = 3 * 4 * 37 * 12;
-  float *q = alloc_f(nqe), *k = alloc_f(nke), *v = alloc_f(nve);
-  float *o = alloc_f(noe), *dq = alloc_f(nqe), *dk = alloc_f(nke);
-  float *dv = alloc_f(nve);
+  float *q = clattn_test_alloc_f(nqe), *k = clattn_test_alloc_f(nke),
+        *v = clattn_test_alloc_f(nve);
+  float *o = clattn_test_alloc_f(noe), *dq = clattn_test_alloc_f(nqe),
+        *dk = clattn_test_alloc_f(nke);
+  float *dv = clattn_test_alloc_f(nve);
   clattn_test_fill_normal(q, nqe, 1, 0.0f, 1.0f);
   clattn_test_fill_normal(k, nke, 2, 0.0f, 1.0f);
   clattn_test_fill_normal(v, nve, 3, 0.0f, 1.0f);
@@ -622,8 +620,8 @@ static void test_varlen_linear_device_clamp(void **state) {
   float *x[8], *want[8];
   for (size_t t = 0; t < 8; t++) {
     size_t len = t == 7 ? n[2] : n[t];
-    x[t] = alloc_f(len);
-    want[t] = alloc_f(len);
+    x[t] = clattn_test_alloc_f(len);
+    want[t] = clattn_test_alloc_f(len);
     clattn_test_fill_normal(x[t], len, 500 + t, 0.0f, 1.0f);
   }
   clattn_plan_t plan = plan_of(&d);

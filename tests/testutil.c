@@ -355,3 +355,15 @@ clattn_desc clattn_test_desc(clattn_variant variant, clattn_dtype dtype,
   desc.dim_v = dv;
   return desc;
 }
+
+float *clattn_test_alloc_f(size_t n) {
+  float *x = malloc((n ? n : 1) * sizeof *x);
+  assert_non_null(x);
+  return x;
+}
+
+double *clattn_test_alloc_d(size_t n) {
+  double *x = malloc((n ? n : 1) * sizeof *x);
+  assert_non_null(x);
+  return x;
+}

@@ -89,6 +89,13 @@ clattn_context_t clattn_test_context_create(void);
 clattn_context_t clattn_test_shared_context(void);
 int clattn_test_shared_teardown(void **state);
 
+/* ---- Memory ----------------------------------------------------------- */
+
+/* malloc of n floats or doubles (at least one), failing the test when
+ * memory runs out. */
+float *clattn_test_alloc_f(size_t n);
+double *clattn_test_alloc_d(size_t n);
+
 /* ---- One problem ------------------------------------------------------ */
 
 typedef struct clattn_test_problem {
