@@ -19,9 +19,10 @@
  *                        workspace (the other kernels read them many times;
  *                        recomputing meant an exp, or a sin and a cos, per
  *                        feature and visit);
- *   clattn_lbwd_kstate   chunk sums of k'_j v_j^T and k'_j (one work-item
- *                        per FB feature rows, chunk and kv head: each value
- *                        row loaded serves FB features);
+ *   clattn_lbwd_kstate   chunk sums of k'_j v_j^T and k'_j: a register-
+ *                        tiled micro-GEMM per work-item, FB feature rows x
+ *                        DVT vectors of Dv (one of NSLICE slices), of one
+ *                        chunk and kv head;
  *   clattn_lbwd_scan     exclusive prefix (or suffix) over chunks, with the
  *                        total in an extra last slot;
  *   clattn_lbwd_query    one work-item per LR query rows: n_i, g_i, c_i, dq
@@ -29,7 +30,7 @@
  *                        writes g_i and c_i for the key side;
  *   clattn_lbwd_qstate   chunk sums of q'_i g_i^T and c_i q'_i over the
  *                        query heads that share a kv head, queries grouped
- *                        by the chunk of L_i;
+ *                        by the chunk of L_i (the same micro-GEMM);
  *   clattn_lbwd_key      one work-item per LR key rows: dk and dv from the
  *                        suffix state and the queries of its own chunk.
  * Without masking every query sees every key: the totals replace the
@@ -59,8 +60,13 @@
 #endif
 
 #ifndef FB
-#define FB 8 // feature rows per work-item of the state kernels
+#define FB 4 // feature rows per work-item of the state kernels
 #endif
+#ifndef DVT
+#define DVT DVCH // Dv vectors per work-item of the state kernels
+#endif
+/* Slices of Dv the state kernels' work-items split a state into. */
+#define NSLICE ((DVCH + DVT - 1) / DVT)
 #ifndef LR
 #define LR 8 // rows per work-item of the query and key kernels
 #endif
@@ -178,41 +184,120 @@ float clattn_lbwd_dot(__global const float *a, const float *b) {
 #endif
 }
 
-/* Rows of chunk c: keys [c CHUNK, (c + 1) CHUNK). Work-item (f / FB, c,
- * bh). */
+/* The state kernels' micro-GEMM: FB feature rows x DVT vectors of Dv (one
+ * slice of NSLICE) held in registers across a run of rows, each row's
+ * features broadcast against its value (or g) row. The extra column (z, or
+ * r) is summed by slice 0 alone. */
+void clattn_lbwd_tile_zero(floatv (*acc)[DVT], float *z) {
+#pragma unroll
+  for (int u = 0; u < FB; u++) {
+#pragma unroll
+    for (int c = 0; c < DVT; c++)
+      acc[u][c] = (floatv)(0.0f);
+    z[u] = 0.0f;
+  }
+}
+
+/* Features f0 .. f0 + FB - 1 of a feature row; those past FEAT read the
+ * last one (their sums are never stored), so that no load needs a test. */
+void clattn_lbwd_feats(__global const float *fe, const int f0, float *a) {
+#pragma unroll
+  for (int u = 0; u < FB; u++)
+    a[u] = fe[min(f0 + u, FEAT - 1)];
+}
+
+/* acc[u] += a[u] * row slice; z[u] += a[u] * w. */
+void clattn_lbwd_tile_fma(floatv (*acc)[DVT], float *z, const float *a,
+                          const floatv *row, const float w) {
+#pragma unroll
+  for (int u = 0; u < FB; u++) {
+    const floatv au = (floatv)(a[u]);
+#pragma unroll
+    for (int c = 0; c < DVT; c++)
+      acc[u][c] = fma(au, row[c], acc[u][c]);
+    z[u] = fma(a[u], w, z[u]);
+  }
+}
+
+/* Vectors c0 .. c0 + DVT - 1 of a row of Dv stored (or float) elements,
+ * zero past Dv. */
+void clattn_lbwd_slice(__global const store_t *p, const int c0, floatv *row) {
+#pragma unroll
+  for (int c = 0; c < DVT; c++) {
+    const int e = (c0 + c) * VEC;
+    if (e + VEC <= HEAD_DIM_V) {
+      row[c] = VLOAD(p + e);
+    } else {
+      float tmp[VEC];
+      for (int t = 0; t < VEC; t++)
+        tmp[t] = e + t < HEAD_DIM_V ? LOAD1(p, e + t) : 0.0f;
+      row[c] = VLOAD_PRIV(tmp);
+    }
+  }
+}
+
+void clattn_lbwd_slice_f(__global const float *p, const int c0, floatv *row) {
+#pragma unroll
+  for (int c = 0; c < DVT; c++) {
+    const int e = (c0 + c) * VEC;
+    if (e + VEC <= HEAD_DIM_V) {
+      row[c] = VLOAD_PRIV(p + e);
+    } else {
+      float tmp[VEC];
+      for (int t = 0; t < VEC; t++)
+        tmp[t] = e + t < HEAD_DIM_V ? p[e + t] : 0.0f;
+      row[c] = VLOAD_PRIV(tmp);
+    }
+  }
+}
+
+/* Writes the tile into a chunk's slot: rows f0.., Dv slice from c0; slice
+ * 0 also writes the extra column. */
+void clattn_lbwd_tile_store(floatv (*acc)[DVT], const float *z, const int f0,
+                            const int c0, __global float *s) {
+  for (int u = 0; u < FB && f0 + u < FEAT; u++) {
+    __global float *sr = s + (size_t)(f0 + u) * HEAD_DIM_V;
+    for (int c = 0; c < DVT; c++) {
+      const int e = (c0 + c) * VEC;
+      if (e + VEC <= HEAD_DIM_V) {
+        VSTORE_PRIV(acc[u][c], sr + e);
+      } else {
+        float tmp[VEC];
+        VSTORE_PRIV(acc[u][c], tmp);
+        for (int x = 0; e + x < HEAD_DIM_V && x < VEC; x++)
+          sr[e + x] = tmp[x];
+      }
+    }
+    if (c0 == 0)
+      s[(size_t)FEAT * HEAD_DIM_V + f0 + u] = z[u];
+  }
+}
+
+/* Chunk sums of k'_j v_j^T and k'_j over keys [c CHUNK, (c + 1) CHUNK). */
 __kernel void clattn_lbwd_kstate(__global const float *kfe,
                                  __global const store_t *v, __global float *st,
                                  const int nk, const int hkv, const int chunks,
                                  __global const int *lens_k) {
-  const int f0 = (int)get_global_id(0) * FB;
-  const int c = (int)get_global_id(1);
-  const size_t bh = get_global_id(2);
+  /* Work-item (f / FB * NSLICE + slice, c, bh). */
+  const int f0 = (int)get_global_id(0) / NSLICE * FB;
+  const int c0 = (int)get_global_id(0) % NSLICE * DVT;
   if (f0 >= FEAT)
     return;
-  float acc[FB][HEAD_DIM_V + 1];
-  for (int u = 0; u < FB; u++)
-    for (int t = 0; t <= HEAD_DIM_V; t++)
-      acc[u][t] = 0.0f;
+  const int c = (int)get_global_id(1);
+  const size_t bh = get_global_id(2);
+  floatv acc[FB][DVT];
+  float z[FB];
+  clattn_lbwd_tile_zero(acc, z);
   const int j1 = min((c + 1) * CHUNK, clattn_lbwd_len(lens_k, bh / hkv, nk));
   for (int j = c * CHUNK; j < j1; j++) {
     const size_t row = bh * nk + j;
-    float kf[FB];
-    for (int u = 0; u < FB; u++)
-      kf[u] = f0 + u < FEAT ? kfe[row * FEAT + f0 + u] : 0.0f;
-    float vr[HEAD_DIM_V + 1];
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      vr[t] = LOAD1(v, row * HEAD_DIM_V + t);
-    vr[HEAD_DIM_V] = 1.0f;
-    for (int u = 0; u < FB; u++)
-      for (int t = 0; t <= HEAD_DIM_V; t++)
-        acc[u][t] = fma(kf[u], vr[t], acc[u][t]);
+    float a[FB];
+    floatv vr[DVT];
+    clattn_lbwd_feats(kfe + row * FEAT, f0, a);
+    clattn_lbwd_slice(v + row * HEAD_DIM_V, c0, vr);
+    clattn_lbwd_tile_fma(acc, z, a, vr, 1.0f);
   }
-  __global float *s = st + (bh * (chunks + 1) + c) * SLOT;
-  for (int u = 0; u < FB && f0 + u < FEAT; u++) {
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      s[(size_t)(f0 + u) * HEAD_DIM_V + t] = acc[u][t];
-    s[(size_t)FEAT * HEAD_DIM_V + f0 + u] = acc[u][HEAD_DIM_V];
-  }
+  clattn_lbwd_tile_store(acc, z, f0, c0, st + (bh * (chunks + 1) + c) * SLOT);
 }
 
 /* Elements [SCAN_E id, SCAN_E (id + 1)) of every chunk's slot, per bh: an
@@ -346,18 +431,21 @@ clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
 
 /* Query rows grouped by the chunk of L_i (causal) or of i (not): chunk c
  * holds rows [c CHUNK - off, (c + 1) CHUNK - off), off = Nk - Nq when
- * causal. Work-item (f, c, b * hkv + hk) sums over the heads of the group. */
+ * causal. Chunk sums of q'_i g_i^T and c_i q'_i, over the query heads that
+ * share kv head bhk. */
 __kernel void clattn_lbwd_qstate(__global const float *qfe,
                                  __global const float *gc, __global float *st,
                                  const int nq, const int nk, const int hq,
                                  const int hkv, const int chunks,
                                  __global const int *lens_q,
                                  __global const int *lens_k) {
-  const int f0 = (int)get_global_id(0) * FB;
-  const int c = (int)get_global_id(1);
-  const size_t bhk = get_global_id(2);
+  /* Work-item (f / FB * NSLICE + slice, c, bh). */
+  const int f0 = (int)get_global_id(0) / NSLICE * FB;
+  const int c0 = (int)get_global_id(0) % NSLICE * DVT;
   if (f0 >= FEAT)
     return;
+  const int c = (int)get_global_id(1);
+  const size_t bhk = get_global_id(2);
   const size_t b = bhk / hkv, hk = bhk % hkv;
   const int lq = clattn_lbwd_len(lens_q, b, nq);
 #if CAUSAL
@@ -370,31 +458,21 @@ __kernel void clattn_lbwd_qstate(__global const float *qfe,
   const int i0 = (int)clamp((long)c * CHUNK - off, 0L, (long)lq);
   const int i1 = (int)clamp((long)(c + 1) * CHUNK - off, 0L, (long)lq);
   const int group = hq / hkv;
-  float acc[FB][HEAD_DIM_V + 1];
-  for (int u = 0; u < FB; u++)
-    for (int t = 0; t <= HEAD_DIM_V; t++)
-      acc[u][t] = 0.0f;
+  floatv acc[FB][DVT];
+  float z[FB];
+  clattn_lbwd_tile_zero(acc, z);
   for (int hh = 0; hh < group; hh++) {
     const size_t row0 = (b * hq + hk * group + hh) * nq;
     for (int i = i0; i < i1; i++) {
-      float qf[FB];
-      for (int u = 0; u < FB; u++)
-        qf[u] = f0 + u < FEAT ? qfe[(row0 + i) * FEAT + f0 + u] : 0.0f;
       __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
-      float gr[HEAD_DIM_V + 1];
-      for (int t = 0; t <= HEAD_DIM_V; t++)
-        gr[t] = gci[t];
-      for (int u = 0; u < FB; u++)
-        for (int t = 0; t <= HEAD_DIM_V; t++)
-          acc[u][t] = fma(qf[u], gr[t], acc[u][t]);
+      float a[FB];
+      floatv gr[DVT];
+      clattn_lbwd_feats(qfe + (row0 + i) * FEAT, f0, a);
+      clattn_lbwd_slice_f(gci, c0, gr);
+      clattn_lbwd_tile_fma(acc, z, a, gr, gci[HEAD_DIM_V]);
     }
   }
-  __global float *s = st + (bhk * (chunks + 1) + c) * SLOT;
-  for (int u = 0; u < FB && f0 + u < FEAT; u++) {
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      s[(size_t)(f0 + u) * HEAD_DIM_V + t] = acc[u][t];
-    s[(size_t)FEAT * HEAD_DIM_V + f0 + u] = acc[u][HEAD_DIM_V];
-  }
+  clattn_lbwd_tile_store(acc, z, f0, c0, st + (bhk * (chunks + 1) + c) * SLOT);
 }
 
 /* Key row (j, hk, b). */

@@ -378,13 +378,34 @@ static int lb_chunk(const clattn__problem *p) {
 /* Feature rows per work-item of the state kernels, rows per work-item of
  * the row kernels: fewer, longer work-items (a CPU runtime pays for each
  * work-group), each state or value row loaded once for several. */
-#define LB_FB 8
 #define LB_LR 32
 #define LB_SCAN_E 64
 
 /* Chunk counts of the key-side and query-side states: keys in chunks of
  * lb_chunk rows; queries grouped by the chunk of their last key when causal,
  * else by their own index. */
+/* The state kernels' micro-tiles: FB feature rows x DVT vectors of Dv in
+ * registers, next to DVT vectors of the operand row and a broadcast; vector
+ * width and register count from the device (16 of 8 floats on AVX2, 32 of
+ * 16 on AVX-512). */
+typedef struct {
+  int vec, fb, dvt, slices;
+} lb_tiles;
+
+static lb_tiles lb_tiles_get(const clattn_plan_t plan) {
+  const clattn__problem *p = &plan->p;
+  lb_tiles t;
+  int width = native_width(&plan->ctx->profile);
+  int regs = width >= 16 ? 32 : 16;
+  t.vec = clattn__pick_vec(p->dim_v, p->dim_v, width);
+  int dvch = (int)((p->dim_v + (size_t)t.vec - 1) / (size_t)t.vec);
+  t.dvt = dvch < 4 ? dvch : 4;
+  t.fb = (regs - t.dvt - 2) / t.dvt;
+  t.fb = t.fb < 1 ? 1 : t.fb > 8 ? 8 : t.fb;
+  t.slices = (dvch + t.dvt - 1) / t.dvt;
+  return t;
+}
+
 static void linear_chunks(const clattn__problem *p, size_t *kc, size_t *qc) {
   size_t c = (size_t)lb_chunk(p);
   *kc = (p->seq_k + c - 1) / c;
@@ -396,14 +417,15 @@ static clattn_status linear_backward_create(clattn_plan_t plan) {
   const clattn__problem *p = &plan->p;
   clattn_status st = CLATTN_SUCCESS;
   int cos = p->variant == CLATTN_VARIANT_COSFORMER;
+  lb_tiles lt = lb_tiles_get(plan);
   char options[512];
   snprintf(options, sizeof options,
            "%s -D HEAD_DIM=%zu -D HEAD_DIM_V=%zu -D CAUSAL=%d -D COSFORMER=%d "
-           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D LR=%d -D SCAN_E=%d "
-           "-D VEC=1",
+           "-D FEATURE_MAP=%d -D CHUNK=%d -D FB=%d -D DVT=%d -D LR=%d "
+           "-D SCAN_E=%d -D VEC=%d",
            clattn__dtype_options(p->dtype), p->dim, p->dim_v, p->causal, cos,
            p->feature_map == CLATTN_FEATURE_MAP_RELU ? 2 : 1, lb_chunk(p),
-           LB_FB, LB_LR, LB_SCAN_E);
+           lt.fb, lt.dvt, LB_LR, LB_SCAN_E, lt.vec);
   static const char *const files[] = {"common.cl", "linear_bwd.cl"};
   static const char *const names[] = {
       "clattn_lbwd_featmap", "clattn_lbwd_kstate", "clattn_lbwd_scan",
@@ -500,7 +522,9 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 5, sizeof(cl_int), &ikc);
   CLATTN_SET_ARG(err, kn[LB_KSTATE], 6, sizeof(cl_mem), plk);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g1[3] = {(feat + LB_FB - 1) / LB_FB, kc, bhk};
+  lb_tiles lt = lb_tiles_get(plan);
+  size_t tiles = (feat + (size_t)lt.fb - 1) / (size_t)lt.fb * (size_t)lt.slices;
+  size_t g1[3] = {tiles, kc, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_KSTATE], 3, g1, 1, &ev[6], &ev[0]));
   size_t gs[2] = {(feat * (p->dim_v + 1) + LB_SCAN_E - 1) / LB_SCAN_E, bhk};
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &ks);
@@ -537,7 +561,7 @@ static clattn_status linear_backward_enqueue(clattn_plan_t plan,
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), plq);
   CLATTN_SET_ARG(err, kn[LB_QSTATE], a++, sizeof(cl_mem), plk);
   CLATTN_CL_CHECK(ctx, err, "clSetKernelArg");
-  size_t g4[3] = {(feat + LB_FB - 1) / LB_FB, qc, bhk};
+  size_t g4[3] = {tiles, qc, bhk};
   CLATTN_CHECK(bwd_enqueue(plan, kn[LB_QSTATE], 3, g4, 1, &ev[2], &ev[3]));
   CLATTN_SET_ARG(err, kn[LB_SCAN], 0, sizeof(cl_mem), &qs);
   CLATTN_SET_ARG(err, kn[LB_SCAN], 1, sizeof(cl_int), &iqc);
