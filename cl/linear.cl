@@ -195,6 +195,24 @@ clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
 #endif
 }
 
+/* Asks the cache for part `part` of `parts` of the n bytes at p, one 64-byte
+ * line at a time. The work-items of a chunk each ask for their part of the
+ * next chunk, so that it streams in from memory while this one is computed;
+ * the hardware prefetchers alone leave the cores waiting once K and V no
+ * longer fit the last-level cache. Only where clang targets x86 (PoCL); a
+ * no-op elsewhere. */
+static inline __attribute__((always_inline)) void
+clattn_prefetch(__global const void *p, const size_t n, const int part,
+                const int parts) {
+#if defined(__clang__) && defined(__x86_64__)
+  __global const char *b = (__global const char *)p;
+  for (size_t off = (size_t)part * 64; off < n; off += (size_t)parts * 64)
+    __builtin_prefetch(b + off);
+#else
+  (void)p, (void)n, (void)part, (void)parts;
+#endif
+}
+
 /* (floatv)(0, 1, ..., VEC - 1). */
 static inline __attribute__((always_inline)) floatv clattn_iota(void) {
   float t[VEC];
@@ -240,6 +258,14 @@ __kernel void clattn_linear_state(__global const store_t *k,
   const int j0 = c * CHUNK;
   /* Keys of the chunk within the sequence; none (a zero state) past Lk. */
   const int n = min(CHUNK, lk - j0);
+  const int next = min(j0 + 2 * CHUNK, lk) - (j0 + CHUNK);
+  if (next > 0) {
+    const int parts = (HEAD_DIM + ROWS_D - 1) / ROWS_D * NSLICE;
+    clattn_prefetch(k + (size_t)(j0 + CHUNK) * HEAD_DIM,
+                    (size_t)next * HEAD_DIM * sizeof(store_t), gx, parts);
+    clattn_prefetch(v + (size_t)(j0 + CHUNK) * HEAD_DIM_V,
+                    (size_t)next * HEAD_DIM_V * sizeof(store_t), gx, parts);
+  }
 
   /* First phi(k) of this work-item's rows over the whole chunk, keys along
    * vectors so that phi and the position weights run on whole vectors; the
@@ -520,6 +546,15 @@ __kernel void clattn_linear_out(__global const store_t *q,
   const int nkeys = min(l0 + BLOCK_M, lk) - cs;
   __global const float *kt = st + STATE_SIZE;
   v += bh * (size_t)nk * HEAD_DIM_V;
+  /* The blocks of a chunk share out the next chunk's state and values. */
+  const int next = min(cs + 2 * CHUNK, lk) - (cs + CHUNK);
+  if (next > 0) {
+    const int part = (l0 - cs) / BLOCK_M, parts = CHUNK / BLOCK_M;
+    clattn_prefetch(st + CHUNK_BLOCK, CHUNK_BLOCK * sizeof(float), part,
+                    parts);
+    clattn_prefetch(v + (size_t)(cs + CHUNK) * HEAD_DIM_V,
+                    (size_t)next * HEAD_DIM_V * sizeof(store_t), part, parts);
+  }
 #if POSITIONAL
   /* The weight of row r and key cs + u - (BLOCK_M - 1) + r, so that one
    * row's weights for a group of keys are consecutive. */
