@@ -33,6 +33,9 @@
  *                        by the chunk of L_i (the same micro-GEMM);
  *   clattn_lbwd_key      one work-item per LR key rows: dk and dv from the
  *                        suffix state and the queries of its own chunk.
+ * The row kernels hold a row's features and values as vectors of VEC floats
+ * (FCH and DVCH of them), so that every product within a chunk is a few
+ * vector FMAs and one horizontal sum.
  * Without masking every query sees every key: the totals replace the
  * prefix and suffix states and nothing is done within chunks.
  *
@@ -168,20 +171,56 @@ __kernel void clattn_lbwd_featmap(__global const store_t *x,
   }
 }
 
-/* a . b over Dv floats; in vectors of 8 where Dv allows (a loop-carried
- * scalar sum does not vectorise without reassociation). */
-float clattn_lbwd_dot(__global const float *a, const float *b) {
-#if HEAD_DIM_V % 8 == 0
-  float8 acc = (float8)(0.0f);
-  for (int t = 0; t < HEAD_DIM_V; t += 8)
-    acc = fma(vload8(0, a + t), vload8(0, b + t), acc);
-  return clattn_hsum8(acc);
-#else
-  float acc = 0.0f;
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    acc = fma(a[t], b[t], acc);
-  return acc;
-#endif
+/* Feature rows as vectors. */
+#define FCH ((FEAT + VEC - 1) / VEC)
+
+/* n floats of a workspace row into vectors, zero past n. */
+void clattn_lbwd_loadf(__global const float *p, floatv *dst, const int n) {
+  const int full = n / VEC;
+  for (int c = 0; c < full; c++)
+    dst[c] = VLOAD_PRIV(p + c * VEC);
+  if (n % VEC) {
+    float tmp[VEC];
+    for (int t = 0; t < VEC; t++)
+      tmp[t] = full * VEC + t < n ? p[full * VEC + t] : 0.0f;
+    dst[full] = VLOAD_PRIV(tmp);
+  }
+}
+
+/* Stores the first n floats of a row of vectors. */
+void clattn_lbwd_storef(const floatv *src, __global float *p, const int n) {
+  const int full = n / VEC;
+  for (int c = 0; c < full; c++)
+    VSTORE_PRIV(src[c], p + c * VEC);
+  if (n % VEC) {
+    float tmp[VEC];
+    VSTORE_PRIV(src[full], tmp);
+    for (int t = 0; full * VEC + t < n; t++)
+      p[full * VEC + t] = tmp[t];
+  }
+}
+
+/* a . b over nch vectors (the padding of both is zero). */
+float clattn_lbwd_vdot(const floatv *a, const floatv *b, const int nch) {
+  floatv acc = a[0] * b[0];
+  for (int c = 1; c < nch; c++)
+    acc = fma(a[c], b[c], acc);
+  return HSUM(acc);
+}
+
+/* out[f] = s_f . x for the FEAT rows of a state (Dv floats each), as
+ * vectors of features. */
+void clattn_lbwd_state_dot(__global const float *s, const floatv *x,
+                           floatv *out) {
+  float t[FCH * VEC];
+  for (int f = 0; f < FCH * VEC; f++) {
+    floatv sr[DVCH];
+    clattn_lbwd_loadf(s + (size_t)min(f, FEAT - 1) * HEAD_DIM_V, sr,
+                      HEAD_DIM_V);
+    t[f] = f < FEAT ? clattn_lbwd_vdot(sr, x, DVCH) : 0.0f;
+  }
+  for (int c = 0; c < FCH; c++)
+    out[c] = VLOAD_PRIV(t + c * VEC);
 }
 
 /* The state kernels' micro-GEMM: FB feature rows x DVT vectors of Dv (one
@@ -327,7 +366,8 @@ __kernel void clattn_lbwd_scan(__global float *st, const int chunks,
     s[(size_t)chunks * SLOT + e] = run[e];
 }
 
-/* Query row (i, h, b). gc holds g_i (Dv floats) and c_i per row. */
+/* Query row (i, h, b). gc holds g_i (Dv floats) and c_i per row. Features
+ * and value rows are held as vectors (FCH and DVCH of them). */
 void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
                            __global const float *kfe, __global const store_t *v,
                            __global const store_t *dout,
@@ -341,7 +381,6 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
   const size_t bhk = (size_t)b * hkv + h / (hq / hkv);
   __global float *gci = gc + row * (HEAD_DIM_V + 1);
   const long last = CAUSAL ? (long)i + lk - lq : (long)lk - 1;
-  float dfeat[FEAT];
   if (last < 0) {
     for (int t = 0; t <= HEAD_DIM_V; t++)
       gci[t] = 0.0f;
@@ -351,20 +390,18 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
   }
   const int c = CAUSAL ? (int)(last / CHUNK) : chunks;
   __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
-  __global const float *zs = s + (size_t)FEAT * HEAD_DIM_V;
-  float qf[FEAT], z[FEAT];
-  for (int f = 0; f < FEAT; f++) {
-    qf[f] = qfe[row * FEAT + f];
-    z[f] = zs[f];
-  }
+  floatv qf[FCH], z[FCH], g[DVCH], df[FCH];
+  clattn_lbwd_loadf(qfe + row * FEAT, qf, FEAT);
+  clattn_lbwd_loadf(s + (size_t)FEAT * HEAD_DIM_V, z, FEAT);
   /* The keys of the row's own chunk up to L_i join z here and u below. */
   const int j0 = CAUSAL ? c * CHUNK : 0, j1 = CAUSAL ? (int)last + 1 : 0;
-  for (int j = j0; j < j1; j++)
-    for (int f = 0; f < FEAT; f++)
-      z[f] += kfe[(bhk * nk + j) * FEAT + f];
-  float n = 0.0f;
-  for (int f = 0; f < FEAT; f++)
-    n = fma(qf[f], z[f], n);
+  for (int j = j0; j < j1; j++) {
+    floatv kf[FCH];
+    clattn_lbwd_loadf(kfe + (bhk * nk + j) * FEAT, kf, FEAT);
+    for (int u = 0; u < FCH; u++)
+      z[u] += kf[u];
+  }
+  float n = clattn_lbwd_vdot(qf, z, FCH);
 #if COSFORMER
   const int live = n > eps;
   n = fmax(n, eps);
@@ -372,30 +409,30 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
   const int live = 1;
   n += eps;
 #endif
-  float g[HEAD_DIM_V];
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    g[t] = LOAD1(dout, row * HEAD_DIM_V + t) / n;
-  float qu = 0.0f;
-  for (int f = 0; f < FEAT; f++)
-    dfeat[f] = clattn_lbwd_dot(s + (size_t)f * HEAD_DIM_V, g);
+  clattn_load_row(dout + row * HEAD_DIM_V, g, HEAD_DIM_V, 1.0f);
+  for (int t = 0; t < DVCH; t++)
+    g[t] /= n;
+  clattn_lbwd_state_dot(s, g, df);
   for (int j = j0; j < j1; j++) {
     const size_t kr = bhk * nk + j;
-    float vg = 0.0f;
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      vg = fma(LOAD1(v, kr * HEAD_DIM_V + t), g[t], vg);
-    for (int f = 0; f < FEAT; f++)
-      dfeat[f] = fma(kfe[kr * FEAT + f], vg, dfeat[f]);
+    floatv vr[DVCH], kf[FCH];
+    clattn_load_row(v + kr * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
+    clattn_lbwd_loadf(kfe + kr * FEAT, kf, FEAT);
+    const floatv vg = (floatv)(clattn_lbwd_vdot(vr, g, DVCH));
+    for (int u = 0; u < FCH; u++)
+      df[u] = fma(kf[u], vg, df[u]);
   }
-  for (int f = 0; f < FEAT; f++)
-    qu = fma(qf[f], dfeat[f], qu);
-  const float cc = live ? -qu / n : 0.0f;
-  for (int f = 0; f < FEAT; f++)
-    dfeat[f] = fma(cc, z[f], dfeat[f]);
+  const float qu = clattn_lbwd_vdot(qf, df, FCH);
+  const floatv cc = (floatv)(live ? -qu / n : 0.0f);
+  for (int u = 0; u < FCH; u++)
+    df[u] = fma(cc, z[u], df[u]);
+  float dfeat[FCH * VEC];
+  for (int u = 0; u < FCH; u++)
+    VSTORE_PRIV(df[u], dfeat + u * VEC);
   clattn_lbwd_store_grad(q + row * HEAD_DIM, dfeat, i, hinv,
                          dq + row * HEAD_DIM);
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    gci[t] = g[t];
-  gci[HEAD_DIM_V] = cc;
+  clattn_lbwd_storef(g, gci, HEAD_DIM_V);
+  gci[HEAD_DIM_V] = live ? -qu / n : 0.0f;
 }
 
 /* LR query rows from LR * id of head (h, b). */
@@ -475,7 +512,7 @@ __kernel void clattn_lbwd_qstate(__global const float *qfe,
   clattn_lbwd_tile_store(acc, z, f0, c0, st + (bhk * (chunks + 1) + c) * SLOT);
 }
 
-/* Key row (j, hk, b). */
+/* Key row (j, hk, b), features and value rows as vectors. */
 void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
                          __global const float *kfe, __global const store_t *v,
                          __global const float *gc, __global const float *st,
@@ -488,19 +525,24 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   const size_t kr = bhk * nk + j;
   const int c = CAUSAL ? j / CHUNK : chunks;
   __global const float *s = st + (bhk * (chunks + 1) + c) * SLOT;
-  float kf[FEAT], vr[HEAD_DIM_V], dfeat[FEAT], dvr[HEAD_DIM_V];
-  for (int f = 0; f < FEAT; f++)
-    kf[f] = kfe[kr * FEAT + f];
-  for (int t = 0; t < HEAD_DIM_V; t++) {
-    vr[t] = LOAD1(v, kr * HEAD_DIM_V + t);
-    dvr[t] = 0.0f;
-  }
+  floatv kf[FCH], vr[DVCH], df[FCH], dvr[DVCH];
+  clattn_lbwd_loadf(kfe + kr * FEAT, kf, FEAT);
+  clattn_load_row(v + kr * HEAD_DIM_V, vr, HEAD_DIM_V, 1.0f);
   /* The suffix state: dk' = R v + r, dv = R^T k'. */
+  clattn_lbwd_state_dot(s, vr, df);
+  floatv r[FCH];
+  clattn_lbwd_loadf(s + (size_t)FEAT * HEAD_DIM_V, r, FEAT);
+  for (int u = 0; u < FCH; u++)
+    df[u] += r[u];
+  for (int t = 0; t < DVCH; t++)
+    dvr[t] = (floatv)(0.0f);
+  __global const float *kfs = kfe + kr * FEAT;
   for (int f = 0; f < FEAT; f++) {
-    __global const float *rf = s + (size_t)f * HEAD_DIM_V;
-    dfeat[f] = s[(size_t)FEAT * HEAD_DIM_V + f] + clattn_lbwd_dot(rf, vr);
-    for (int t = 0; t < HEAD_DIM_V; t++)
-      dvr[t] = fma(rf[t], kf[f], dvr[t]);
+    floatv rf[DVCH];
+    clattn_lbwd_loadf(s + (size_t)f * HEAD_DIM_V, rf, HEAD_DIM_V);
+    const floatv a = (floatv)(kfs[f]);
+    for (int t = 0; t < DVCH; t++)
+      dvr[t] = fma(rf[t], a, dvr[t]);
   }
 #if CAUSAL
   /* Queries whose L_i falls in this key's chunk and reaches j. */
@@ -512,16 +554,16 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
     const size_t row0 = ((size_t)b * hq + (size_t)hk * group + hh) * nq;
     for (int i = i0; i < i1; i++) {
       __global const float *gci = gc + (row0 + i) * (HEAD_DIM_V + 1);
-      __global const float *qf = qfe + (row0 + i) * FEAT;
-      float gv = gci[HEAD_DIM_V], qk = 0.0f;
-      for (int t = 0; t < HEAD_DIM_V; t++)
-        gv = fma(gci[t], vr[t], gv);
-      for (int f = 0; f < FEAT; f++) {
-        dfeat[f] = fma(qf[f], gv, dfeat[f]);
-        qk = fma(qf[f], kf[f], qk);
-      }
-      for (int t = 0; t < HEAD_DIM_V; t++)
-        dvr[t] = fma(qk, gci[t], dvr[t]);
+      floatv gr[DVCH], qf[FCH];
+      clattn_lbwd_loadf(gci, gr, HEAD_DIM_V);
+      clattn_lbwd_loadf(qfe + (row0 + i) * FEAT, qf, FEAT);
+      const floatv gv =
+          (floatv)(gci[HEAD_DIM_V] + clattn_lbwd_vdot(gr, vr, DVCH));
+      const floatv qk = (floatv)(clattn_lbwd_vdot(qf, kf, FCH));
+      for (int u = 0; u < FCH; u++)
+        df[u] = fma(qf[u], gv, df[u]);
+      for (int t = 0; t < DVCH; t++)
+        dvr[t] = fma(qk, gr[t], dvr[t]);
     }
   }
 #else
@@ -532,9 +574,11 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
   (void)lq;
   (void)lk;
 #endif
+  float dfeat[FCH * VEC];
+  for (int u = 0; u < FCH; u++)
+    VSTORE_PRIV(df[u], dfeat + u * VEC);
   clattn_lbwd_store_grad(k + kr * HEAD_DIM, dfeat, j, hinv, dk + kr * HEAD_DIM);
-  for (int t = 0; t < HEAD_DIM_V; t++)
-    STORE1(dvr[t], dv, kr * HEAD_DIM_V + t);
+  clattn_store_row(dv + kr * HEAD_DIM_V, dvr, HEAD_DIM_V, 1.0f);
 }
 
 /* LR key rows from LR * id of kv head (hk, b). */
