@@ -316,12 +316,14 @@ static void test_decode_tiles(void **state) {
     assert_null(plan);
     assert_non_null(strstr(clattn_context_error(ctx), "tiles"));
   }
+  /* The tiles of full_specs (each plan builds its program; these are
+   * built for the cases already), with other split counts. */
   const struct {
     const char *tiles;
     size_t splits;
-  } sizes[] = {{"SHAPE=decode,WG=1,SPLITS=1", 1},
-               {"SHAPE=decode,WG=1,SPLITS=6,BLOCK_N=8", 6},
-               {"SHAPE=decode,WG=4,BLOCK_N=4,SPLITS=5", 5}};
+  } sizes[] = {{"SHAPE=decode,WG=1,SPLITS=1,BLOCK_N=16,ROWS=3", 1},
+               {"SHAPE=decode,WG=1,SPLITS=6,BLOCK_N=16,ROWS=3", 6},
+               {"SHAPE=decode,WG=16,BLOCK_N=24,SPLITS=5,VEC=4,ROWS=5", 5}};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     clattn_plan_t plan = NULL;
     d.tiles = sizes[i].tiles;
@@ -334,7 +336,7 @@ static void test_decode_tiles(void **state) {
     clattn_plan_destroy(plan);
   }
   /* More splits than blocks of keys are cut to one per block. */
-  d.tiles = "SHAPE=decode,WG=1,BLOCK_N=16,SPLITS=4000";
+  d.tiles = "SHAPE=decode,WG=1,BLOCK_N=16,SPLITS=4000,ROWS=3";
   clattn_plan_t plan = NULL;
   assert_int_equal(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
   char line[512];
