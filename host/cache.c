@@ -19,6 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* POSIX: the environment, declared by the program itself. */
+extern char **environ;
+
 #define CACHE_MAGIC "CLATTNPB"
 #define CACHE_FORMAT 1u
 #define CACHE_MAX_FILE ((size_t)256 << 20) /* no program binary is larger */
@@ -36,6 +39,83 @@ static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n) {
 static int cache_enabled(void) {
   const char *on = getenv("CLATTN_CACHE");
   return !(on && strcmp(on, "0") == 0);
+}
+
+/* Variables that change the code a runtime generates: every name with one
+ * of these prefixes (Intel's CPU runtime reads its settings from CL_CONFIG_*)
+ * or one of these names (PoCL). Logging, tracing and cache folders are left
+ * out on purpose: they do not change a binary. */
+static int steers_compiler(const char *entry) {
+  static const char *const prefixes[] = {"CL_CONFIG_"};
+  static const char *const names[] = {
+      "POCL_LLVM_CPU_NAME", "POCL_WORK_GROUP_METHOD", "POCL_EXTRA_BUILD_FLAGS",
+      "POCL_VECTORIZER_REMARKS", "POCL_FORCE_SMALL_PTRS"};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    if (strncmp(entry, prefixes[i], strlen(prefixes[i])) == 0)
+      return 1;
+  }
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    size_t n = strlen(names[i]);
+    if (strncmp(entry, names[i], n) == 0 && entry[n] == '=')
+      return 1;
+  }
+  return 0;
+}
+
+static int compare_strings(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+char *clattn__cache_compiler_env(int is_cpu) {
+  size_t count = 0, len = 1;
+  for (char **e = environ; e && *e; e++) {
+    if (steers_compiler(*e)) {
+      count++;
+      len += strlen(*e) + 1;
+    }
+  }
+  char isa[128] = "";
+#if (defined(__x86_64__) || defined(__i386__)) &&                              \
+    (defined(__GNUC__) || defined(__clang__))
+  if (is_cpu) {
+    __builtin_cpu_init();
+    snprintf(isa, sizeof isa, "isa%s%s%s%s%s%s\n",
+             __builtin_cpu_supports("sse4.2") ? " sse4.2" : "",
+             __builtin_cpu_supports("avx") ? " avx" : "",
+             __builtin_cpu_supports("avx2") ? " avx2" : "",
+             __builtin_cpu_supports("fma") ? " fma" : "",
+             __builtin_cpu_supports("avx512f") ? " avx512f" : "",
+             __builtin_cpu_supports("avx512bw") ? " avx512bw" : "");
+  }
+#else
+  (void)is_cpu;
+#endif
+  len += strlen(isa);
+  const char **list = malloc((count ? count : 1) * sizeof *list);
+  char *text = malloc(len);
+  if (!list || !text) {
+    free(list);
+    free(text);
+    return NULL;
+  }
+  size_t n = 0;
+  for (char **e = environ; e && *e && n < count; e++) {
+    if (steers_compiler(*e))
+      list[n++] = *e;
+  }
+  /* Sorted: two processes with the same settings in another order share
+   * their entries. */
+  qsort(list, n, sizeof *list, compare_strings);
+  char *p = text;
+  for (size_t i = 0; i < n; i++) {
+    size_t m = strlen(list[i]);
+    memcpy(p, list[i], m);
+    p[m] = '\n';
+    p += m + 1;
+  }
+  strcpy(p, isa);
+  free(list);
+  return text;
 }
 
 /* Creates every missing folder of path. */

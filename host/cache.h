@@ -17,6 +17,15 @@
 
 /* Loads the binary stored under key into *bin (malloc'd, caller frees).
  * Returns 0 if there is none or it is unusable. */
+/* What else, outside the program's source, options and device strings,
+ * steers a runtime's compiler, as text for the cache key (a heap string, or
+ * NULL when out of memory): the environment variables the known runtimes
+ * read for code generation (Intel's CL_CONFIG_*, PoCL's target and
+ * work-group method), and for a CPU device the vector ISA this process
+ * sees (a CPU runtime compiles for it: under an emulator, or with Intel's
+ * CL_CONFIG_CPU_TARGET_ARCH, the same device name gets narrower code). */
+char *clattn__cache_compiler_env(int is_cpu);
+
 int clattn__cache_load(const char *key, size_t key_len, unsigned char **bin,
                        size_t *bin_len);
 

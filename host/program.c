@@ -216,6 +216,9 @@ static char *make_key(const char *prelude, const char *const *files,
 static char *disk_key(clattn_context_t ctx, const char *options,
                       const char *text, size_t *len) {
   const clattn_device_profile *d = &ctx->profile;
+  char *env = clattn__cache_compiler_env(d->is_cpu);
+  if (!env)
+    return NULL;
   const char *parts[] = {"clattn ",
                          clattn_version_string(),
                          "\ndevice ",
@@ -230,7 +233,9 @@ static char *disk_key(clattn_context_t ctx, const char *options,
                          d->platform_name,
                          " ",
                          d->platform_version,
-                         "\noptions ",
+                         "\ncompiler environment\n",
+                         env,
+                         "options ",
                          options,
                          "\nsource\n",
                          text};
@@ -238,8 +243,10 @@ static char *disk_key(clattn_context_t ctx, const char *options,
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
     n += strlen(parts[i]);
   char *key = malloc(n + 1);
-  if (!key)
+  if (!key) {
+    free(env);
     return NULL;
+  }
   key[0] = '\0';
   char *p = key;
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -249,6 +256,7 @@ static char *disk_key(clattn_context_t ctx, const char *options,
   }
   *p = '\0';
   *len = n;
+  free(env);
   return key;
 }
 

@@ -223,6 +223,31 @@ static void test_cache_disabled_writes_nothing(void **state) {
   remove_dir();
 }
 
+/* A setting that steers a runtime's code generation (Intel's CPU runtime
+ * reads CL_CONFIG_CPU_TARGET_ARCH) gets entries of its own: a binary built
+ * for a narrower ISA must never be loaded by a process without it. */
+static void test_cache_key_follows_compiler_env(void **state) {
+  (void)state;
+  clattn_test_device_or_skip();
+  fresh_dir();
+  unsetenv("CL_CONFIG_CPU_TARGET_ARCH");
+  assert_true(build_and_check());
+  int entries, others;
+  count_files(&entries, &others, NULL, 0);
+  assert_int_equal(entries, 1);
+  setenv("CL_CONFIG_CPU_TARGET_ARCH", "core-avx2", 1);
+  assert_true(build_and_check());
+  count_files(&entries, &others, NULL, 0);
+  assert_int_equal(entries, 2);
+  /* Back to the first setting: its entry serves again, nothing is added. */
+  unsetenv("CL_CONFIG_CPU_TARGET_ARCH");
+  assert_true(build_and_check());
+  count_files(&entries, &others, NULL, 0);
+  assert_int_equal(entries, 2);
+  assert_int_equal(others, 0);
+  remove_dir();
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--child") == 0)
     return build_and_check() ? 0 : 1;
@@ -231,6 +256,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_cache_corrupt_entry_rebuilt),
       cmocka_unit_test(test_cache_concurrent_writers),
       cmocka_unit_test(test_cache_disabled_writes_nothing),
+      cmocka_unit_test(test_cache_key_follows_compiler_env),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
