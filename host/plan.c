@@ -17,8 +17,8 @@ int clattn__decode_wanted(const clattn__problem *p) {
 
 /* Softmax and sigmoid go to decode for few query rows, to flash otherwise;
  * a spec that names a shape (SHAPE=decode, or a flash shape) decides. */
-static const clattn__family *family_of(const clattn__problem *p,
-                                       const char *spec) {
+const clattn__family *clattn__family_of(const clattn__problem *p,
+                                        const char *spec) {
   if (p->variant != CLATTN_VARIANT_SOFTMAX &&
       p->variant != CLATTN_VARIANT_SIGMOID)
     return &clattn__linear_family;
@@ -75,7 +75,7 @@ static clattn_status create_kernels(clattn_plan_t plan, const char *spec) {
   plan->tiles.origin = origin;
   /* The caller's spec may choose the family; one from the tuning file or
    * the table only applies to the problem's own (tune.c matches it so). */
-  plan->family = family_of(&plan->p, spec == found ? NULL : spec);
+  plan->family = clattn__family_of(&plan->p, spec == found ? NULL : spec);
   clattn_status st = plan->family->create(plan, spec);
   if (st == CLATTN_ERROR_INVALID_DESCRIPTOR && spec == found) {
     snprintf(plan->warning, sizeof plan->warning,
@@ -203,7 +203,7 @@ CLATTN_API clattn_status clattn_desc_check(clattn_context_t ctx,
     }
     scratch->profile = ctx->profile;
     scratch->has_profile = 1;
-    st = family_of(&plan->p, spec)->choose(plan, spec);
+    st = clattn__family_of(&plan->p, spec)->choose(plan, spec);
   }
   clattn__copy_out(
       msg, size, st != CLATTN_SUCCESS && scratch->error ? scratch->error : "");
@@ -232,7 +232,7 @@ CLATTN_API clattn_status clattn_tune_candidate(clattn_context_t ctx,
   clattn_status st = clattn__problem_resolve(ctx, desc, &p);
   if (st != CLATTN_SUCCESS)
     return st;
-  const clattn__family *fam = family_of(&p, desc->tiles);
+  const clattn__family *fam = clattn__family_of(&p, desc->tiles);
   if (!fam->candidate || !fam->candidate(&p, &ctx->profile, index, buf, size))
     return CLATTN_ERROR_INVALID_VALUE;
   return CLATTN_SUCCESS;

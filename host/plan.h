@@ -165,6 +165,12 @@ extern const clattn__family clattn__decode_family; /* decode.c */
 /* 1 when the problem's own family is decode (a spec may still choose). */
 int clattn__decode_wanted(const clattn__problem *p);
 
+/* The family that plans the problem: softmax and sigmoid go to decode for
+ * few query rows, to flash otherwise; a spec that names a shape
+ * (SHAPE=decode, or a flash shape) decides. */
+const clattn__family *clattn__family_of(const clattn__problem *p,
+                                        const char *spec);
+
 /* Validates desc and resolves its defaults into *p; the message names the
  * bad field. */
 clattn_status clattn__problem_resolve(clattn_context_t ctx,

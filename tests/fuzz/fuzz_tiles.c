@@ -31,21 +31,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   plan.ctx = &ctx;
   FUZZ_CHECK(clattn__problem_resolve(&ctx, &desc, &plan.p) == CLATTN_SUCCESS);
   plan.tiles.origin = "override";
-  const clattn__family *fam = desc.variant == CLATTN_VARIANT_SOFTMAX ||
-                                      desc.variant == CLATTN_VARIANT_SIGMOID
-                                  ? &clattn__flash_family
-                                  : &clattn__linear_family;
+  /* The family a plan would use: a spec naming SHAPE=decode sends softmax
+   * and sigmoid to decode whatever their Nq. */
+  const clattn__family *fam = clattn__family_of(&plan.p, spec);
   clattn_status st = fam->choose(&plan, spec);
   FUZZ_CHECK(st == CLATTN_SUCCESS || st == CLATTN_ERROR_INVALID_DESCRIPTOR);
   if (st == CLATTN_SUCCESS) {
     /* What a plan would build with: bounded values and a known shape. */
-    FUZZ_CHECK(plan.shape_id >= 0 && plan.shape_id <= 2);
+    FUZZ_CHECK(plan.shape_id >= CLATTN__SHAPE_ROW &&
+               plan.shape_id <= CLATTN__SHAPE_DECODE);
+    FUZZ_CHECK((plan.shape_id == CLATTN__SHAPE_DECODE) ==
+               (fam == &clattn__decode_family));
     FUZZ_CHECK(plan.tiles.count <= CLATTN_MAX_TILES);
     for (size_t i = 0; i < plan.tiles.count; i++)
       FUZZ_CHECK(plan.tiles.values[i] >= 0 && plan.tiles.values[i] <= 4096);
     int vec = clattn__tiles_get(&plan.tiles, "VEC");
     FUZZ_CHECK(vec == 1 || vec == 2 || vec == 4 || vec == 8 || vec == 16);
-    FUZZ_CHECK(clattn__tiles_get(&plan.tiles, "BLOCK_M") >= 1);
+    FUZZ_CHECK(clattn__tiles_get(&plan.tiles, fam == &clattn__decode_family
+                                                  ? "ROWS"
+                                                  : "BLOCK_M") >= 1);
     char options[512] = "";
     clattn__tiles_options(&plan.tiles, options, sizeof options);
     FUZZ_CHECK(memchr(options, '\0', sizeof options) != NULL);
