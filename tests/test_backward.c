@@ -260,6 +260,16 @@ static void test_backward_linear(void **state) {
     check_desc(d, 3100);
     d.causal = 0;
     check_desc(d, 3101);
+    /* The widest head dims (Dv not a whole number of vectors) and nearly
+     * the narrowest: at D = 1 the output no longer depends on q (it is
+     * S / z up to eps), so dQ is all cancellation, below float's
+     * resolution. */
+    check_desc(clattn_test_desc(CLATTN_VARIANT_LINEAR, CLATTN_DTYPE_F32, 1, 1,
+                                1, 1, 37, 41, 256, 200),
+               3102);
+    check_desc(clattn_test_desc(CLATTN_VARIANT_LINEAR, CLATTN_DTYPE_F32, 0, 1,
+                                2, 1, 23, 19, 2, 1),
+               3103);
   }
 }
 
@@ -272,6 +282,10 @@ static void test_backward_cosformer(void **state) {
     d.feature_map = CLATTN_FEATURE_MAP_ELU1;
     d.cos_m = 300.0f;
     check_desc(d, 4100);
+    /* 2 x 256 features, Dv not a whole number of vectors. */
+    check_desc(clattn_test_desc(CLATTN_VARIANT_COSFORMER, CLATTN_DTYPE_F32, 1,
+                                1, 1, 1, 37, 41, 256, 200),
+               4101);
   }
 }
 
