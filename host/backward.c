@@ -381,9 +381,6 @@ static int lb_chunk(const clattn__problem *p) {
 #define LB_LR 32
 #define LB_SCAN_E 64
 
-/* Chunk counts of the key-side and query-side states: keys in chunks of
- * lb_chunk rows; queries grouped by the chunk of their last key when causal,
- * else by their own index. */
 /* The state kernels' micro-tiles: FB feature rows x DVT vectors of Dv in
  * registers, next to DVT vectors of the operand row and a broadcast; vector
  * width and register count from the device (16 of 8 floats on AVX2, 32 of
@@ -395,8 +392,11 @@ typedef struct {
 static lb_tiles lb_tiles_get(const clattn_plan_t plan) {
   const clattn__problem *p = &plan->p;
   lb_tiles t;
-  int width = native_width(&plan->ctx->profile);
-  int regs = width >= 16 ? 32 : 16;
+  /* A GPU gets the linear forward's gpu-shape width (4) and a small
+   * register budget. */
+  int width = 4, regs = 16;
+  if (plan->ctx->profile.is_cpu)
+    clattn__vector_regs(&plan->ctx->profile, &width, &regs);
   t.vec = clattn__pick_vec(p->dim_v, p->dim_v, width);
   int dvch = (int)((p->dim_v + (size_t)t.vec - 1) / (size_t)t.vec);
   t.dvt = dvch < 4 ? dvch : 4;
@@ -406,6 +406,9 @@ static lb_tiles lb_tiles_get(const clattn_plan_t plan) {
   return t;
 }
 
+/* Chunk counts of the key-side and query-side states: keys in chunks of
+ * lb_chunk rows; queries grouped by the chunk of their last key when causal,
+ * else by their own index. */
 static void linear_chunks(const clattn__problem *p, size_t *kc, size_t *qc) {
   size_t c = (size_t)lb_chunk(p);
   *kc = (p->seq_k + c - 1) / c;

@@ -282,6 +282,13 @@ int clattn__pick_vec(size_t d, size_t dv, int widest) {
   return d >= 16 && dv >= 16 && widest >= 8 ? 8 : 1;
 }
 
+void clattn__vector_regs(const clattn_device_profile *dev, int *width,
+                         int *regs) {
+  cl_uint n = dev->native_vector_width_float;
+  *width = n >= 16 ? 16 : n >= 8 ? 8 : 4;
+  *regs = n >= 16 ? 32 : 16;
+}
+
 const char *clattn__spec_shape(const char *spec, size_t *len) {
   for (const char *s = spec; s && *s;) {
     const char *end = strchr(s, ',');

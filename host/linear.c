@@ -36,18 +36,6 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   return d;
 }
 
-/* The float vector width a CPU device's code is compiled for and the vector
- * registers that come with it: 16 of 8 floats (AVX2), 32 of 16 (AVX-512).
- * PoCL reports the ISA's width as native and preferred; Intel's runtime
- * reports preferred 1 (it vectorises across work-items) and the ISA's width
- * as native, so the native width is the one to read. */
-static void vector_regs(const clattn_device_profile *dev, int *width,
-                        int *regs) {
-  cl_uint n = dev->native_vector_width_float;
-  *width = n >= 16 ? 16 : n >= 8 ? 8 : 4;
-  *regs = n >= 16 ? 32 : 16;
-}
-
 /* Floats of the private arrays one work-item holds (cl/linear.cl), the more
  * of the two large kernels: clattn_linear_state's accumulators, sums and key
  * rows; clattn_linear_out's query rows, accumulators and, when causal, the
@@ -91,7 +79,7 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
      * broadcasts. Vector width and register count come from the device's
      * native width, never from the machine clattn was built on. */
     int width = 0, regs = 0;
-    vector_regs(&ctx->profile, &width, &regs);
+    clattn__vector_regs(&ctx->profile, &width, &regs);
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
@@ -340,7 +328,7 @@ static int linear_candidate(const clattn__problem *p,
       if (n++ == index)
         return snprintf(buf, size, "SHAPE=cpu,CHUNK=%d", ch[a]) > 0;
     int width = 0, regs = 0;
-    vector_regs(dev, &width, &regs);
+    clattn__vector_regs(dev, &width, &regs);
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;

@@ -212,6 +212,14 @@ clattn_status clattn__shape_choose(clattn_context_t ctx, const char *spec,
  * dimensions; a wide padded vector beats a narrow exact one from 16 on. */
 int clattn__pick_vec(size_t d, size_t dv, int widest);
 
+/* The float vector width a CPU device's code is compiled for and the vector
+ * registers that come with it: 16 of 8 floats (AVX2), 32 of 16 (AVX-512).
+ * PoCL reports the ISA's width as native and preferred; Intel's runtime
+ * reports preferred 1 (it vectorises across work-items) and the ISA's width
+ * as native, so the native width is the one to read. */
+void clattn__vector_regs(const clattn_device_profile *dev, int *width,
+                         int *regs);
+
 /* Enqueues one kernel after `nwait` events, returning its event in *event.
  * Shared by the families so event chaining is written once. */
 clattn_status clattn__enqueue(clattn_plan_t plan, cl_kernel kernel,

@@ -492,23 +492,6 @@ static void test_backward_pipeline_sigmoid(void **state) {
   }
 }
 
-/* Junk for the padding: NaN, +inf and -inf in turn. */
-static float junk_at(size_t t) {
-  return t % 3 == 0 ? NAN : t % 3 == 1 ? INFINITY : -INFINITY;
-}
-
-/* Sets rows [from, n) of each of `heads` (batch b) in x [B, heads, n, w] to
- * junk, or to 0 when dirty is 0. */
-static void fill_padding(float *x, size_t b, size_t heads, size_t n,
-                         size_t from, size_t w, int dirty) {
-  for (size_t h = 0; h < heads; h++)
-    for (size_t i = from; i < n; i++)
-      for (size_t t = 0; t < w; t++) {
-        size_t e = ((b * heads + h) * n + i) * w + t;
-        x[e] = dirty ? junk_at(e) : 0.0f;
-      }
-}
-
 /* What the padding of a padded batch holds never matters to the backward:
  * NaN and infinities in Q, dO, O and LSE past Lq and in K and V past Lk
  * give the gradients zeros give, bit for bit, and none is NaN; on both
@@ -549,13 +532,13 @@ static void check_padding(clattn_variant variant, const char *tiles, int f,
     for (size_t b = 0; b < d.batch; b++) {
       size_t lq = len_of(pp.lens_q, b, d.seq_q);
       size_t lk = len_of(pp.lens_k, b, d.seq_k);
-      fill_padding(q, b, d.heads_q, d.seq_q, lq, d.dim, dirty);
-      fill_padding(dout, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
-      fill_padding(o, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
+      clattn_test_fill_padding(q, b, d.heads_q, d.seq_q, lq, d.dim, dirty);
+      clattn_test_fill_padding(dout, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
+      clattn_test_fill_padding(o, b, d.heads_q, d.seq_q, lq, d.dim_v, dirty);
       if (softmax)
-        fill_padding(lse, b, d.heads_q, d.seq_q, lq, 1, dirty);
-      fill_padding(k, b, hkv, d.seq_k, lk, d.dim, dirty);
-      fill_padding(v, b, hkv, d.seq_k, lk, d.dim_v, dirty);
+        clattn_test_fill_padding(lse, b, d.heads_q, d.seq_q, lq, 1, dirty);
+      clattn_test_fill_padding(k, b, hkv, d.seq_k, lk, d.dim, dirty);
+      clattn_test_fill_padding(v, b, hkv, d.seq_k, lk, d.dim_v, dirty);
     }
     st = clattn_plan_backward_host_varlen(
         plan, q, k, v, softmax ? o : NULL, softmax ? lse : NULL, dout,

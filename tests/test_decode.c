@@ -751,21 +751,6 @@ static void test_decode_pipeline_padded(void **state) {
   assert_true(all);
 }
 
-/* Sets rows [from, n) of each of `heads` (batch b) in x [B, heads, n, w] to
- * NaN, +inf and -inf in turn, or to 0 when dirty is 0. */
-static void fill_padding(float *x, size_t b, size_t heads, size_t n,
-                         size_t from, size_t w, int dirty) {
-  for (size_t h = 0; h < heads; h++)
-    for (size_t i = from; i < n; i++)
-      for (size_t t = 0; t < w; t++) {
-        size_t e = ((b * heads + h) * n + i) * w + t;
-        x[e] = !dirty       ? 0.0f
-               : e % 3 == 0 ? NAN
-               : e % 3 == 1 ? INFINITY
-                            : -INFINITY;
-      }
-}
-
 /* What the padding of a padded batch holds never matters: NaN and
  * infinities in Q past Lq and in K and V past Lk give the output (and LSE)
  * zeros give, bit for bit, and no NaN, in both decode kernels. */
@@ -799,12 +784,12 @@ static void test_decode_padding_never_read(void **state) {
         clattn_status st = CLATTN_SUCCESS;
         for (int dirty = 0; dirty < 2 && st == CLATTN_SUCCESS; dirty++) {
           for (size_t b = 0; b < d->batch; b++) {
-            fill_padding(pp.p.q, b, d->heads_q, d->seq_q, (size_t)pp.lens_q[b],
-                         d->dim, dirty);
-            fill_padding(pp.p.k, b, d->heads_kv, d->seq_k, (size_t)pp.lens_k[b],
-                         d->dim, dirty);
-            fill_padding(pp.p.v, b, d->heads_kv, d->seq_k, (size_t)pp.lens_k[b],
-                         d->dim_v, dirty);
+            clattn_test_fill_padding(pp.p.q, b, d->heads_q, d->seq_q,
+                                     (size_t)pp.lens_q[b], d->dim, dirty);
+            clattn_test_fill_padding(pp.p.k, b, d->heads_kv, d->seq_k,
+                                     (size_t)pp.lens_k[b], d->dim, dirty);
+            clattn_test_fill_padding(pp.p.v, b, d->heads_kv, d->seq_k,
+                                     (size_t)pp.lens_k[b], d->dim_v, dirty);
           }
           st = pipe_run(&pp, specs[s], line, sizeof line);
           if (!dirty && st == CLATTN_SUCCESS) {

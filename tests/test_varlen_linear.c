@@ -417,15 +417,7 @@ static void test_varlen_linear_long_and_tiles(void **state) {
 static void set_padding(float *x, size_t b, size_t h, size_t n, size_t w,
                         const cl_int *lens, int dirty) {
   for (size_t bb = 0; bb < b; bb++)
-    for (size_t hh = 0; hh < h; hh++)
-      for (size_t i = (size_t)lens[bb]; i < n; i++)
-        for (size_t t = 0; t < w; t++) {
-          size_t e = ((bb * h + hh) * n + i) * w + t;
-          x[e] = !dirty       ? 0.0f
-                 : e % 3 == 0 ? NAN
-                 : e % 3 == 1 ? INFINITY
-                              : -INFINITY;
-        }
+    clattn_test_fill_padding(x, bb, h, n, (size_t)lens[bb], w, dirty);
 }
 
 /* 1 when a run with junk padding gave what the zero-padded run gave, bit

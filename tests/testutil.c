@@ -367,3 +367,16 @@ double *clattn_test_alloc_d(size_t n) {
   assert_non_null(x);
   return x;
 }
+
+void clattn_test_fill_padding(float *x, size_t b, size_t heads, size_t n,
+                              size_t from, size_t w, int dirty) {
+  for (size_t h = 0; h < heads; h++)
+    for (size_t i = from; i < n; i++)
+      for (size_t t = 0; t < w; t++) {
+        size_t e = ((b * heads + h) * n + i) * w + t;
+        x[e] = !dirty       ? 0.0f
+               : e % 3 == 0 ? NAN
+               : e % 3 == 1 ? INFINITY
+                            : -INFINITY;
+      }
+}

@@ -96,6 +96,12 @@ int clattn_test_shared_teardown(void **state);
 float *clattn_test_alloc_f(size_t n);
 double *clattn_test_alloc_d(size_t n);
 
+/* Sets rows [from, n) of each of `heads` (batch b) in x [B, heads, n, w] to
+ * NaN, +inf and -inf in turn (padding a kernel must never read), or to 0
+ * when dirty is 0. */
+void clattn_test_fill_padding(float *x, size_t b, size_t heads, size_t n,
+                              size_t from, size_t w, int dirty);
+
 /* ---- One problem ------------------------------------------------------ */
 
 typedef struct clattn_test_problem {
