@@ -91,7 +91,8 @@ install_intel_runtime() {
   local svml
   svml=$(find "$(cd "$venv" && pwd)" -name libsvml.so -print -quit)
   if [ -n "$svml" ] && [ "$(dirname "$svml")" != "$(dirname "$lib")" ]; then
-    export LD_LIBRARY_PATH="$(dirname "$svml")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    LD_LIBRARY_PATH="$(dirname "$svml")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export LD_LIBRARY_PATH
   fi
 }
 

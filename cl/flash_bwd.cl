@@ -119,6 +119,10 @@ void clattn_bwd_rows(const clattn_seq *s, const int j0, const int n,
   }
 }
 
+/* The row and gpu shapes' kernels: delta, then dK/dV and dQ. The cpu shape
+ * has its own below and leaves these out of its program. */
+#if SHAPE != 1
+
 __kernel void clattn_bwd_delta(__global const store_t *o,
                                __global const store_t *dout,
                                __global float *delta, const ulong rows) {
@@ -270,6 +274,8 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
   for (int r = 0; r < BLOCK_M && i0 + r < nq; r++)
     clattn_store_row(dq + (row0 + i0 + r) * HEAD_DIM, acc[r], HEAD_DIM, scale);
 }
+
+#endif /* SHAPE != 1 */
 
 #if SHAPE == 1
 
