@@ -160,7 +160,6 @@ void clattn_score_block(float (*qs)[HEAD_DIM], __global const float *ktb,
  * block's first key; with_mod: the mask_mod is evaluated too. */
 void clattn_mask_block(const clattn_seq *sq, float (*s)[BLOCK_N], const int i0,
                        const int j0, const float fill, const int with_mod) {
-#pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int lo = (int)clamp(clattn_row_first(sq, (long)i0 + r) - j0, -1L,
                               (long)BLOCK_N);
