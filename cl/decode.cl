@@ -231,13 +231,14 @@ float clattn_decode_hmax8(float8 x) {
 }
 
 /* Global size (S, row groups, B * Hkv); work-groups of one. */
-__kernel void clattn_decode_split(
-    __global const store_t *q, __global const store_t *k,
-    __global const store_t *v, __global store_t *o, __global float *lse,
-    __global float *part, const ulong lse_off, const int write_lse,
-    const int direct, const int nq, const int nk, const int hq, const int hkv,
-    const int kps, const float scale_log2, const float bias_log2,
-    CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_decode_split(__global const store_t *q, __global const store_t *k,
+                    __global const store_t *v, __global store_t *o,
+                    __global float *lse, __global float *part,
+                    const ulong lse_off, const int write_lse, const int direct,
+                    const int nq, const int nk, const int hq, const int hkv,
+                    const int kps, const float scale_log2,
+                    const float bias_log2, CLATTN_PIPE_PARAMS) {
   __global float *po = part;
   __global float *pl = direct ? part : part + lse_off;
   const int s = (int)get_global_id(0);
@@ -565,10 +566,10 @@ clattn_decode_split_wg(__global const store_t *q, __global const store_t *k,
  * weighs split s by 2^(PL_s - max) as merge.cl does (a split with -inf
  * carries no weight; a row no split saw gives 0 and LSE -inf); sigmoid adds.
  */
-__kernel void clattn_decode_merge(__global const float *po,
-                                  const ulong lse_off, __global store_t *o,
-                                  __global float *lse, const int write_lse,
-                                  const int splits, const ulong rows) {
+CLATTN_KERNEL void clattn_decode_merge(__global const float *po,
+                                       const ulong lse_off, __global store_t *o,
+                                       __global float *lse, const int write_lse,
+                                       const int splits, const ulong rows) {
   __global const float *pl = po + lse_off;
   const int c = (int)get_global_id(0);
   const ulong r = get_global_id(1);

@@ -99,10 +99,11 @@ void clattn_pv_block(float (*p)[BLOCK_N], __global const store_t *v,
  * puts every d of a key vector in the same L1 set). V is packed as float
  * rows padded to whole vectors: vp[bh][j][DVP]. Padding keys and columns
  * are zero. */
-__kernel void clattn_pack_kv(__global const store_t *k,
-                             __global const store_t *v, __global float *ws,
-                             const int nk, const int nkp, const ulong vp_off,
-                             const int hkv, __global const int *lens_k) {
+CLATTN_KERNEL void clattn_pack_kv(__global const store_t *k,
+                                  __global const store_t *v, __global float *ws,
+                                  const int nk, const int nkp,
+                                  const ulong vp_off, const int hkv,
+                                  __global const int *lens_k) {
   const int j = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (j >= nkp)
@@ -328,8 +329,8 @@ int clattn_block_mod(__global const uchar *block_mask, const clattn_seq *sq,
 
 #if PIPE_MASK_MOD
 /* One work-item per block: global size (key blocks, row blocks, B * Hq). */
-__kernel void clattn_block_mask(__global uchar *block_mask, const int nq,
-                                const int nk, const int hq) {
+CLATTN_KERNEL void clattn_block_mask(__global uchar *block_mask, const int nq,
+                                     const int nk, const int hq) {
   const int kb = (int)get_global_id(0), qb = (int)get_global_id(1);
   const size_t bh = get_global_id(2);
   const int nqb = (nq + BLOCK_M - 1) / BLOCK_M;

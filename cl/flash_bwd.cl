@@ -123,9 +123,9 @@ void clattn_bwd_rows(const clattn_seq *s, const int j0, const int n,
  * has its own below and leaves these out of its program. */
 #if SHAPE != 1
 
-__kernel void clattn_bwd_delta(__global const store_t *o,
-                               __global const store_t *dout,
-                               __global float *delta, const ulong rows) {
+CLATTN_KERNEL void clattn_bwd_delta(__global const store_t *o,
+                                    __global const store_t *dout,
+                                    __global float *delta, const ulong rows) {
   const size_t r = get_global_id(0);
   if (r >= rows)
     return;
@@ -135,13 +135,14 @@ __kernel void clattn_bwd_delta(__global const store_t *o,
   delta[r] = clattn_bwd_dot(a, g, DVCH);
 }
 
-__kernel void clattn_bwd_dkdv(
-    __global const store_t *q, __global const store_t *k,
-    __global const store_t *v, __global const store_t *dout,
-    __global const float *lse, __global const float *delta,
-    __global store_t *dk, __global store_t *dv, const int nq, const int nk,
-    const int hq, const int hkv, const float scale_log2, const float scale,
-    const float bias_log2, CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_bwd_dkdv(__global const store_t *q, __global const store_t *k,
+                __global const store_t *v, __global const store_t *dout,
+                __global const float *lse, __global const float *delta,
+                __global store_t *dk, __global store_t *dv, const int nq,
+                const int nk, const int hq, const int hkv,
+                const float scale_log2, const float scale,
+                const float bias_log2, CLATTN_PIPE_PARAMS) {
   const int j0 = (int)get_global_id(0) * BLOCK_N;
   const int hk = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -207,16 +208,13 @@ __kernel void clattn_bwd_dkdv(
   }
 }
 
-__kernel void clattn_bwd_dq(__global const store_t *q,
-                            __global const store_t *k,
-                            __global const store_t *v,
-                            __global const store_t *dout,
-                            __global const float *lse,
-                            __global const float *delta, __global store_t *dq,
-                            const int nq, const int nk, const int hq,
-                            const int hkv, const float scale_log2,
-                            const float scale, const float bias_log2,
-                            CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_bwd_dq(__global const store_t *q, __global const store_t *k,
+              __global const store_t *v, __global const store_t *dout,
+              __global const float *lse, __global const float *delta,
+              __global store_t *dq, const int nq, const int nk, const int hq,
+              const int hkv, const float scale_log2, const float scale,
+              const float bias_log2, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -308,11 +306,12 @@ __kernel void clattn_bwd_dq(__global const store_t *q,
  * the keys as rows of DP floats. Zero past the sequence's Lk (lens_k, NULL:
  * Nk) and past the head dims, so whatever the padding holds (NaN included)
  * never reaches a product. */
-__kernel void clattn_bwd_pack(__global const store_t *k,
-                              __global const store_t *v, __global float *ws,
-                              const int nk, const int nkp, const ulong vt_off,
-                              const ulong kr_off, const int hkv,
-                              __global const int *lens_k) {
+CLATTN_KERNEL void clattn_bwd_pack(__global const store_t *k,
+                                   __global const store_t *v,
+                                   __global float *ws, const int nk,
+                                   const int nkp, const ulong vt_off,
+                                   const ulong kr_off, const int hkv,
+                                   __global const int *lens_k) {
   const int j0 = (int)get_global_id(0) * BLOCK_N;
   const size_t bh = get_global_id(1);
   if (j0 >= nkp)
@@ -461,14 +460,15 @@ void clattn_bwd_dq_slice(float (*w)[BLOCK_N], __global const float *kr,
 /* Workspace (floats): packed K transposed at 0, V transposed at vt_off, K
  * rows at kr_off, dK/dV scratch blocks at scr_off (one per work-item), the
  * splits' dQ copies at dq_off ([split][row][DP], rows = B * Hq * Nq). */
-__kernel void clattn_bwd_cpu(
-    __global const store_t *q, __global const store_t *o,
-    __global const store_t *dout, __global const float *lse,
-    __global float *ws, __global store_t *dk, __global store_t *dv,
-    const int nq, const int nk, const int nkp, const int hq, const int hkv,
-    const int splits, const float scale_log2, const float scale,
-    const float bias_log2, const ulong vt_off, const ulong kr_off,
-    const ulong scr_off, const ulong dq_off, CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_bwd_cpu(__global const store_t *q, __global const store_t *o,
+               __global const store_t *dout, __global const float *lse,
+               __global float *ws, __global store_t *dk, __global store_t *dv,
+               const int nq, const int nk, const int nkp, const int hq,
+               const int hkv, const int splits, const float scale_log2,
+               const float scale, const float bias_log2, const ulong vt_off,
+               const ulong kr_off, const ulong scr_off, const ulong dq_off,
+               CLATTN_PIPE_PARAMS) {
   const int sp = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (sp >= splits)
@@ -611,10 +611,10 @@ __kernel void clattn_bwd_cpu(
 }
 
 /* dQ of SUM_ROWS rows: scale times the splits' copies summed in order. */
-__kernel void clattn_bwd_dq_sum(__global const float *ws,
-                                __global store_t *dq, const ulong dq_off,
-                                const ulong rows, const int splits,
-                                const float scale) {
+CLATTN_KERNEL void clattn_bwd_dq_sum(__global const float *ws,
+                                     __global store_t *dq, const ulong dq_off,
+                                     const ulong rows, const int splits,
+                                     const float scale) {
   const size_t r0 = get_global_id(0) * SUM_ROWS;
   for (size_t r = r0; r < r0 + SUM_ROWS && r < rows; r++) {
     floatv acc[DCH];

@@ -230,13 +230,11 @@ static inline __attribute__((always_inline)) floatv clattn_iota(void) {
 #define KROW(d) (d)
 #endif
 
-__kernel void clattn_linear_state(__global const store_t *k,
-                                  __global const store_t *v,
-                                  __global float *ws, const int nq,
-                                  const int nk, const int hkv,
-                                  const int nchunks, float hinv,
-                                  __global const int *lens_q,
-                                  __global const int *lens_k) {
+CLATTN_KERNEL void
+clattn_linear_state(__global const store_t *k, __global const store_t *v,
+                    __global float *ws, const int nq, const int nk,
+                    const int hkv, const int nchunks, float hinv,
+                    __global const int *lens_q, __global const int *lens_k) {
   const int gx = (int)get_global_id(0);
   const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
   const int d0 = gx / NSLICE * ROWS_D;
@@ -369,7 +367,7 @@ __kernel void clattn_linear_state(__global const store_t *k,
   }
 }
 
-__kernel void clattn_linear_prefix(__global float *ws, const int nchunks) {
+CLATTN_KERNEL void clattn_linear_prefix(__global float *ws, const int nchunks) {
   const int e = (int)get_global_id(0);
   const size_t bh = get_global_id(1);
   if (e >= STATE_SIZE / VEC)
@@ -412,14 +410,12 @@ clattn_store_slice(__global store_t *p, const floatv *src, const int s0,
   }
 }
 
-__kernel void clattn_linear_out(__global const store_t *q,
-                                __global const store_t *v,
-                                __global const float *ws, __global store_t *o,
-                                const int nq, const int nk, const int hq,
-                                const int hkv, const int nchunks,
-                                const float eps, float hinv,
-                                __global const int *lens_q,
-                                __global const int *lens_k) {
+CLATTN_KERNEL void
+clattn_linear_out(__global const store_t *q, __global const store_t *v,
+                  __global const float *ws, __global store_t *o, const int nq,
+                  const int nk, const int hq, const int hkv, const int nchunks,
+                  const float eps, float hinv, __global const int *lens_q,
+                  __global const int *lens_k) {
   const int gx = (int)get_global_id(0);
   const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
   const int g = gx / NSLICE;

@@ -313,10 +313,11 @@ void clattn_lbwd_tile_store(floatv (*acc)[DVT], const float *z, const int f0,
 }
 
 /* Chunk sums of k'_j v_j^T and k'_j over keys [c CHUNK, (c + 1) CHUNK). */
-__kernel void clattn_lbwd_kstate(__global const float *kfe,
-                                 __global const store_t *v, __global float *st,
-                                 const int nk, const int hkv, const int chunks,
-                                 __global const int *lens_k) {
+CLATTN_KERNEL void clattn_lbwd_kstate(__global const float *kfe,
+                                      __global const store_t *v,
+                                      __global float *st, const int nk,
+                                      const int hkv, const int chunks,
+                                      __global const int *lens_k) {
   /* Work-item (f / FB * NSLICE + slice, c, bh). */
   const int f0 = (int)get_global_id(0) / NSLICE * FB;
   const int c0 = (int)get_global_id(0) % NSLICE * DVT;
@@ -436,7 +437,7 @@ void clattn_lbwd_query_row(__global const store_t *q, __global const float *qfe,
 }
 
 /* LR query rows from LR * id of head (h, b). */
-__kernel void
+CLATTN_KERNEL void
 clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
                   __global const float *kfe, __global const store_t *v,
                   __global const store_t *dout, __global const float *st,
@@ -470,12 +471,11 @@ clattn_lbwd_query(__global const store_t *q, __global const float *qfe,
  * holds rows [c CHUNK - off, (c + 1) CHUNK - off), off = Nk - Nq when
  * causal. Chunk sums of q'_i g_i^T and c_i q'_i, over the query heads that
  * share kv head bhk. */
-__kernel void clattn_lbwd_qstate(__global const float *qfe,
-                                 __global const float *gc, __global float *st,
-                                 const int nq, const int nk, const int hq,
-                                 const int hkv, const int chunks,
-                                 __global const int *lens_q,
-                                 __global const int *lens_k) {
+CLATTN_KERNEL void
+clattn_lbwd_qstate(__global const float *qfe, __global const float *gc,
+                   __global float *st, const int nq, const int nk, const int hq,
+                   const int hkv, const int chunks, __global const int *lens_q,
+                   __global const int *lens_k) {
   /* Work-item (f / FB * NSLICE + slice, c, bh). */
   const int f0 = (int)get_global_id(0) / NSLICE * FB;
   const int c0 = (int)get_global_id(0) % NSLICE * DVT;
@@ -582,7 +582,7 @@ void clattn_lbwd_key_row(__global const float *qfe, __global const store_t *k,
 }
 
 /* LR key rows from LR * id of kv head (hk, b). */
-__kernel void
+CLATTN_KERNEL void
 clattn_lbwd_key(__global const float *qfe, __global const store_t *k,
                 __global const float *kfe, __global const store_t *v,
                 __global const float *gc, __global const float *st,

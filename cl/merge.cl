@@ -15,11 +15,11 @@
  * uninitialised), and a row that no part saw gives O = 0 and LSE = -inf.
  */
 
-__kernel void clattn_merge(__global const store_t *o_parts,
-                           __global const float *lse_parts,
-                           __global store_t *o, __global float *lse,
-                           const int write_lse, const int parts,
-                           const ulong rows, const int dv) {
+CLATTN_KERNEL void clattn_merge(__global const store_t *o_parts,
+                                __global const float *lse_parts,
+                                __global store_t *o, __global float *lse,
+                                const int write_lse, const int parts,
+                                const ulong rows, const int dv) {
   const size_t c = get_global_id(0);
   const size_t r = get_global_id(1);
   float mx = -INFINITY;

@@ -39,13 +39,12 @@ void clattn_softmax_store(__global store_t *o, __global float *lse,
 
 #if SHAPE == 0
 
-__kernel void clattn_softmax_fwd(__global const store_t *q,
-                                 __global const store_t *k,
-                                 __global const store_t *v,
-                                 __global store_t *o, __global float *lse,
-                                 const int write_lse, const int nq,
-                                 const int nk, const int hq, const int hkv,
-                                 const float scale_log2, CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_softmax_fwd(__global const store_t *q, __global const store_t *k,
+                   __global const store_t *v, __global store_t *o,
+                   __global float *lse, const int write_lse, const int nq,
+                   const int nk, const int hq, const int hkv,
+                   const float scale_log2, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -104,13 +103,11 @@ __kernel void clattn_softmax_fwd(__global const store_t *q,
 
 #elif SHAPE == 1
 
-__kernel void clattn_softmax_fwd_kt(__global const store_t *q,
-                                    __global const float *ws,
-                                    __global store_t *o, __global float *lse,
-                                    const int write_lse, const int nq,
-                                    const int nk, const int nkp, const int hq,
-                                    const int hkv, const float scale_log2,
-                                    const ulong vp_off, CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void clattn_softmax_fwd_kt(
+    __global const store_t *q, __global const float *ws, __global store_t *o,
+    __global float *lse, const int write_lse, const int nq, const int nk,
+    const int nkp, const int hq, const int hkv, const float scale_log2,
+    const ulong vp_off, CLATTN_PIPE_PARAMS) {
   const int i0 = (int)get_global_id(0) * BLOCK_M;
   const int h = (int)get_global_id(1);
   const int b = (int)get_global_id(2);
@@ -181,14 +178,12 @@ __kernel void clattn_softmax_fwd_kt(__global const store_t *q,
 
 #elif SHAPE == 2
 
-__kernel void clattn_softmax_fwd_gpu(__global const store_t *q,
-                                     __global const store_t *k,
-                                     __global const store_t *v,
-                                     __global store_t *o, __global float *lse,
-                                     const int write_lse, const int nq,
-                                     const int nk, const int hq, const int hkv,
-                                     const float scale_log2,
-                                     CLATTN_PIPE_PARAMS) {
+CLATTN_KERNEL void
+clattn_softmax_fwd_gpu(__global const store_t *q, __global const store_t *k,
+                       __global const store_t *v, __global store_t *o,
+                       __global float *lse, const int write_lse, const int nq,
+                       const int nk, const int hq, const int hkv,
+                       const float scale_log2, CLATTN_PIPE_PARAMS) {
   __local float ks[BLOCK_N * DP];
   __local float vs[BLOCK_N * DVP];
   const int g0 = (int)get_group_id(0) * BLOCK_M;
