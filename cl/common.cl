@@ -38,15 +38,17 @@
 #define CLATTN_CAT_(a, b) a##b
 #define CLATTN_CAT(a, b) CLATTN_CAT_(a, b)
 
-/* A kernel written with its own vectors (floatv, floatk), run with local
- * size 1 on a CPU, is declared CLATTN_KERNEL. Intel's CPU runtime packs
+/* clattn's kernels are declared CLATTN_KERNEL. Intel's CPU runtime packs
  * work-items into vectors by default (it scalarises a kernel, revectorises
- * it and keeps both); its vector-length hint of 1 (cl_intel_vec_len_hint)
- * has it compile the kernel once, as written, and without a warning (a
- * vec_type_hint does the same but warns that it cannot vectorise); on
- * Intel's runtime that halves a backward program's build time and is as
- * fast or faster. The scalar kernels (the linear backward's feature map and
- * scan) stay plain __kernel, where the packing pays. */
+ * it and keeps both), which kernels that hold their own vectors and run
+ * with local size 1 never use; its vector-length hint of 1
+ * (cl_intel_vec_len_hint) has it compile a kernel once, as written, and
+ * without a warning (a vec_type_hint does the same but warns that it cannot
+ * vectorise). On Intel's runtime that halves a backward program's build
+ * time and is as fast or faster, the one-scalar-per-work-item kernels
+ * included (packing K and V is faster with it, the decode merge as fast).
+ * The linear backward's feature map and scan are the exception, measured:
+ * they stay plain __kernel, where the packing pays. */
 #ifdef cl_intel_vec_len_hint
 #define CLATTN_KERNEL __kernel __attribute__((intel_vec_len_hint(1)))
 #else
