@@ -191,3 +191,35 @@ void clattn_store_row(__global store_t *p, const floatv *src, const int n,
       STORE1(tmp[t], p, full * VEC + t);
   }
 }
+
+/* The linear family's Dv slices (forward and backward): DVT vectors of Dv
+ * per work-item. */
+#ifndef DVT
+#define DVT DVCH
+#endif
+
+/* Loads the Dv slice of vectors DVT wide that starts at vector s0 of a row
+ * of n = HEAD_DIM_V elements; vectors past the row are zero, and a
+ * partial last vector is zero-padded. */
+static inline __attribute__((always_inline)) void
+clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
+#if HEAD_DIM_V % (DVT * VEC) == 0
+#pragma unroll
+  for (int t = 0; t < DVT; t++)
+    dst[t] = VLOAD(p + (s0 + t) * VEC);
+#else
+#pragma unroll
+  for (int t = 0; t < DVT; t++) {
+    const int e0 = (s0 + t) * VEC;
+    if (e0 + VEC <= HEAD_DIM_V) {
+      dst[t] = VLOAD(p + e0);
+    } else {
+      float tmp[VEC];
+#pragma unroll
+      for (int u = 0; u < VEC; u++)
+        tmp[u] = e0 + u < HEAD_DIM_V ? LOAD1(p, e0 + u) : 0.0f;
+      dst[t] = VLOAD_PRIV(tmp);
+    }
+  }
+#endif
+}

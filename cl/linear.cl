@@ -88,9 +88,6 @@
 #define BLOCK_M 4 // query rows per work-item of clattn_linear_out
 #endif
 
-#ifndef DVT
-#define DVT DVCH // Dv vectors per work-item (a slice of Dv)
-#endif
 /* Slices of Dv; work-items of one row block (or state rows) and different
  * slices are neighbours along dimension 0. */
 #define NSLICE ((DVCH + DVT - 1) / DVT)
@@ -168,32 +165,6 @@ typedef CLATTN_CAT(int, VEC) maskv;
 /* The helpers below are always inlined: their loops then have constant trip
  * counts and unroll, which keeps rows in registers rather than on the
  * stack. */
-
-/* Loads the Dv slice of vectors DVT wide that starts at vector s0 of a row
- * of n = HEAD_DIM_V elements; vectors past the row are zero, and a
- * partial last vector is zero-padded. */
-static inline __attribute__((always_inline)) void
-clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
-#if HEAD_DIM_V % (DVT * VEC) == 0
-#pragma unroll
-  for (int t = 0; t < DVT; t++)
-    dst[t] = VLOAD(p + (s0 + t) * VEC);
-#else
-#pragma unroll
-  for (int t = 0; t < DVT; t++) {
-    const int e0 = (s0 + t) * VEC;
-    if (e0 + VEC <= HEAD_DIM_V) {
-      dst[t] = VLOAD(p + e0);
-    } else {
-      float tmp[VEC];
-#pragma unroll
-      for (int u = 0; u < VEC; u++)
-        tmp[u] = e0 + u < HEAD_DIM_V ? LOAD1(p, e0 + u) : 0.0f;
-      dst[t] = VLOAD_PRIV(tmp);
-    }
-  }
-#endif
-}
 
 /* Asks the cache for part `part` of `parts` of the n bytes at p, one 64-byte
  * line at a time. The work-items of a chunk each ask for their part of the

@@ -65,9 +65,6 @@
 #ifndef FB
 #define FB 4 // feature rows per work-item of the state kernels
 #endif
-#ifndef DVT
-#define DVT DVCH // Dv vectors per work-item of the state kernels
-#endif
 /* Slices of Dv the state kernels' work-items split a state into. */
 #define NSLICE ((DVCH + DVT - 1) / DVT)
 #ifndef LR
@@ -258,23 +255,8 @@ void clattn_lbwd_tile_fma(floatv (*acc)[DVT], float *z, const float *a,
   }
 }
 
-/* Vectors c0 .. c0 + DVT - 1 of a row of Dv stored (or float) elements,
- * zero past Dv. */
-void clattn_lbwd_slice(__global const store_t *p, const int c0, floatv *row) {
-#pragma unroll
-  for (int c = 0; c < DVT; c++) {
-    const int e = (c0 + c) * VEC;
-    if (e + VEC <= HEAD_DIM_V) {
-      row[c] = VLOAD(p + e);
-    } else {
-      float tmp[VEC];
-      for (int t = 0; t < VEC; t++)
-        tmp[t] = e + t < HEAD_DIM_V ? LOAD1(p, e + t) : 0.0f;
-      row[c] = VLOAD_PRIV(tmp);
-    }
-  }
-}
-
+/* Vectors c0 .. c0 + DVT - 1 of a row of Dv floats, zero past Dv (the
+ * workspace's rows; clattn_load_slice reads stored ones). */
 void clattn_lbwd_slice_f(__global const float *p, const int c0, floatv *row) {
 #pragma unroll
   for (int c = 0; c < DVT; c++) {
@@ -334,7 +316,7 @@ CLATTN_KERNEL void clattn_lbwd_kstate(__global const float *kfe,
     float a[FB];
     floatv vr[DVT];
     clattn_lbwd_feats(kfe + row * FEAT, f0, a);
-    clattn_lbwd_slice(v + row * HEAD_DIM_V, c0, vr);
+    clattn_load_slice(v + row * HEAD_DIM_V, c0, vr);
     clattn_lbwd_tile_fma(acc, z, a, vr, 1.0f);
   }
   clattn_lbwd_tile_store(acc, z, f0, c0, st + (bh * (chunks + 1) + c) * SLOT);
