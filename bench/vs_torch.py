@@ -220,7 +220,12 @@ def time_torch(torch, F, c, repeat):
     fn = TORCH_FN[c.variant]
     times = []
     with torch.inference_mode():
-        fn(torch, F, q, k, v, c.causal)  # warm-up
+        # Warm-up: at least one call and 0.25 s, as clattn-bench does (new
+        # worker threads take tens of milliseconds to spread over the cores).
+        start = time.perf_counter()
+        fn(torch, F, q, k, v, c.causal)
+        while time.perf_counter() - start < 0.25:
+            fn(torch, F, q, k, v, c.causal)
         for _ in range(repeat):
             t0 = time.perf_counter()
             fn(torch, F, q, k, v, c.causal)

@@ -21,7 +21,7 @@
 #include <cblas.h>
 #endif
 
-static const bench_limits ceiling_limits = {1, 7, 5.0, 120.0};
+static const bench_limits ceiling_limits = {1, 7, 5.0, 120.0, 0.25};
 
 #ifdef CLATTN_BENCH_HAVE_CLBLAST
 typedef struct clblast_run {

@@ -18,6 +18,14 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Whether warm-up run w (0-based) is due: the first `warmup` runs, then
+ * more until warmup_seconds have passed since `start`. */
+static int warming(const bench_limits *lim, int w, double start) {
+  if (w < lim->warmup)
+    return 1;
+  return lim->warmup > 0 && tool_now_seconds() - start < lim->warmup_seconds;
+}
+
 int bench_time_runs(bench_run_fn fn, void *arg, const bench_limits *lim,
                     bench_timing *t, char *err, size_t errlen, int *resource) {
   double *times = malloc(sizeof(double) * (size_t)lim->repeat);
@@ -29,7 +37,8 @@ int bench_time_runs(bench_run_fn fn, void *arg, const bench_limits *lim,
     *resource = 1;
     return 1;
   }
-  for (int w = 0; w < lim->warmup; w++) {
+  double warm_start = tool_now_seconds();
+  for (int w = 0; warming(lim, w, warm_start); w++) {
     double t0 = tool_now_seconds();
     if (fn(arg, &ms, err, errlen, resource))
       goto cleanup;

@@ -21,6 +21,7 @@ typedef struct bench_limits {
   int warmup, repeat;
   double max_seconds;      /* stop repeating (after 3 runs) past this */
   double max_case_seconds; /* one run longer than this ends the case */
+  double warmup_seconds;   /* with warmup > 0, warm up at least this long */
 } bench_limits;
 
 typedef struct bench_timing {
@@ -30,8 +31,11 @@ typedef struct bench_timing {
   int over_limit; /* a run took longer than max_case_seconds */
 } bench_timing;
 
-/* Warm-up runs (only one once a run took longer than max_seconds, since the
- * warm-up is there to build and cache), then up to `repeat` timed runs.
+/* Warm-up runs: `warmup` of them, continued until warmup_seconds have
+ * passed (a CPU runtime's fresh worker threads may share one core for the
+ * first tens of milliseconds, until the scheduler spreads them), but only
+ * one once a run took longer than max_seconds, since the warm-up is there to
+ * build and cache; then up to `repeat` timed runs.
  * Returns 0, or 1 with err and *resource as bench_run_fn sets them. */
 int bench_time_runs(bench_run_fn fn, void *arg, const bench_limits *lim,
                     bench_timing *t, char *err, size_t errlen, int *resource);

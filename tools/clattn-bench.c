@@ -36,7 +36,7 @@ typedef struct options {
   int causal_modes[2]; /* non-causal, causal */
   clattn_dtype dtype;
   int repeat, warmup;
-  double max_seconds, max_case_seconds;
+  double warmup_seconds, max_seconds, max_case_seconds;
   int json;
   const char *tiles;
   int baseline, ceiling, sweep, clblast_defaults, backward;
@@ -59,14 +59,17 @@ static void usage(FILE *f) {
       "                    [--seq N[,N...]] [--seq-k N] [--dim D] "
       "[--dim-v D] [--causal|--causal-both]\n"
       "                    [--dtype f32|f16|bf16] [--device SEL] [--repeat R] "
-      "[--warmup W]\n"
+      "[--warmup W] [--warmup-seconds S]\n"
       "                    [--max-seconds S] [--max-case-seconds S] "
       "[--tiles SPEC] [--json]\n"
       "                    [--baseline naive] [--clblast-defaults] "
       "[--ceiling] [--ceiling-size N] [--sweep]\n"
       "                    [--backward] [--window L,R] [--seq-lens L[,L...]]\n"
       "Defaults: softmax, B=1, H=8, N=1024, D=64, f32, 10 repeats after "
-      "2 warm-up runs;\n"
+      "2 warm-up runs\n"
+      "and at least 0.25 s of them (--warmup-seconds; a CPU runtime's new "
+      "threads take\n"
+      "tens of milliseconds to spread over the cores);\n"
       "a case stops repeating (after 3 runs) once it has taken "
       "--max-seconds (10).\n"
       "--baseline naive     also time Q K^T (CLBlast), a row kernel and "
@@ -180,6 +183,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->causal_modes[0] = 1;
   o->repeat = 10;
   o->warmup = 2;
+  o->warmup_seconds = 0.25;
   o->max_seconds = 10.0;
   o->max_case_seconds = 60.0;
   o->ceiling_size = 2048;
@@ -256,7 +260,10 @@ static int parse_args(int argc, char **argv, options *o) {
       ok = (o->repeat = atoi(val)) > 0;
     else if (!strcmp(a, "--warmup"))
       ok = (o->warmup = atoi(val)) >= 0;
-    else if (!strcmp(a, "--max-seconds"))
+    else if (!strcmp(a, "--warmup-seconds")) {
+      o->warmup_seconds = 0.0; /* 0: the W runs alone */
+      ok = !strcmp(val, "0") || parse_seconds(val, &o->warmup_seconds);
+    } else if (!strcmp(a, "--max-seconds"))
       ok = parse_seconds(val, &o->max_seconds);
     else if (!strcmp(a, "--max-case-seconds"))
       ok = parse_seconds(val, &o->max_case_seconds);
@@ -687,8 +694,8 @@ static int bench_case(clattn_context_t ctx, bench_baseline *bl,
   cl_mem bufs[9] = {NULL};
   cl_mem lens[2] = {NULL, NULL};
   clattn_plan_t plan = NULL;
-  bench_limits lim = {o->warmup, o->repeat, o->max_seconds,
-                      o->max_case_seconds};
+  bench_limits lim = {o->warmup, o->repeat, o->max_seconds, o->max_case_seconds,
+                      o->warmup_seconds};
   int rc = 1;
   memset(r, 0, sizeof *r);
   *resource = 0;
