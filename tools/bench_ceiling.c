@@ -244,6 +244,9 @@ int bench_ceiling_measure(clattn_context_t ctx, size_t n, bench_ceiling *out,
    * It runs before CLBlast, while the device is idle. */
   if (prof.is_cpu) {
 #ifdef CLATTN_BENCH_HAVE_OPENBLAS
+    const char *core = openblas_get_corename();
+    snprintf(out->openblas_core, sizeof out->openblas_core, "%s",
+             core ? core : "unknown");
     out->openblas_gflops = measure_openblas(n, out);
 #else
     snprintf(out->openblas_error, sizeof out->openblas_error,

@@ -17,6 +17,7 @@ typedef struct bench_ceiling {
   char clblast_setup[128];
   char clblast_error[256]; /* why CLBlast was not measured, if it was not */
   char openblas_error[256];
+  char openblas_core[32]; /* the kernels OpenBLAS runs ("SkylakeX", ...) */
   /* Device copy bandwidth: clEnqueueCopyBuffer of copy_bytes, counting the
    * bytes read and the bytes written (as STREAM's copy does); 0 when not
    * measured, with copy_error. */

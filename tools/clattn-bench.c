@@ -903,6 +903,10 @@ static void json_ceiling(const bench_ceiling *c) {
   }
   if (c->openblas_gflops > 0.0 || c->openblas_error[0])
     printf(",\"openblas_sgemm_gflops\":%.6g", c->openblas_gflops);
+  if (c->openblas_core[0]) {
+    printf(",\"openblas_core\":");
+    json_string(c->openblas_core);
+  }
   if (c->openblas_error[0]) {
     printf(",\"openblas_error\":");
     json_string(c->openblas_error);
@@ -994,7 +998,8 @@ static void table_ceiling(const bench_ceiling *c,
     printf("not measured (%s)", c->clblast_error);
   if (p->is_cpu) {
     if (c->openblas_gflops > 0.0)
-      printf(", OpenBLAS on the host %.1f GFLOP/s", c->openblas_gflops);
+      printf(", OpenBLAS (%s kernels) on the host %.1f GFLOP/s",
+             c->openblas_core, c->openblas_gflops);
     else
       printf(", OpenBLAS on the host not measured (%s)", c->openblas_error);
   }
