@@ -28,8 +28,10 @@
  *   ROWS_D       head-dim rows (each in every copy) one work-item of
  *                clattn_linear_state sums.
  *   BLOCK_M      query rows one work-item of clattn_linear_out computes.
- *   DVT          vectors of Dv one work-item holds (a slice of Dv; NSLICE
- *                slices cover it).
+ *   DVT          vectors of Dv one work-item's accumulators hold (a slice
+ *                of Dv); a work-item walks every slice of Dv in turn, so
+ *                that phi, the sums z and the intra-chunk scores, which do
+ *                not depend on Dv, are computed once.
  * Both products are register-tiled micro-GEMMs: the state kernel keeps
  * ROWS_D x copies x DVT vector accumulators, the output kernel BLOCK_M x
  * DVT, across a whole chunk (or the whole state). The host sizes them from
@@ -39,24 +41,24 @@
  * Kernels, run in this order. Their work-items are independent (no local
  * memory, no barriers), so any work-group size works; the host pads the
  * global size to it and padding work-items return at once.
- *   clattn_linear_state   one work-item: ROWS_D rows of D in every copy and
- *                         one Dv slice, of one chunk of one (batch, kv
- *                         head); the first slice also sums z. It computes
+ *   clattn_linear_state   one work-item: ROWS_D rows of D in every copy, of
+ *                         one chunk of one (batch, kv head). It computes
  *                         phi(K) of its rows for the chunk (vectors along
- *                         the keys), then the product with V. Global
- *                         (ceil(D / ROWS_D) * NSLICE, NC, B * Hkv).
+ *                         the keys) and their sums z, then the product with
+ *                         V, slice by slice. Global (ceil(D / ROWS_D), NC,
+ *                         B * Hkv).
  *   clattn_linear_prefix  one work-item: one vector of state elements of one
  *                         (batch, kv head), walked over all chunks: causal
  *                         leaves in each chunk the sum of the chunks before
  *                         it, non-causal leaves the total in chunk 0.
  *                         Global (STATE_SIZE / VEC, B * Hkv).
  *   clattn_linear_out     one work-item: BLOCK_M query rows of one
- *                         (batch, head) and one Dv slice. Non-causal rows
+ *                         (batch, head), slice by slice. Non-causal rows
  *                         are consecutive. Causal blocks are aligned to the
  *                         key chunks by the rows' last visible key
  *                         L = i + Nk - Nq, so that a block reads one chunk;
  *                         the first blocks write the rows that see no key.
- *                         Global (blocks * NSLICE, Hq, B).
+ *                         Global (blocks, Hq, B).
  *
  * Per-sequence lengths: every kernel takes int32 [B] buffers lens_q and
  * lens_k (NULL: Nq and Nk; values are clamped to 0..N). Sequence b is then
@@ -87,10 +89,6 @@
 #ifndef BLOCK_M
 #define BLOCK_M 4 // query rows per work-item of clattn_linear_out
 #endif
-
-/* Slices of Dv; work-items of one row block (or state rows) and different
- * slices are neighbours along dimension 0. */
-#define NSLICE ((DVCH + DVT - 1) / DVT)
 
 #if CAUSAL && (CHUNK % BLOCK_M)
 #error "CHUNK must be a multiple of BLOCK_M"
@@ -207,8 +205,7 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
                     const int hkv, const int nchunks, float hinv,
                     __global const int *lens_q, __global const int *lens_k) {
   const int gx = (int)get_global_id(0);
-  const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
-  const int d0 = gx / NSLICE * ROWS_D;
+  const int d0 = gx * ROWS_D;
   const int c = (int)get_global_id(1);
   const size_t bh = get_global_id(2);
   if (d0 >= HEAD_DIM)
@@ -229,7 +226,7 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
   const int n = min(CHUNK, lk - j0);
   const int next = min(j0 + 2 * CHUNK, lk) - (j0 + CHUNK);
   if (next > 0) {
-    const int parts = (HEAD_DIM + ROWS_D - 1) / ROWS_D * NSLICE;
+    const int parts = (HEAD_DIM + ROWS_D - 1) / ROWS_D;
     clattn_prefetch(k + (size_t)(j0 + CHUNK) * HEAD_DIM,
                     (size_t)next * HEAD_DIM * sizeof(store_t), gx, parts);
     clattn_prefetch(v + (size_t)(j0 + CHUNK) * HEAD_DIM_V,
@@ -271,7 +268,7 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
       const floatv x = select((floatv)(0.0f), PHI(y), live);
 #if CAUSAL
       /* Kept for the intra-chunk scores of clattn_linear_out. */
-      if (s0 == 0 && d0 + r < HEAD_DIM)
+      if (d0 + r < HEAD_DIM)
         FSTOREV(x, st + STATE_SIZE + (size_t)(d0 + r) * CHUNKP + g);
 #endif
 #pragma unroll
@@ -287,52 +284,63 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
     }
   }
 
-  /* The micro-GEMM: rows of phi(K)^T times the Dv slice of V, the
-   * accumulators (ROWS_D x copies x DVT vectors, sized by the host to the
-   * register file) held across the chunk. */
-  floatv acc[FEAT_COPIES][ROWS_D][DVT];
-#pragma unroll
-  for (int cp = 0; cp < FEAT_COPIES; cp++) {
-#pragma unroll
-    for (int r = 0; r < ROWS_D; r++) {
-#pragma unroll
-      for (int t = 0; t < DVT; t++)
-        acc[cp][r][t] = (floatv)(0.0f);
-    }
-  }
-  for (int j = 0; j < n; j++) {
-    floatv vr[DVT];
-    clattn_load_slice(v + (size_t)(j0 + j) * HEAD_DIM_V, s0, vr);
-#pragma unroll
-    for (int cp = 0; cp < FEAT_COPIES; cp++) {
-#pragma unroll
-      for (int r = 0; r < ROWS_D; r++) {
-        const floatv a = (floatv)(kw[cp][r][j]);
-#pragma unroll
-        for (int t = 0; t < DVT; t++)
-          acc[cp][r][t] = fma(a, vr[t], acc[cp][r][t]);
-      }
-    }
-  }
-
+  /* The sums z, once. */
 #pragma unroll
   for (int r = 0; r < ROWS_D; r++) {
     if (d0 + r < HEAD_DIM) {
 #pragma unroll
-      for (int cp = 0; cp < FEAT_COPIES; cp++) {
-        const int f = cp * HEAD_DIM + d0 + r;
+      for (int cp = 0; cp < FEAT_COPIES; cp++)
+        st[FEAT_ROWS * DVP + cp * HEAD_DIM + d0 + r] = HSUM(zv[cp][r]);
+    }
+  }
+
+  /* The micro-GEMM, one Dv slice after another on the same phi(K) rows:
+   * rows of phi(K)^T times the slice of V, the accumulators (ROWS_D x
+   * copies x DVT vectors, sized by the host to the register file) held
+   * across the chunk. */
+  for (int s0 = 0; s0 < DVCH; s0 += DVT) {
+    floatv acc[FEAT_COPIES][ROWS_D][DVT];
 #pragma unroll
-        for (int t = 0; t < DVT; t++) {
-          if (s0 + t < DVCH)
-            FSTOREV(acc[cp][r][t], st + (size_t)f * DVP + (s0 + t) * VEC);
+    for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#pragma unroll
+      for (int r = 0; r < ROWS_D; r++) {
+#pragma unroll
+        for (int t = 0; t < DVT; t++)
+          acc[cp][r][t] = (floatv)(0.0f);
+      }
+    }
+    for (int j = 0; j < n; j++) {
+      floatv vr[DVT];
+      clattn_load_slice(v + (size_t)(j0 + j) * HEAD_DIM_V, s0, vr);
+#pragma unroll
+      for (int cp = 0; cp < FEAT_COPIES; cp++) {
+#pragma unroll
+        for (int r = 0; r < ROWS_D; r++) {
+          const floatv a = (floatv)(kw[cp][r][j]);
+#pragma unroll
+          for (int t = 0; t < DVT; t++)
+            acc[cp][r][t] = fma(a, vr[t], acc[cp][r][t]);
         }
-        if (s0 == 0)
-          st[FEAT_ROWS * DVP + f] = HSUM(zv[cp][r]);
+      }
+    }
+
+#pragma unroll
+    for (int r = 0; r < ROWS_D; r++) {
+      if (d0 + r < HEAD_DIM) {
+#pragma unroll
+        for (int cp = 0; cp < FEAT_COPIES; cp++) {
+          const int f = cp * HEAD_DIM + d0 + r;
+#pragma unroll
+          for (int t = 0; t < DVT; t++) {
+            if (s0 + t < DVCH)
+              FSTOREV(acc[cp][r][t], st + (size_t)f * DVP + (s0 + t) * VEC);
+          }
+        }
       }
     }
   }
   /* The prefix pass reads z by whole vectors: give the padding a value. */
-  if (d0 == 0 && s0 == 0) {
+  if (d0 == 0) {
     for (int f = FEAT_ROWS; f < ZPAD; f++)
       st[FEAT_ROWS * DVP + f] = 0.0f;
   }
@@ -381,15 +389,98 @@ clattn_store_slice(__global store_t *p, const floatv *src, const int s0,
   }
 }
 
+/* acc += phi(q) rows (times their position weights) . the state's Dv slice
+ * from vector s0: BLOCK_M x DVT accumulators (sized by the host to the
+ * register file), one state row of the slice loaded per feature row and
+ * used by every query row. with_den (a constant where it is called): also
+ * den += phi(q).z in the same pass, for the first slice. */
+static inline __attribute__((always_inline)) void
+clattn_state_product(float (*qs)[DPAD], float (*w)[FEAT_COPIES],
+                     __global const float *st, const int s0,
+                     floatv (*acc)[DVT], float *den, const int with_den) {
+#pragma unroll
+  for (int cp = 0; cp < FEAT_COPIES; cp++) {
+    for (int d = 0; d < HEAD_DIM; d++) {
+      const int f = cp * HEAD_DIM + d;
+      floatv sr[DVT];
+#pragma unroll
+      for (int t = 0; t < DVT; t++)
+        sr[t] = FLOADV(st + (size_t)f * DVP + min(s0 + t, DVCH - 1) * VEC);
+      const float zf = with_den ? st[FEAT_ROWS * DVP + f] : 0.0f;
+#pragma unroll
+      for (int r = 0; r < BLOCK_M; r++) {
+        const float a = qs[r][d] * w[r][cp];
+        if (with_den)
+          den[r] = fma(a, zf, den[r]);
+#pragma unroll
+        for (int t = 0; t < DVT; t++)
+          acc[r][t] = fma((floatv)(a), sr[t], acc[r][t]);
+      }
+    }
+  }
+}
+
+#if CAUSAL
+/* The intra-chunk scores of BLOCK_M rows whose limits are l0, l0 + 1, ...:
+ * sc[r][j] = phi(q_r).phi(k_{cs + j}) (times the position weight of their
+ * distance, from rel), 0 past row r's limit, VEC keys at a time against
+ * the transposed phi(K) kt of the chunk; den[r] += their sum. */
+static inline __attribute__((always_inline)) void
+clattn_chunk_scores(float (*qs)[DPAD], __global const float *kt,
+                    const float *rel, const int l0, const int cs,
+                    const int nkeys, float (*sc)[CHUNKP], float *den) {
+  floatv denv[BLOCK_M];
+#pragma unroll
+  for (int r = 0; r < BLOCK_M; r++)
+    denv[r] = (floatv)(0.0f);
+  for (int kg = 0; kg * VEC < nkeys; kg++) {
+    floatv sv[BLOCK_M];
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++)
+      sv[r] = (floatv)(0.0f);
+    for (int d = 0; d < HEAD_DIM; d++) {
+      const floatv kv = FLOADV(kt + (size_t)d * CHUNKP + kg * VEC);
+#pragma unroll
+      for (int r = 0; r < BLOCK_M; r++)
+        sv[r] = fma((floatv)(qs[r][d]), kv, sv[r]);
+    }
+    const floatv jrel = clattn_iota() + (float)(kg * VEC);
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++) {
+#if POSITIONAL
+      sv[r] *= VLOAD_PRIV(rel + kg * VEC + BLOCK_M - 1 - r);
+#else
+      (void)rel;
+#endif
+      sv[r] = select((floatv)(0.0f), sv[r], jrel <= (float)(l0 + r - cs));
+      denv[r] += sv[r];
+      VSTORE_PRIV(sv[r], sc[r] + kg * VEC);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < BLOCK_M; r++)
+    den[r] += HSUM(denv[r]);
+}
+#endif
+
+/* Stores a row of zeros. */
+static inline __attribute__((always_inline)) void
+clattn_store_zero_row(__global store_t *p) {
+  floatv zero[DVT];
+#pragma unroll
+  for (int t = 0; t < DVT; t++)
+    zero[t] = (floatv)(0.0f);
+  for (int s0 = 0; s0 < DVCH; s0 += DVT)
+    clattn_store_slice(p, zero, s0, 1.0f);
+}
+
 CLATTN_KERNEL void
 clattn_linear_out(__global const store_t *q, __global const store_t *v,
                   __global const float *ws, __global store_t *o, const int nq,
                   const int nk, const int hq, const int hkv, const int nchunks,
                   const float eps, float hinv, __global const int *lens_q,
                   __global const int *lens_k) {
-  const int gx = (int)get_global_id(0);
-  const int s0 = gx % NSLICE * DVT; /* first Dv vector of the slice */
-  const int g = gx / NSLICE;
+  const int g = (int)get_global_id(0);
   const size_t h = get_global_id(1);
   const size_t b = get_global_id(2);
   const size_t bh = b * (size_t)hkv + h / (size_t)(hq / hkv);
@@ -401,10 +492,6 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
 #else
   (void)hinv;
 #endif
-  floatv zero[DVT];
-#pragma unroll
-  for (int t = 0; t < DVT; t++)
-    zero[t] = (floatv)(0.0f);
 #if CAUSAL
   const int off = lk - lq;
   /* Rows i < -off see no key at all; the first blocks zero them. */
@@ -419,8 +506,7 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
     const int r0 = g < nzb ? g * BLOCK_M : lq + (g - nzb - nlb) * BLOCK_M;
     const int r1 = g < nzb ? zero_rows : nq;
     for (int r = 0; r < BLOCK_M && r0 + r < r1; r++)
-      clattn_store_slice(o + (qrow0 + (size_t)(r0 + r)) * HEAD_DIM_V, zero, s0,
-                         1.0f);
+      clattn_store_zero_row(o + (qrow0 + (size_t)(r0 + r)) * HEAD_DIM_V);
     return; /* also the padding of the global size */
   }
   const int l0 = (lb0 + g - nzb) * BLOCK_M;
@@ -432,8 +518,7 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
     return; /* padding of the global size */
   if (i0 >= lq) {
     for (int r = 0; r < BLOCK_M && i0 + r < nq; r++)
-      clattn_store_slice(o + (qrow0 + (size_t)(i0 + r)) * HEAD_DIM_V, zero, s0,
-                         1.0f);
+      clattn_store_zero_row(o + (qrow0 + (size_t)(i0 + r)) * HEAD_DIM_V);
     return;
   }
   const int c = 0; /* the prefix pass left the total there */
@@ -472,43 +557,16 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
     }
   }
 
-  /* The micro-GEMM against the state: BLOCK_M x DVT accumulators (sized
-   * by the host to the register file), one state row of the slice loaded
-   * per feature row and used by every query row. */
-  floatv acc[BLOCK_M][DVT];
+  /* The denominators phi(q_i).z (position-weighted), with the first slice
+   * below. */
   float den[BLOCK_M];
 #pragma unroll
-  for (int r = 0; r < BLOCK_M; r++) {
-#pragma unroll
-    for (int t = 0; t < DVT; t++)
-      acc[r][t] = (floatv)(0.0f);
+  for (int r = 0; r < BLOCK_M; r++)
     den[r] = 0.0f;
-  }
-#pragma unroll
-  for (int cp = 0; cp < FEAT_COPIES; cp++) {
-    for (int d = 0; d < HEAD_DIM; d++) {
-      const int f = cp * HEAD_DIM + d;
-      floatv sr[DVT];
-#pragma unroll
-      for (int t = 0; t < DVT; t++)
-        sr[t] = FLOADV(st + (size_t)f * DVP + min(s0 + t, DVCH - 1) * VEC);
-      const float zf = st[FEAT_ROWS * DVP + f];
-#pragma unroll
-      for (int r = 0; r < BLOCK_M; r++) {
-        const float a = qs[r][d] * w[r][cp];
-        den[r] = fma(a, zf, den[r]);
-#pragma unroll
-        for (int t = 0; t < DVT; t++)
-          acc[r][t] = fma((floatv)(a), sr[t], acc[r][t]);
-      }
-    }
-  }
 
 #if CAUSAL
-  /* Keys of the block's own chunk up to each row's limit: scores
-   * phi(q_i).phi(k_j) (times the position weight of i - j), VEC keys at a
-   * time against the transposed phi(K) the state kernel left, then P.V on
-   * the slice. */
+  /* Keys of the block's own chunk up to each row's limit: their scores
+   * (with the first slice), then P.V, slice by slice. */
   const int cs = c * CHUNK;
   const int nkeys = min(l0 + BLOCK_M, lk) - cs;
   __global const float *kt = st + STATE_SIZE;
@@ -531,63 +589,60 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
     VSTORE_PRIV(clattn_rel_weightv(
                     (float)(i0 - cs + BLOCK_M - 1 - t) - clattn_iota(), hinv),
                 rel + t);
+#else
+  const float *rel = NULL; /* no position weights */
 #endif
   float sc[BLOCK_M][CHUNKP];
-  floatv denv[BLOCK_M];
-#pragma unroll
-  for (int r = 0; r < BLOCK_M; r++)
-    denv[r] = (floatv)(0.0f);
-  for (int kg = 0; kg * VEC < nkeys; kg++) {
-    floatv sv[BLOCK_M];
-#pragma unroll
-    for (int r = 0; r < BLOCK_M; r++)
-      sv[r] = (floatv)(0.0f);
-    for (int d = 0; d < HEAD_DIM; d++) {
-      const floatv kv = FLOADV(kt + (size_t)d * CHUNKP + kg * VEC);
-#pragma unroll
-      for (int r = 0; r < BLOCK_M; r++)
-        sv[r] = fma((floatv)(qs[r][d]), kv, sv[r]);
-    }
-    const floatv jrel = clattn_iota() + (float)(kg * VEC);
-#pragma unroll
-    for (int r = 0; r < BLOCK_M; r++) {
-#if POSITIONAL
-      sv[r] *= VLOAD_PRIV(rel + kg * VEC + BLOCK_M - 1 - r);
-#endif
-      sv[r] = select((floatv)(0.0f), sv[r], jrel <= (float)(l0 + r - cs));
-      denv[r] += sv[r];
-      VSTORE_PRIV(sv[r], sc[r] + kg * VEC);
-    }
-  }
-  for (int j = 0; j < nkeys; j++) {
-    floatv vr[DVT];
-    clattn_load_slice(v + (size_t)(cs + j) * HEAD_DIM_V, s0, vr);
-#pragma unroll
-    for (int r = 0; r < BLOCK_M; r++) {
-      const floatv sj = (floatv)(sc[r][j]);
-#pragma unroll
-      for (int t = 0; t < DVT; t++)
-        acc[r][t] = fma(sj, vr[t], acc[r][t]);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < BLOCK_M; r++)
-    den[r] += HSUM(denv[r]);
 #else
   (void)v;
 #endif
 
-  /* Rows past Lq (but within Nq) are zero; causal blocks leave them to
-   * the blocks that follow. */
+  /* One Dv slice after another on the same phi(q) rows: the product with
+   * the state's slice, then, when causal, P.V over the chunk's keys; the
+   * first slice also computes the denominators and the scores. */
+  for (int s0 = 0; s0 < DVCH; s0 += DVT) {
+    floatv acc[BLOCK_M][DVT];
 #pragma unroll
-  for (int r = 0; r < BLOCK_M; r++) {
-    const int i = i0 + r;
-    if (i >= 0 && i < lq)
-      clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, acc[r], s0,
-                         clattn_norm(den[r], eps));
-#if !CAUSAL
-    else if (i < nq)
-      clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, zero, s0, 1.0f);
+    for (int r = 0; r < BLOCK_M; r++) {
+#pragma unroll
+      for (int t = 0; t < DVT; t++)
+        acc[r][t] = (floatv)(0.0f);
+    }
+    if (s0 == 0) {
+      clattn_state_product(qs, w, st, 0, acc, den, 1);
+#if CAUSAL
+      clattn_chunk_scores(qs, kt, rel, l0, cs, nkeys, sc, den);
 #endif
+    } else {
+      clattn_state_product(qs, w, st, s0, acc, den, 0);
+    }
+#if CAUSAL
+    for (int j = 0; j < nkeys; j++) {
+      floatv vr[DVT];
+      clattn_load_slice(v + (size_t)(cs + j) * HEAD_DIM_V, s0, vr);
+#pragma unroll
+      for (int r = 0; r < BLOCK_M; r++) {
+        const floatv sj = (floatv)(sc[r][j]);
+#pragma unroll
+        for (int t = 0; t < DVT; t++)
+          acc[r][t] = fma(sj, vr[t], acc[r][t]);
+      }
+    }
+#endif
+    /* Rows past Lq (but within Nq) are zero; causal blocks leave them to
+     * the blocks that follow. */
+#pragma unroll
+    for (int r = 0; r < BLOCK_M; r++) {
+      const int i = i0 + r;
+      if (i >= 0 && i < lq)
+        clattn_store_slice(o + (qrow0 + (size_t)i) * HEAD_DIM_V, acc[r], s0,
+                           clattn_norm(den[r], eps));
+    }
   }
+#if !CAUSAL
+  for (int r = 0; r < BLOCK_M; r++) {
+    if (i0 + r >= lq && i0 + r < nq)
+      clattn_store_zero_row(o + (qrow0 + (size_t)(i0 + r)) * HEAD_DIM_V);
+  }
+#endif
 }

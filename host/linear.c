@@ -225,8 +225,6 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
   size_t rows_d = (size_t)clattn__tiles_get(t, "ROWS_D");
   size_t vec = (size_t)clattn__tiles_get(t, "VEC");
-  size_t dvt = (size_t)clattn__tiles_get(t, "DVT");
-  size_t nslice = ((p->dim_v + vec - 1) / vec + dvt - 1) / dvt;
   cl_int nq = (cl_int)p->seq_q, nk = (cl_int)p->seq_k;
   cl_int hq = (cl_int)p->heads_q, hkv = (cl_int)p->heads_kv;
   cl_int nchunks = (cl_int)d.nchunks;
@@ -274,9 +272,8 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
 
   size_t bhkv = p->batch * p->heads_kv;
   size_t local[3] = {wg, 1, 1};
-  size_t g_state[3] = {
-      clattn__round_up((p->dim + rows_d - 1) / rows_d * nslice, wg), d.nchunks,
-      bhkv};
+  size_t g_state[3] = {clattn__round_up((p->dim + rows_d - 1) / rows_d, wg),
+                       d.nchunks, bhkv};
   size_t g_prefix[2] = {clattn__round_up(d.state_size / vec, wg), bhkv};
   /* Causal blocks run over limits L = i + Nk - Nq from the first row's
    * block to Nk - 1, after the blocks that zero the rows seeing no key.
@@ -291,8 +288,7 @@ static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,
     size_t first_l = p->seq_k > p->seq_q ? p->seq_k - p->seq_q : 0;
     blocks = (zero_rows + bm - 1) / bm + (p->seq_k - 1) / bm - first_l / bm + 1;
   }
-  size_t g_out[3] = {clattn__round_up(blocks * nslice, wg), p->heads_q,
-                     p->batch};
+  size_t g_out[3] = {clattn__round_up(blocks, wg), p->heads_q, p->batch};
 
   /* Each kernel waits for the one before, so the order holds on an
    * out-of-order queue too; only the last event may reach the caller. */
