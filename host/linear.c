@@ -93,14 +93,16 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     while (bm < 8 && 2 * bm * dvt <= budget)
       bm *= 2;
     /* A runtime whose preferred float width is 1 vectorises across
-     * work-items itself (Intel's CPU runtime). Its compiler took 1-4 minutes
-     * to build clattn_linear_out with several query rows per work-item
-     * (D = 64 to 128, not causal) and 2 s with one. */
+     * work-items itself (Intel's CPU runtime). Its compiler once took 1-4
+     * minutes to build clattn_linear_out with several query rows per
+     * work-item (D = 64 to 128, not causal); since each work-item walks the
+     * Dv slices itself, BLOCK_M = 4 or 8 builds in about a second there but
+     * runs no faster than one row (D = 64, N = 1024). */
     int wg = 1;
     if (ctx->profile.preferred_vector_width_float == 1) {
       bm = 1;
       /* The same runtime pays per work-group: groups of 32 independent
-       * work-items made its linear and cosFormer forward 15-25% faster
+       * work-items made its linear and cosFormer forward 11-20% faster
        * (D = 64, N = 1024 and 4096, causal and not); PoCL's times do not
        * depend on it. */
       wg = 32;
