@@ -295,9 +295,7 @@ static clattn_status flash_create(clattn_plan_t plan, const char *spec) {
     /* The group size is BLOCK_M, a kernel macro: a device that cannot run
      * it gets the largest power of two it can, in a rebuilt program. */
     if ((size_t)bm > kwg) {
-      int fit = 1;
-      while ((size_t)fit * 2 <= kwg)
-        fit *= 2;
+      int fit = (int)clattn__pow2_floor(kwg);
       char spec2[64];
       snprintf(spec2, sizeof spec2, "SHAPE=gpu,BLOCK_M=%d", fit);
       clReleaseKernel(plan->kernels[0]);

@@ -220,12 +220,7 @@ cleanup:
  * has fewer than WG work-items there (n), the largest power of two within
  * them, so that a small kernel is not padded to a group of idle ones. */
 static size_t group_size(size_t n, size_t wg) {
-  if (wg <= n)
-    return wg;
-  size_t l = 1;
-  while (l * 2 <= n)
-    l *= 2;
-  return l;
+  return wg <= n ? wg : clattn__pow2_floor(n);
 }
 
 static clattn_status linear_enqueue(clattn_plan_t plan, const cl_mem *bufs,

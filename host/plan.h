@@ -293,4 +293,12 @@ static inline size_t clattn__round_up(size_t n, size_t m) {
   return (n + m - 1) / m * m;
 }
 
+/* The largest power of two at most n (1 for n = 0). */
+static inline size_t clattn__pow2_floor(size_t n) {
+  size_t p = 1;
+  while (p * 2 <= n)
+    p *= 2;
+  return p;
+}
+
 #endif /* CLATTN_PLAN_H */
