@@ -565,7 +565,7 @@ clattn_bwd_cpu(__global const store_t *q, __global const store_t *o,
             const floatk sv = KLOAD(&s[r][j]) * smul;
             const floatk dp = KLOAD(&g[r][j]);
 #if SIGMOID
-            const floatk p = 1.0f / (1.0f + clattn_exp2k(-(sv + bias)));
+            const floatk p = clattn_sigmoid2k(sv + bias);
             floatk ds = p * (1.0f - p) * dp;
 #else
             (void)bias;

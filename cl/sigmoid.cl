@@ -111,7 +111,7 @@ clattn_sigmoid_fwd_kt(__global const store_t *q, __global const float *ws,
     for (int r = 0; r < BLOCK_M; r++)
       for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
         const floatk x = KLOAD(&s[r][j]) + bias;
-        KSTORE((floatk)(1.0f) / ((floatk)(1.0f) + clattn_exp2k(-x)), &s[r][j]);
+        KSTORE(clattn_sigmoid2k(x), &s[r][j]);
       }
     if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
       clattn_mask_block(&sq, s, i0, j0, 0.0f, bmod == 1);
