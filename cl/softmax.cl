@@ -108,9 +108,8 @@ CLATTN_KERNEL void clattn_softmax_fwd_kt(
     __global float *lse, const int write_lse, const int nq, const int nk,
     const int nkp, const int hq, const int hkv, const float scale_log2,
     const ulong vp_off, CLATTN_PIPE_PARAMS) {
-  const int i0 = (int)get_global_id(0) * BLOCK_M;
-  const int h = (int)get_global_id(1);
-  const int b = (int)get_global_id(2);
+  const int3 ids = clattn_row_block_ids(nq, hq);
+  const int i0 = ids.s0, h = ids.s1, b = ids.s2;
   if (i0 >= nq)
     return; /* padding of the global size; no barriers follow */
   const size_t bhk = (size_t)b * hkv + h / (hq / hkv);

@@ -401,6 +401,11 @@ static clattn_status flash_enqueue(clattn_plan_t plan, const cl_mem *bufs,
   size_t global[3] = {gpu ? clattn__round_up(p->seq_q, bm)
                           : clattn__round_up((p->seq_q + bm - 1) / bm, wg),
                       p->heads_q, p->batch};
+  if (plan->shape_id == CLATTN__SHAPE_CPU) {
+    /* One dimension, row blocks fastest (clattn_row_block_ids). */
+    global[0] *= global[1] * global[2];
+    global[1] = global[2] = 1;
+  }
   CLATTN_CHECK(
       clattn__enqueue(plan, kern, 3, global, local, nwait, wait, event));
 cleanup:
