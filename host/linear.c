@@ -96,11 +96,14 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
      * work-items itself (Intel's CPU runtime). Its compiler once took 1-4
      * minutes to build clattn_linear_out with several query rows per
      * work-item (D = 64 to 128, not causal); since each work-item walks the
-     * Dv slices itself, BLOCK_M = 4 or 8 builds in about a second there but
-     * runs no faster than one row (D = 64, N = 1024). */
+     * Dv slices itself, it builds in about a second. There two rows, which
+     * halve the state loads per FMA, took 0.82-0.96 of one row's time with
+     * 8-float vectors (both variants) and 0.77-0.89 for cosFormer with 16,
+     * but 1.12-1.22 for linear attention with 16; four rows were no better
+     * than two (D = 64, N = 1024 and 4096, causal and not). */
     int wg = 1;
     if (ctx->profile.preferred_vector_width_float == 1) {
-      bm = 1;
+      bm = copies == 2 || width < 16 ? 2 : 1;
       /* The same runtime pays per work-group: groups of 32 independent
        * work-items made its linear and cosFormer forward 11-20% faster
        * (D = 64, N = 1024 and 4096, causal and not); PoCL's times do not
