@@ -198,18 +198,21 @@ void clattn_store_row(__global store_t *p, const floatv *src, const int n,
 #define DVT DVCH
 #endif
 
-/* Loads the Dv slice of vectors DVT wide that starts at vector s0 of a row
- * of n = HEAD_DIM_V elements; vectors past the row are zero, and a
- * partial last vector is zero-padded. */
+/* Loads the Dv slice of vectors `count` wide (a constant where it is
+ * called, so that the loop unrolls) that starts at vector s0 of a row of
+ * n = HEAD_DIM_V elements; vectors past the row are zero, and a partial last
+ * vector is zero-padded. */
 static inline __attribute__((always_inline)) void
-clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
-#if HEAD_DIM_V % (DVT * VEC) == 0
+clattn_load_vecs(__global const store_t *p, const int s0, const int count,
+                 floatv *dst) {
+  if (HEAD_DIM_V % (count * VEC) == 0) {
 #pragma unroll
-  for (int t = 0; t < DVT; t++)
-    dst[t] = VLOAD(p + (s0 + t) * VEC);
-#else
+    for (int t = 0; t < count; t++)
+      dst[t] = VLOAD(p + (s0 + t) * VEC);
+    return;
+  }
 #pragma unroll
-  for (int t = 0; t < DVT; t++) {
+  for (int t = 0; t < count; t++) {
     const int e0 = (s0 + t) * VEC;
     if (e0 + VEC <= HEAD_DIM_V) {
       dst[t] = VLOAD(p + e0);
@@ -221,5 +224,10 @@ clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
       dst[t] = VLOAD_PRIV(tmp);
     }
   }
-#endif
+}
+
+/* The slice of DVT vectors. */
+static inline __attribute__((always_inline)) void
+clattn_load_slice(__global const store_t *p, const int s0, floatv *dst) {
+  clattn_load_vecs(p, s0, DVT, dst);
 }

@@ -28,12 +28,14 @@
  *   ROWS_D       head-dim rows (each in every copy) one work-item of
  *                clattn_linear_state sums.
  *   BLOCK_M      query rows one work-item of clattn_linear_out computes.
- *   DVT          vectors of Dv one work-item's accumulators hold (a slice
- *                of Dv); a work-item walks every slice of Dv in turn, so
- *                that phi, the sums z and the intra-chunk scores, which do
- *                not depend on Dv, are computed once.
+ *   DVT          vectors of Dv one work-item's accumulators of
+ *                clattn_linear_out hold (a slice of Dv); a work-item walks
+ *                every slice of Dv in turn, so that phi, the sums z and the
+ *                intra-chunk scores, which do not depend on Dv, are
+ *                computed once.
+ *   SDVT         the same for clattn_linear_state (default DVT).
  * Both products are register-tiled micro-GEMMs: the state kernel keeps
- * ROWS_D x copies x DVT vector accumulators, the output kernel BLOCK_M x
+ * ROWS_D x copies x SDVT vector accumulators, the output kernel BLOCK_M x
  * DVT, across a whole chunk (or the whole state). The host sizes them from
  * the device's native vector width and the register file that implies, so
  * that they never spill.
@@ -88,6 +90,10 @@
 #endif
 #ifndef BLOCK_M
 #define BLOCK_M 4 // query rows per work-item of clattn_linear_out
+#endif
+
+#ifndef SDVT
+#define SDVT DVT // vectors of Dv per slice of clattn_linear_state
 #endif
 
 #if CAUSAL && (CHUNK % BLOCK_M)
@@ -296,29 +302,29 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
 
   /* The micro-GEMM, one Dv slice after another on the same phi(K) rows:
    * rows of phi(K)^T times the slice of V, the accumulators (ROWS_D x
-   * copies x DVT vectors, sized by the host to the register file) held
+   * copies x SDVT vectors, sized by the host to the register file) held
    * across the chunk. */
-  for (int s0 = 0; s0 < DVCH; s0 += DVT) {
-    floatv acc[FEAT_COPIES][ROWS_D][DVT];
+  for (int s0 = 0; s0 < DVCH; s0 += SDVT) {
+    floatv acc[FEAT_COPIES][ROWS_D][SDVT];
 #pragma unroll
     for (int cp = 0; cp < FEAT_COPIES; cp++) {
 #pragma unroll
       for (int r = 0; r < ROWS_D; r++) {
 #pragma unroll
-        for (int t = 0; t < DVT; t++)
+        for (int t = 0; t < SDVT; t++)
           acc[cp][r][t] = (floatv)(0.0f);
       }
     }
     for (int j = 0; j < n; j++) {
-      floatv vr[DVT];
-      clattn_load_slice(v + (size_t)(j0 + j) * HEAD_DIM_V, s0, vr);
+      floatv vr[SDVT];
+      clattn_load_vecs(v + (size_t)(j0 + j) * HEAD_DIM_V, s0, SDVT, vr);
 #pragma unroll
       for (int cp = 0; cp < FEAT_COPIES; cp++) {
 #pragma unroll
         for (int r = 0; r < ROWS_D; r++) {
           const floatv a = (floatv)(kw[cp][r][j]);
 #pragma unroll
-          for (int t = 0; t < DVT; t++)
+          for (int t = 0; t < SDVT; t++)
             acc[cp][r][t] = fma(a, vr[t], acc[cp][r][t]);
         }
       }
@@ -331,7 +337,7 @@ clattn_linear_state(__global const store_t *k, __global const store_t *v,
         for (int cp = 0; cp < FEAT_COPIES; cp++) {
           const int f = cp * HEAD_DIM + d0 + r;
 #pragma unroll
-          for (int t = 0; t < DVT; t++) {
+          for (int t = 0; t < SDVT; t++) {
             if (s0 + t < DVCH)
               FSTOREV(acc[cp][r][t], st + (size_t)f * DVP + (s0 + t) * VEC);
           }
@@ -389,13 +395,15 @@ clattn_store_slice(__global store_t *p, const floatv *src, const int s0,
   }
 }
 
-/* acc += phi(q) rows (times their position weights) . the state's Dv slice
- * from vector s0: BLOCK_M x DVT accumulators (sized by the host to the
- * register file), one state row of the slice loaded per feature row and
- * used by every query row. with_den (a constant where it is called): also
- * den += phi(q).z in the same pass, for the first slice. */
+/* acc += phi(q) rows (times their position weights: qw holds each row's
+ * copies) . the state's Dv slice from vector s0: BLOCK_M x DVT accumulators
+ * (sized by the host to the register file), one state row of the slice
+ * loaded per feature row and used by every query row, whose factor is read
+ * from memory rather than formed in a register. with_den (a constant where
+ * it is called): also den += phi(q).z in the same pass, for the first
+ * slice. */
 static inline __attribute__((always_inline)) void
-clattn_state_product(float (*qs)[DPAD], float (*w)[FEAT_COPIES],
+clattn_state_product(float (*qw)[FEAT_COPIES * DPAD],
                      __global const float *st, const int s0,
                      floatv (*acc)[DVT], float *den, const int with_den) {
 #pragma unroll
@@ -409,7 +417,7 @@ clattn_state_product(float (*qs)[DPAD], float (*w)[FEAT_COPIES],
       const float zf = with_den ? st[FEAT_ROWS * DVP + f] : 0.0f;
 #pragma unroll
       for (int r = 0; r < BLOCK_M; r++) {
-        const float a = qs[r][d] * w[r][cp];
+        const float a = qw[r][cp * DPAD + d];
         if (with_den)
           den[r] = fma(a, zf, den[r]);
 #pragma unroll
@@ -527,10 +535,15 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
   __global const float *st =
       ws + (bh * (size_t)nchunks + (size_t)c) * CHUNK_BLOCK;
 
-  /* phi(q) of each row (zero-padded to whole vectors) and the row's
-   * position weights. Rows outside the output repeat a valid row. */
+  /* phi(q) of each row (zero-padded to whole vectors) and, for the product
+   * with the state, each of its copies times the copy's position weight.
+   * Rows outside the output repeat a valid row. */
   float qs[BLOCK_M][DPAD];
-  float w[BLOCK_M][FEAT_COPIES];
+#if POSITIONAL
+  float qw[BLOCK_M][FEAT_COPIES * DPAD];
+#else
+  float(*const qw)[FEAT_COPIES * DPAD] = qs;
+#endif
 #pragma unroll
   for (int r = 0; r < BLOCK_M; r++) {
     const int i = clamp(i0 + r, 0, nq - 1);
@@ -547,14 +560,16 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
     /* phi(0) is 1 for elu + 1: the padding must stay 0. */
     for (int d = HEAD_DIM; d < DPAD; d++)
       qs[r][d] = 0.0f;
+#if POSITIONAL
 #pragma unroll
     for (int cp = 0; cp < FEAT_COPIES; cp++) {
-#if POSITIONAL
-      w[r][cp] = clattn_pos_weight(cp, i, hinv);
-#else
-      w[r][cp] = 1.0f;
-#endif
+      const float w = clattn_pos_weight(cp, i, hinv);
+#pragma unroll
+      for (int dc = 0; dc < DCH; dc++)
+        VSTORE_PRIV(VLOAD_PRIV(qs[r] + dc * VEC) * w,
+                    qw[r] + cp * DPAD + dc * VEC);
     }
+#endif
   }
 
   /* The denominators phi(q_i).z (position-weighted), with the first slice
@@ -609,12 +624,12 @@ clattn_linear_out(__global const store_t *q, __global const store_t *v,
         acc[r][t] = (floatv)(0.0f);
     }
     if (s0 == 0) {
-      clattn_state_product(qs, w, st, 0, acc, den, 1);
+      clattn_state_product(qw, st, 0, acc, den, 1);
 #if CAUSAL
       clattn_chunk_scores(qs, kt, rel, l0, cs, nkeys, sc, den);
 #endif
     } else {
-      clattn_state_product(qs, w, st, s0, acc, den, 0);
+      clattn_state_product(qw, st, s0, acc, den, 0);
     }
 #if CAUSAL
     for (int j = 0; j < nkeys; j++) {

@@ -37,8 +37,9 @@ static linear_dims dims_of(const clattn_plan_t plan) {
 }
 
 /* Floats of the private arrays one work-item holds (cl/linear.cl), the more
- * of the two large kernels: clattn_linear_state's accumulators, sums and key
- * rows; clattn_linear_out's query rows, accumulators and, when causal, the
+ * of the two large kernels: clattn_linear_state's phi(K) rows over the
+ * chunk, their sums and accumulators; clattn_linear_out's query rows (and
+ * for cosFormer their weighted copies), accumulators and, when causal, the
  * intra-chunk scores and position weights. */
 static size_t linear_private_floats(const clattn_plan_t plan) {
   const clattn__problem *p = &plan->p;
@@ -47,11 +48,13 @@ static size_t linear_private_floats(const clattn_plan_t plan) {
   size_t chunkp = clattn__round_up((size_t)clattn__tiles_get(t, "CHUNK"), vec);
   size_t bm = (size_t)clattn__tiles_get(t, "BLOCK_M");
   size_t rows = (size_t)clattn__tiles_get(t, "ROWS_D");
+  size_t slice = (size_t)clattn__tiles_get(t, "DVT") * vec;
+  size_t sslice = (size_t)clattn__tiles_get(t, "SDVT") * vec;
   size_t copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
   size_t dpad = clattn__round_up(p->dim, vec);
-  size_t dvp = clattn__round_up(p->dim_v, vec);
-  size_t state = copies * rows * (dvp + 2 * vec) + 2 * vec * rows + dvp;
-  size_t out = bm * (dpad + copies + dvp + 1) + dvp;
+  size_t state = copies * rows * (chunkp + vec + sslice) + sslice;
+  size_t qrows = copies > 1 ? (1 + copies) * dpad : dpad;
+  size_t out = bm * (qrows + copies + slice + 1) + slice;
   if (p->causal)
     out += bm * (chunkp + 2 * vec) + clattn__round_up(chunkp + bm - 1, vec);
   return state > out ? state : out;
@@ -73,24 +76,42 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
       ctx, spec, (1u << CLATTN__SHAPE_CPU) | (1u << CLATTN__SHAPE_GPU),
       &shape));
   if (shape == CLATTN__SHAPE_CPU) {
-    /* Register-tiled micro-GEMMs whose accumulators fit the register file:
-     * the state kernel keeps ROWS_D x copies x DVT vectors, the output
-     * kernel BLOCK_M x DVT, each next to DVT vectors of operands and the
-     * broadcasts. Vector width and register count come from the device's
-     * native width, never from the machine clattn was built on. */
+    /* Register-tiled micro-GEMMs: the state kernel keeps ROWS_D x copies x
+     * SDVT vector accumulators, the output kernel BLOCK_M x DVT. Vector
+     * width and register count come from the device's native width, never
+     * from the machine clattn was built on. Sixteen accumulators (or the
+     * whole register file, if smaller) is twice the independent chains that
+     * two FMA pipes of 4-cycle latency need; the operands they meet are
+     * used straight from the cache. With AVX2 code (16 registers) that beat
+     * the 8 accumulators a budget leaving room for the operands gave:
+     * 0.80-0.90 of the state kernel's time and 0.92 of the output's (D = 64
+     * and 128, N = 1024, PoCL); with AVX-512 code, 24 or 32 were no faster
+     * or spilled. The state kernel computes phi(K), and for cosFormer the
+     * position weights of every key, for each of its row blocks, so it
+     * takes rows before Dv vectors: cosFormer's slices are 2 vectors, 4
+     * rows (0.80-0.89 of 1 or 2 rows of 4 vectors, both ISAs). */
     int width = 0, regs = 0;
     clattn__vector_regs(&ctx->profile, &width, &regs);
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+    int accs = regs < 16 ? regs : 16;
     int dvt = dvch < 4 ? dvch : 4;
-    int budget = regs - dvt - 2;
-    int rows = budget / (copies * dvt);
+    int sdvt = dvch < 4 / copies ? dvch : 4 / copies;
+    /* Intel's CPU runtime (preferred float width 1) vectorises across
+     * work-items itself and leaves less room: its state kernel keeps
+     * operands in registers, as with AVX2 code 3 rows of 2 vectors
+     * (cosFormer) took 0.81 of 1 row of 4 and 4 rows 1.9x. */
+    if (ctx->profile.preferred_vector_width_float == 1 &&
+        regs - sdvt - 2 < accs)
+      accs = regs - sdvt - 2;
+    int rows = accs / (copies * sdvt);
     rows = rows < 1 ? 1 : rows > 8 ? 8 : rows;
-    while (rows > 1 && p->dim % (size_t)rows != 0)
-      rows--;
+    /* Even row blocks: rows past D are computed and dropped. */
+    int blocks = (int)((p->dim + (size_t)rows - 1) / (size_t)rows);
+    rows = (int)((p->dim + (size_t)blocks - 1) / (size_t)blocks);
     int bm = 1;
-    while (bm < 8 && 2 * bm * dvt <= budget)
+    while (bm < 8 && 2 * bm * dvt <= accs)
       bm *= 2;
     /* A runtime whose preferred float width is 1 vectorises across
      * work-items itself (Intel's CPU runtime). Its compiler once took 1-4
@@ -117,6 +138,7 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     clattn__tiles_add(t, "ROWS_D", rows);
     clattn__tiles_add(t, "VEC", vec);
     clattn__tiles_add(t, "DVT", dvt);
+    clattn__tiles_add(t, "SDVT", sdvt);
     clattn__tiles_add(t, "WG", wg);
   } else {
     int vec = clattn__pick_vec(p->dim, p->dim_v, 4);
@@ -124,8 +146,9 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     clattn__tiles_add(t, "BLOCK_M", 1);
     clattn__tiles_add(t, "ROWS_D", 1);
     clattn__tiles_add(t, "VEC", vec);
-    clattn__tiles_add(t, "DVT",
-                      (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec));
+    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    clattn__tiles_add(t, "DVT", dvch);
+    clattn__tiles_add(t, "SDVT", dvch);
     clattn__tiles_add(t, "WG", 64);
   }
   t->source = "heuristic";
@@ -137,16 +160,17 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
   int bm = clattn__tiles_get(t, "BLOCK_M");
   int rows = clattn__tiles_get(t, "ROWS_D");
   int dvt = clattn__tiles_get(t, "DVT");
+  int sdvt = clattn__tiles_get(t, "SDVT");
   if (vec != 1 && vec != 2 && vec != 4 && vec != 8 && vec != 16)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: VEC must be 1, 2, 4, 8 "
                         "or 16");
   /* Rows live in private arrays: keep them to sizes a compiler can hold. */
   if (chunk < 1 || bm < 1 || bm > 64 || rows < 1 || rows > 64 || dvt < 1 ||
-      dvt > 64 || clattn__tiles_get(t, "WG") < 1)
+      dvt > 64 || sdvt < 1 || sdvt > 64 || clattn__tiles_get(t, "WG") < 1)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
                         "invalid descriptor: tiles: CHUNK and WG must be at "
-                        "least 1, BLOCK_M, ROWS_D and DVT 1..64");
+                        "least 1, BLOCK_M, ROWS_D, DVT and SDVT 1..64");
   /* A causal query block must lie within one key chunk. */
   if (p->causal && chunk % bm != 0)
     return clattn__fail(ctx, CLATTN_ERROR_INVALID_DESCRIPTOR,
@@ -352,21 +376,22 @@ static int linear_candidate(const clattn__problem *p,
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
     int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
+    /* Micro-tiles of up to a register file of accumulators. */
     for (size_t a = 0; a < 4; a++) {
       int dvt = tiles[a];
       if (dvt > dvch)
         continue;
       for (size_t b = 0; b < 4; b++) {
         int rows = tiles[b];
-        if (rows * copies * dvt > regs - dvt - 2)
+        if (rows * copies * dvt > regs)
           continue;
         if (n++ == index)
-          return snprintf(buf, size, "SHAPE=cpu,ROWS_D=%d,DVT=%d", rows, dvt) >
+          return snprintf(buf, size, "SHAPE=cpu,ROWS_D=%d,SDVT=%d", rows, dvt) >
                  0;
       }
       for (size_t b = 0; b < 4; b++) {
         int bm = tiles[b];
-        if (bm * dvt > regs - dvt - 2)
+        if (bm * dvt > regs)
           continue;
         if (n++ == index)
           return snprintf(buf, size, "SHAPE=cpu,BLOCK_M=%d,DVT=%d", bm, dvt) >
