@@ -565,7 +565,7 @@ clattn_bwd_cpu(__global const store_t *q, __global const store_t *o,
             const floatk sv = KLOAD(&s[r][j]) * smul;
             const floatk dp = KLOAD(&g[r][j]);
 #if SIGMOID
-            const floatk p = clattn_sigmoid2k(sv + bias);
+            const floatk p = clattn_sigmoid2k(sv, bias);
             floatk ds = p * (1.0f - p) * dp;
 #else
             (void)bias;

@@ -23,6 +23,7 @@ typedef int16 intk;
 #define KMAX(x) clattn_hmax8(fmax((x).lo, (x).hi))
 #define KCONVERT_INT(x) convert_int16(x)
 #define KAS_FLOAT(x) as_float16(x)
+#define KAS_INT(x) as_int16(x)
 #elif KEYS_VEC == 8
 typedef float8 floatk;
 typedef int8 intk;
@@ -33,6 +34,7 @@ typedef int8 intk;
 #define KMAX(x) clattn_hmax8(x)
 #define KCONVERT_INT(x) convert_int8(x)
 #define KAS_FLOAT(x) as_float8(x)
+#define KAS_INT(x) as_int8(x)
 #else
 #error KEYS_VEC must be 8 or 16
 #endif
@@ -64,23 +66,26 @@ floatk clattn_exp2k(const floatk x) {
   return select(p * scale, (floatk)(0.0f), x < -126.0f);
 }
 
-/* The sigmoid in the log2 domain, 1 / (1 + 2^-x), with one division where
- * 1 / (1 + clattn_exp2k(-x)) takes two: 2^-x = 2^n e^y for n = round(-x)
- * and y = (-x - n) ln 2, and e^y = P(y) / P(-y) by its [3/3] Pade
- * approximant, P(y) = 1 + y/2 + y^2/10 + y^3/120 (relative error below
- * 1e-8 for |y| <= ln(2)/2), so the sigmoid is P(-y) / (P(-y) + 2^n P(y)).
- * -x is clamped to +-126: 1 above 126, 1 / (1 + 2^126) below -126, as
- * through clattn_exp2k. */
-floatk clattn_sigmoid2k(const floatk x) {
-  const floatk t = clamp(-x, -126.0f, 126.0f);
-  const floatk n = rint(t);
-  const floatk f = t - n;
+/* The sigmoid in the log2 domain of x + bias, 1 / (1 + 2^-(x + bias)), with
+ * one division where 1 / (1 + clattn_exp2k(-x - bias)) takes two:
+ * 2^-(x + bias) = 2^n e^y for n = round(-x - bias) and y = (-x - bias - n)
+ * ln 2, and e^y = P(y) / P(-y) by its [3/3] Pade approximant,
+ * P(y) = 1 + y/2 + y^2/10 + y^3/120 (relative error below 1e-8 for
+ * |y| <= ln(2)/2), so the sigmoid is P(-y) / (P(-y) + 2^n P(y)). The
+ * exponent is clamped to +-126: 1 above 126, 1 / (1 + 2^126) below -126, as
+ * through clattn_exp2k. n is rounded by adding 1.5 * 2^23 + 127, which
+ * leaves n + 127 in the low bits of the sum: shifted into the exponent
+ * field they are 2^n, with no conversion to integer. */
+floatk clattn_sigmoid2k(const floatk x, const float bias) {
+  const floatk t = clamp((floatk)(-bias) - x, -126.0f, 126.0f);
+  const floatk r = t + 12583039.0f;
+  const floatk f = t - (r - 12583039.0f);
   const floatk f2 = f * f;
   /* Even and odd parts of P in f = y / ln 2: ln2^2/10, ln2^3/120, ln2/2. */
   const floatk even = fma(f2, (floatk)(4.8045301e-2f), (floatk)(1.0f));
   const floatk odd =
       f * fma(f2, (floatk)(2.7752055e-3f), (floatk)(3.4657359e-1f));
-  const floatk scale = KAS_FLOAT((KCONVERT_INT(n) + 127) << 23);
+  const floatk scale = KAS_FLOAT(KAS_INT(r) << 23);
   const floatk den = even - odd;
   return den / fma(scale, even + odd, den);
 }

@@ -108,10 +108,8 @@ clattn_sigmoid_fwd_kt(__global const store_t *q, __global const float *ws,
     clattn_score_block(qs, kt + (size_t)j0 * HEAD_DIM, s);
     clattn_mods_rows(&sq, s, i0, j0);
     for (int r = 0; r < BLOCK_M; r++)
-      for (int j = 0; j < BLOCK_N; j += KEYS_VEC) {
-        const floatk x = KLOAD(&s[r][j]) + bias;
-        KSTORE(clattn_sigmoid2k(x), &s[r][j]);
-      }
+      for (int j = 0; j < BLOCK_N; j += KEYS_VEC)
+        KSTORE(clattn_sigmoid2k(KLOAD(&s[r][j]), bias), &s[r][j]);
     if (clattn_block_masked(j0, BLOCK_N, fbeg, fend) || bmod == 1)
       clattn_mask_block(&sq, s, i0, j0, 0.0f, bmod == 1);
     clattn_pv_block(s, vp + (size_t)j0 * DVP, acc);
