@@ -36,6 +36,11 @@ static linear_dims dims_of(const clattn_plan_t plan) {
   return d;
 }
 
+/* Vectors of vec floats in a row of Dv. */
+static int dv_vectors(const clattn__problem *p, int vec) {
+  return (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+}
+
 /* Floats of the private arrays one work-item holds (cl/linear.cl), the more
  * of the two large kernels: clattn_linear_state's phi(K) rows over the
  * chunk, their sums and accumulators; clattn_linear_out's query rows (and
@@ -54,7 +59,7 @@ static size_t linear_private_floats(const clattn_plan_t plan) {
   size_t dpad = clattn__round_up(p->dim, vec);
   size_t state = copies * rows * (chunkp + vec + sslice) + sslice;
   size_t qrows = copies > 1 ? (1 + copies) * dpad : dpad;
-  size_t out = bm * (qrows + copies + slice + 1) + slice;
+  size_t out = bm * (qrows + slice + 1) + slice;
   if (p->causal)
     out += bm * (chunkp + 2 * vec) + clattn__round_up(chunkp + bm - 1, vec);
   return state > out ? state : out;
@@ -93,7 +98,7 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     int width = 0, regs = 0;
     clattn__vector_regs(&ctx->profile, &width, &regs);
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
-    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    int dvch = dv_vectors(p, vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
     int accs = regs < 16 ? regs : 16;
     int dvt = dvch < 4 ? dvch : 4;
@@ -146,7 +151,7 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     clattn__tiles_add(t, "BLOCK_M", 1);
     clattn__tiles_add(t, "ROWS_D", 1);
     clattn__tiles_add(t, "VEC", vec);
-    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    int dvch = dv_vectors(p, vec);
     clattn__tiles_add(t, "DVT", dvch);
     clattn__tiles_add(t, "SDVT", dvch);
     clattn__tiles_add(t, "WG", 64);
@@ -374,7 +379,7 @@ static int linear_candidate(const clattn__problem *p,
     int width = 0, regs = 0;
     clattn__vector_regs(dev, &width, &regs);
     int vec = clattn__pick_vec(p->dim, p->dim_v, width);
-    int dvch = (int)((p->dim_v + (size_t)vec - 1) / (size_t)vec);
+    int dvch = dv_vectors(p, vec);
     int copies = p->variant == CLATTN_VARIANT_COSFORMER ? 2 : 1;
     /* Micro-tiles of up to a register file of accumulators. */
     for (size_t a = 0; a < 4; a++) {
