@@ -23,6 +23,9 @@ Output: one JSON object per case on stdout, then a markdown table on
 stderr (and in --markdown FILE). Times: clattn's are device times from
 OpenCL profiling events (median of --repeat runs inside clattn-bench);
 PyTorch's are wall-clock times of a synchronous call (median of --repeat).
+PyTorch's vector kernels are those of torch.backends.cpu.get_cpu_capability()
+(torch_cpu_capability); ATEN_CPU_CAPABILITY=avx2 holds them to AVX2, which on
+some CPUs is the faster choice (F.elu, for one).
 
 When the running Python has no torch, the script creates a virtual
 environment (--venv, default bench/.venv), installs torch and numpy into it
@@ -362,6 +365,7 @@ def main(argv):
             sys.exit("vs_torch.py: %s not found; build clattn first "
                      "(cmake --build build)" % tool)
 
+    capability = torch.backends.cpu.get_cpu_capability()
     rows = []
     for dev in devices:
         info = device_info(args.bench, dev)
@@ -381,6 +385,7 @@ def main(argv):
                                torch_impl=TORCH_IMPL[variant],
                                torch_version=torch.__version__,
                                torch_threads=threads,
+                               torch_cpu_capability=capability,
                                check_max_rel_err=agree)
                     if args.label:
                         rec["label"] = args.label

@@ -118,19 +118,17 @@ static clattn_status linear_choose(clattn_plan_t plan, const char *spec) {
     int bm = 1;
     while (bm < 8 && 2 * bm * dvt <= accs)
       bm *= 2;
-    /* A runtime whose preferred float width is 1 vectorises across
-     * work-items itself (Intel's CPU runtime). Its compiler once took 1-4
-     * minutes to build clattn_linear_out with several query rows per
-     * work-item (D = 64 to 128, not causal); since each work-item walks the
-     * Dv slices itself, it builds in about a second. There two rows, which
-     * halve the state loads per FMA, took 0.82-0.96 of one row's time with
-     * 8-float vectors (both variants) and 0.77-0.89 for cosFormer with 16,
-     * but 1.12-1.22 for linear attention with 16; four rows were no better
-     * than two (D = 64, N = 1024 and 4096, causal and not). */
+    /* Query rows of the output kernel: as many as its accumulators allow,
+     * on every runtime. On Intel's CPU runtime (its budget less the state
+     * kernel's operands) that is 4 rows with AVX-512 code and 2 with AVX2
+     * code, the fastest of 1, 2, 4 and 8 for both variants, D = 64 and 128,
+     * causal and not (N = 1024): with AVX-512 code 4 rows took 0.35-0.70 of
+     * 1 row's time (D = 128 linear: 0.87 ms against 2.2) and 0.64-0.95 of 2
+     * rows'; with AVX2 code 2 rows took 0.63-0.71 of 1 row's and 4 rows spilled
+     * (1.3-2.2x). */
     int wg = 1;
     if (ctx->profile.preferred_vector_width_float == 1) {
-      bm = copies == 2 || width < 16 ? 2 : 1;
-      /* The same runtime pays per work-group: groups of 32 independent
+      /* Intel's CPU runtime pays per work-group: groups of 32 independent
        * work-items made its linear and cosFormer forward 11-20% faster
        * (D = 64, N = 1024 and 4096, causal and not); PoCL's times do not
        * depend on it. */
