@@ -2,11 +2,14 @@
  * test_linear.c - linear attention through the public API against the
  * double-precision reference: both feature maps, causal (bottom-right) and
  * not, Nq != Nk with rows that see no key (exactly 0), GQA, head dims that are
- * not powers of two, a custom eps, f32 and f16 storage, and sequences long
- * enough that the causal prefix crosses many chunks.
+ * not powers of two, a custom eps, f32 and f16 storage, sequences long
+ * enough that the causal prefix crosses many chunks, and inputs that take
+ * elu's exponential down to 0.
  *
  * Errors are max |O - ref| / max |ref| over the whole output tensor.
  */
+#include <math.h>
+
 #include "reference.h"
 #include "testutil.h"
 
@@ -132,6 +135,40 @@ static void test_linear_small_chunks(void **state) {
                                       TOL_F32, tiles, 2));
 }
 
+static void test_linear_wide_inputs(void **state) {
+  /* elu's exponential over its range: q and k uniform in [-40, 2], so that
+   * most features are e^x down to 4e-18, with every 7th key element at -95
+   * and every 11th query element at -inf (features below the smallest
+   * normal float and exactly 0), causal and not, every shape. */
+  clattn_context_t ctx = clattn_test_shared_context();
+  clattn_desc d = make_desc(CLATTN_DTYPE_F32, 0, 1, 2, 1, 150, 150, 40, 24);
+  d.feature_map = CLATTN_FEATURE_MAP_ELU1;
+  clattn_status st = CLATTN_SUCCESS;
+  int ok = 1;
+  (void)state;
+  for (int causal = 0; causal < 2 && ok; causal++) {
+    clattn_test_problem p;
+    d.causal = causal;
+    clattn_test_problem_init(&p, &d, 80 + (uint64_t)causal);
+    clattn_test_fill_uniform(p.q, p.n.q, 82, -40.0f, 2.0f);
+    clattn_test_fill_uniform(p.k, p.n.k, 83, -40.0f, 2.0f);
+    for (size_t t = 0; t < p.n.k; t += 7)
+      p.k[t] = -95.0f;
+    for (size_t t = 0; t < p.n.q; t += 11)
+      p.q[t] = -INFINITY;
+    clattn_test_problem_reference(&p);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && ok; s++) {
+      p.desc.tiles = shapes[s];
+      st = clattn_test_problem_run_host(&p, ctx);
+      ok = st == CLATTN_SUCCESS &&
+           clattn_test_check("O", p.o, p.ref_o, p.n.o, TOL_F32);
+    }
+    clattn_test_problem_free(&p);
+  }
+  assert_int_equal(st, CLATTN_SUCCESS);
+  assert_true(ok);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_linear_tiny),
@@ -142,6 +179,7 @@ int main(void) {
       cmocka_unit_test(test_linear_f16),
       cmocka_unit_test(test_linear_long_causal),
       cmocka_unit_test(test_linear_small_chunks),
+      cmocka_unit_test(test_linear_wide_inputs),
   };
   return cmocka_run_group_tests(tests, NULL, clattn_test_shared_teardown);
 }
